@@ -1,0 +1,21 @@
+"""The `knotwork` command line: one Typer app; each command group lives in its own module.
+
+Every command module imports heavy libraries inside its commands, so `knotwork --help` stays instant.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from knotwork.cli import bench, harmonize, lora, merge, relations, train, zipit
+from knotwork.cli._app import app
+
+# Each module registers its commands on `app` (or its own sub-app) when imported.
+_MODULES = (merge, lora, zipit, train, harmonize, relations, bench)
+
+
+def main() -> None:  # pragma: no cover - thin entry point
+    app()
+
+
+__all__ = ["app", "main", "typer"]

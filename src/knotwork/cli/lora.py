@@ -1,0 +1,5 @@
+"""CLI commands for `lora` (registered on the shared app when imported)."""
+
+from __future__ import annotations
+
+from knotwork.cli._app import app, bench_app  # noqa: F401

@@ -1,0 +1,394 @@
+"""Read PEFT LoRA adapters (no `peft` needed) and write merged results as PEFT adapters or dense weights.
+
+Only this module and the CLI touch files. An adapter becomes a :class:`LoraAdapter`: per target module the factors
+``A`` (r, d_in) and ``B`` (d_out, r) with PEFT's per-module scaling resolved from ``r``, ``lora_alpha``,
+``use_rslora``, ``rank_pattern`` and ``alpha_pattern``. Updates are kept in the layer's (d_out, d_in) orientation,
+``delta = scaling * B @ A``; ``fan_in_fan_out`` only matters when the update is added to a stored base weight.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from knotwork.merge.errors import AdapterError
+
+CONFIG_NAME = "adapter_config.json"
+SAFETENSORS_NAME = "adapter_model.safetensors"
+BIN_NAME = "adapter_model.bin"
+_KEY_RE = re.compile(r"^(?P<module>.+)\.lora_(?P<which>[AB])(?:\.[^.]+)?\.weight$")
+_PREFIX = "base_model.model."
+# Keys of features this reader does not turn into a plain scaling * B @ A update: refuse them rather than drop them.
+_UNSUPPORTED = {
+    "lora_embedding_A": "embedding LoRA",
+    "lora_embedding_B": "embedding LoRA",
+    "lora_magnitude_vector": "DoRA (use_dora)",
+    "modules_to_save": "modules_to_save",
+    "lora_B.bias": "lora_bias",
+}
+
+
+@dataclass(frozen=True)
+class LoraModule:
+    """One adapted linear module: ``delta = scaling * B @ A`` of shape (d_out, d_in)."""
+
+    A: torch.Tensor  # (r, d_in)
+    B: torch.Tensor  # (d_out, r)
+    scaling: float
+
+    @property
+    def rank(self) -> int:
+        return self.A.shape[0]
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.B.shape[0], self.A.shape[1])
+
+    def delta(self) -> torch.Tensor:
+        """The dense update in float32 (PEFT also upcasts half precision on CPU)."""
+        return self.scaling * (self.B.float() @ self.A.float())
+
+    def scaled_factors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(scaling * B, A)`` in float64, the form the KnOTS alignment consumes."""
+        return self.scaling * self.B.double(), self.A.double()
+
+
+@dataclass(frozen=True)
+class LoraAdapter:
+    """A PEFT LoRA adapter held in memory: its config and its adapted modules, sorted by name."""
+
+    config: Mapping[str, Any]
+    modules: Mapping[str, LoraModule]
+    source: str = ""
+    sha256: str = ""
+    dtype: torch.dtype = torch.float32
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def base_model(self) -> str | None:
+        return self.config.get("base_model_name_or_path")
+
+    @property
+    def fan_in_fan_out(self) -> bool:
+        return bool(self.config.get("fan_in_fan_out", False))
+
+    def deltas(self) -> dict[str, torch.Tensor]:
+        """Dense float32 update per module, (d_out, d_in), scaling folded in."""
+        return {name: mod.delta() for name, mod in self.modules.items()}
+
+
+def _pattern_value(patterns: Mapping[str, Any], module: str, default: Any) -> Any:
+    # PEFT's rule (peft.utils.other.get_pattern_key): the first key whose regex matches the end of the module name.
+    for key, value in patterns.items():
+        if re.match(rf"(.*\.)?({key})$", module):
+            return value
+    return default
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        if path.name.endswith(".safetensors"):
+            from safetensors.torch import load_file
+
+            return load_file(str(path))
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # corrupt or truncated files raise many different types
+        raise AdapterError(f"{path}: cannot read adapter weights ({type(err).__name__}: {err})") from err
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise AdapterError(f"{path}: expected a state dict of tensors")
+    return dict(state)
+
+
+def load_adapter(path: str | os.PathLike[str]) -> LoraAdapter:
+    """Read a PEFT LoRA adapter directory.
+
+    Reads ``adapter_config.json`` and ``adapter_model.safetensors`` (or ``adapter_model.bin`` through
+    ``torch.load(weights_only=True)``), checks every tensor, and resolves each module's scaling
+    (``lora_alpha / r``, or ``lora_alpha / sqrt(r)`` with ``use_rslora``; ``rank_pattern`` and ``alpha_pattern``
+    are honoured with PEFT's matching rule).
+
+    Parameters
+    ----------
+    path : path-like
+        The adapter directory.
+
+    Returns
+    -------
+    LoraAdapter
+
+    Raises
+    ------
+    AdapterError
+        Missing or corrupt files, a non-LoRA config, an unsupported feature (DoRA, embedding LoRA, lora_bias,
+        modules_to_save), a rank that disagrees with the config, or non-finite weights; the message names the file
+        and the module.
+    """
+    root = Path(path)
+    if not root.is_dir():
+        raise AdapterError(f"{root}: adapter directory not found")
+    cfg_path = root / CONFIG_NAME
+    if not cfg_path.is_file():
+        raise AdapterError(f"{root}: missing {CONFIG_NAME}")
+    try:
+        config = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise AdapterError(f"{cfg_path}: malformed JSON ({err})") from err
+    if not isinstance(config, dict):
+        raise AdapterError(f"{cfg_path}: expected a JSON object")
+    peft_type = str(config.get("peft_type", "LORA")).upper()
+    if peft_type != "LORA":
+        raise AdapterError(f"{cfg_path}: peft_type is {peft_type!r}; only LORA adapters can be merged")
+    if config.get("use_dora"):
+        raise AdapterError(f"{cfg_path}: use_dora is set; DoRA updates are not scaling * B @ A and are not supported")
+
+    weights = root / SAFETENSORS_NAME
+    if not weights.is_file():
+        weights = root / BIN_NAME
+    if not weights.is_file():
+        raise AdapterError(f"{root}: missing {SAFETENSORS_NAME} (or {BIN_NAME})")
+    state = _read_tensors(weights)
+
+    factors: dict[str, dict[str, torch.Tensor]] = {}
+    for key, tensor in state.items():
+        for marker, feature in _UNSUPPORTED.items():
+            if marker in key:
+                raise AdapterError(f"{weights}: tensor {key!r} belongs to {feature}, which knotwork cannot merge")
+        match = _KEY_RE.match(key)
+        if match is None:
+            raise AdapterError(f"{weights}: unexpected tensor {key!r} (expected '<module>.lora_A.weight' / 'lora_B')")
+        module = match["module"].removeprefix(_PREFIX)
+        if tensor.ndim != 2:
+            raise AdapterError(f"{weights}: module {module!r}: only Linear LoRA is supported, got a {tensor.ndim}-D factor")
+        if not torch.isfinite(tensor).all():
+            raise AdapterError(f"{weights}: module {module!r}: lora_{match['which']} has non-finite values")
+        factors.setdefault(module, {})[match["which"]] = tensor
+    if not factors:
+        raise AdapterError(f"{weights}: no LoRA tensors found")
+
+    r_default = int(config.get("r", 8))
+    alpha_default = float(config.get("lora_alpha", r_default))
+    rank_pattern = config.get("rank_pattern") or {}
+    alpha_pattern = config.get("alpha_pattern") or {}
+    rslora = bool(config.get("use_rslora", False))
+    modules: dict[str, LoraModule] = {}
+    dtypes = set()
+    for name in sorted(factors):
+        pair = factors[name]
+        if set(pair) != {"A", "B"}:
+            missing = "lora_B" if "A" in pair else "lora_A"
+            raise AdapterError(f"{weights}: module {name!r} has no {missing} tensor")
+        A, B = pair["A"], pair["B"]
+        if A.shape[0] != B.shape[1]:
+            raise AdapterError(f"{weights}: module {name!r}: lora_A is {tuple(A.shape)} but lora_B is {tuple(B.shape)}")
+        r = int(_pattern_value(rank_pattern, name, r_default))
+        if r != A.shape[0]:
+            raise AdapterError(f"{weights}: module {name!r}: config says r={r} but lora_A has rank {A.shape[0]}")
+        alpha = float(_pattern_value(alpha_pattern, name, alpha_default))
+        scaling = alpha / math.sqrt(r) if rslora else alpha / r
+        modules[name] = LoraModule(A=A, B=B, scaling=scaling)
+        dtypes.add(A.dtype)
+    dtype = dtypes.pop() if len(dtypes) == 1 else torch.float32
+    return LoraAdapter(config=config, modules=modules, source=str(root), sha256=_file_sha256(weights), dtype=dtype)
+
+
+def check_compatible(adapters: Iterable[LoraAdapter]) -> None:
+    """Refuse adapters that do not share a base model, a module set, and module shapes.
+
+    Raises
+    ------
+    AdapterError
+        Names the two adapters and the first module (or base model) where they differ.
+    """
+    adapters = list(adapters)
+    if not adapters:
+        raise AdapterError("no adapters given")
+    ref = adapters[0]
+    for other in adapters[1:]:
+        if ref.base_model and other.base_model and ref.base_model != other.base_model:
+            raise AdapterError(
+                f"adapters have different base models: {ref.source} is for {ref.base_model!r}, "
+                f"{other.source} is for {other.base_model!r}"
+            )
+        if ref.fan_in_fan_out != other.fan_in_fan_out:
+            raise AdapterError(f"adapters disagree on fan_in_fan_out: {ref.source} vs {other.source}")
+        missing = sorted(set(ref.modules) ^ set(other.modules))
+        if missing:
+            raise AdapterError(
+                f"adapters target different modules: {missing[0]!r} is in only one of {ref.source} and {other.source}"
+                + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+            )
+        for name, mod in ref.modules.items():
+            if mod.shape != other.modules[name].shape:
+                raise AdapterError(
+                    f"module {name!r} has shape {mod.shape} in {ref.source} but {other.modules[name].shape} "
+                    f"in {other.source}"
+                )
+
+
+# --------------------------------------------------------------------------------------------- writing
+
+
+def _atomic_dir(out_dir: Path, force: bool, inputs: Iterable[str] = ()) -> Path:
+    """A fresh temp directory beside ``out_dir``; the caller fills it and calls :func:`_commit_dir`."""
+    out_dir = Path(out_dir)
+    resolved = out_dir.resolve()
+    for src in inputs:
+        if src and Path(src).resolve() == resolved:
+            raise AdapterError(f"{out_dir}: refusing to write over an input adapter")
+    if out_dir.exists() and not force:
+        raise AdapterError(f"{out_dir}: output directory exists; pass force=True (--force) to replace it")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+
+
+def _commit_dir(tmp: Path, out_dir: Path) -> None:
+    out_dir = Path(out_dir)
+    if out_dir.exists():
+        old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+        os.replace(out_dir, old)
+        os.replace(tmp, out_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out_dir)
+
+
+def write_adapter(
+    out_dir: str | os.PathLike[str],
+    factors: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
+    *,
+    base_config: Mapping[str, Any],
+    dtype: torch.dtype = torch.float32,
+    force: bool = False,
+    inputs: Iterable[str] = (),
+    extra_files: Mapping[str, str] | None = None,
+) -> Path:
+    """Write ``{module: (B, A)}`` as a PEFT LoRA adapter whose scaling is 1 for every module.
+
+    Every module gets ``r = lora_alpha = its rank`` through ``rank_pattern`` / ``alpha_pattern`` (the most common
+    rank is the default), so PEFT's ``alpha / r`` is exactly 1 and ``B @ A`` is the update. The directory appears
+    atomically; an existing one is only replaced with ``force``.
+    """
+    out_dir = Path(out_dir)
+    tmp = _atomic_dir(out_dir, force, inputs)
+    try:
+        from safetensors.torch import save_file
+
+        ranks = {name: int(A.shape[0]) for name, (B, A) in factors.items()}
+        values = list(ranks.values())
+        r = max(set(values), key=values.count) if values else 1
+        pattern = {re.escape(name): k for name, k in ranks.items() if k != r}
+        keep = ("task_type", "base_model_name_or_path", "revision", "fan_in_fan_out", "bias", "inference_mode")
+        config = {k: base_config[k] for k in keep if k in base_config}
+        config.update(
+            peft_type="LORA",
+            r=r,
+            lora_alpha=r,
+            use_rslora=False,
+            rank_pattern=pattern,
+            alpha_pattern=dict(pattern),
+            target_modules=sorted(factors),  # full names: a suffix like "dense" would also match unadapted layers
+            lora_dropout=0.0,
+            bias=config.get("bias", "none"),
+        )
+        tensors = {}
+        for name, (B, A) in factors.items():
+            tensors[f"{_PREFIX}{name}.lora_A.weight"] = A.to(dtype).contiguous()
+            tensors[f"{_PREFIX}{name}.lora_B.weight"] = B.to(dtype).contiguous()
+        save_file(tensors, str(tmp / SAFETENSORS_NAME), metadata={"format": "pt"})
+        (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+        for fname, text in (extra_files or {}).items():
+            (tmp / fname).write_text(text, encoding="utf-8")
+        _commit_dir(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def _find_weight_key(keys: Iterable[str], module: str) -> str | None:
+    keys = list(keys)
+    exact = f"{module}.weight"
+    if exact in keys:
+        return exact
+    hits = [k for k in keys if k.endswith(f".{exact}")]
+    if len(hits) == 1:
+        return hits[0]
+    # The adapter may carry a wrapper prefix the base checkpoint lacks (e.g. "model." or "bert.").
+    parts = module.split(".")
+    for i in range(1, len(parts)):
+        tail = ".".join(parts[i:]) + ".weight"
+        hits = [k for k in keys if k == tail or k.endswith("." + tail)]
+        if len(hits) == 1:
+            return hits[0]
+    return None
+
+
+def write_dense_model(
+    out_dir: str | os.PathLike[str],
+    base_dir: str | os.PathLike[str],
+    deltas: Iterable[tuple[str, torch.Tensor]],
+    *,
+    fan_in_fan_out: bool = False,
+    force: bool = False,
+    extra_files: Mapping[str, str] | None = None,
+) -> Path:
+    """Write base weights plus merged updates as ``model.safetensors``, beside copies of the base's other files.
+
+    ``deltas`` yields ``(module, delta)`` with delta of shape (d_out, d_in); it is transposed for ``fan_in_fan_out``
+    checkpoints (GPT-2's Conv1D) and added in float32, then cast back to the base weight's dtype.
+    """
+    from safetensors.torch import load_file, save_file
+
+    base_dir = Path(base_dir)
+    files = sorted(base_dir.glob("*.safetensors"))
+    if not files:
+        raise AdapterError(f"{base_dir}: no *.safetensors weights found in the base model directory")
+    state: dict[str, torch.Tensor] = {}
+    for f in files:
+        try:
+            state.update(load_file(str(f)))
+        except Exception as err:
+            raise AdapterError(f"{f}: cannot read base weights ({type(err).__name__}: {err})") from err
+    out_dir = Path(out_dir)
+    tmp = _atomic_dir(out_dir, force, [str(base_dir)])
+    try:
+        for module, delta in deltas:
+            key = _find_weight_key(state, module)
+            if key is None:
+                raise AdapterError(f"{base_dir}: no weight for adapted module {module!r} in the base model")
+            update = delta.T if fan_in_fan_out else delta
+            if tuple(state[key].shape) != tuple(update.shape):
+                raise AdapterError(
+                    f"module {module!r}: base weight {key!r} is {tuple(state[key].shape)}, update is {tuple(update.shape)}"
+                )
+            state[key] = (state[key].float() + update.float()).to(state[key].dtype)
+        save_file({k: v.contiguous() for k, v in state.items()}, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        for f in base_dir.iterdir():
+            if f.is_file() and not f.name.endswith((".safetensors", ".bin", ".pt", ".pth")) and f.name != "model.safetensors.index.json":
+                shutil.copy2(f, tmp / f.name)
+        for fname, text in (extra_files or {}).items():
+            (tmp / fname).write_text(text, encoding="utf-8")
+        _commit_dir(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir

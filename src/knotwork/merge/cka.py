@@ -1,0 +1,65 @@
+"""Linear CKA between the activations that tasks' updates produce: the alignment measure of the KnOTS paper."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from knotwork.merge.align import knots_align
+
+
+def linear_cka(x: torch.Tensor, y: torch.Tensor) -> float:
+    """Linear centered kernel alignment (Kornblith et al., 2019) of two activation matrices.
+
+    CKA(X, Y) = ||X̃ᵀỸ||_F² / (||X̃ᵀX̃||_F · ||ỸᵀỸ||_F) with column-centred X̃, Ỹ; in [0, 1], invariant to orthogonal
+    transforms and isotropic scaling of either side.
+
+    Parameters
+    ----------
+    x : Tensor of shape (n_samples, p)
+    y : Tensor of shape (n_samples, q)
+    """
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(f"CKA needs the same samples on both sides; got {x.shape[0]} and {y.shape[0]} rows")
+    x = x.double() - x.double().mean(dim=0, keepdim=True)
+    y = y.double() - y.double().mean(dim=0, keepdim=True)
+    denom = torch.linalg.norm(x.T @ x) * torch.linalg.norm(y.T @ y)
+    if denom == 0:
+        return 0.0
+    return float(torch.linalg.norm(x.T @ y) ** 2 / denom)
+
+
+def cka_matrix(activations: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Pairwise linear CKA, (n, n), between activation matrices of the same samples."""
+    n = len(activations)
+    out = torch.eye(n, dtype=torch.float64)
+    for i in range(n):
+        for j in range(i + 1, n):
+            out[i, j] = out[j, i] = linear_cka(activations[i], activations[j])
+    return out
+
+
+def update_cka(
+    inputs: torch.Tensor, factors: Sequence[tuple[torch.Tensor, torch.Tensor]], *, rel_tol: float = 1e-7
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Task x task CKA of one module's updates, before and after the KnOTS transform.
+
+    Before: Z_i = X ΔW_iᵀ with ΔW_i = B_i A_i. After: Z_i = X R_iᵀ with the aligned R_i (they share U, so this is
+    how the paper compares the transformed updates).
+
+    Parameters
+    ----------
+    inputs : Tensor of shape (n_samples, d_in)
+        The module's inputs X on shared data (e.g. the base model's hidden states).
+    factors : sequence of (B_i, A_i), with the LoRA scaling folded into B_i
+
+    Returns
+    -------
+    (before, after) : two Tensors of shape (n_tasks, n_tasks)
+    """
+    x = inputs.double()
+    before = cka_matrix([x @ (B.double() @ A.double()).T for B, A in factors])
+    alignment = knots_align(factors, rel_tol=rel_tol, dtype=torch.float64)
+    after = cka_matrix([x @ rep.T for rep in alignment.reps])
+    return before, after

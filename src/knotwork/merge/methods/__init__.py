@@ -1,0 +1,1 @@
+"""Merge methods, one per file; `knotwork.merge.registry` lists them by their command-line names."""

@@ -9,7 +9,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from knotwork.lora.io import WEIGHTS_NAME, atomic_write_text, load_checkpoint, save_checkpoint, save_peft_adapter
+from knotwork.lora.io import (
+    WEIGHTS_NAME,
+    atomic_write_text,
+    load_checkpoint,
+    save_checkpoint,
+    save_peft_adapter,
+)
 from knotwork.lora.tasks import TextTask
 from knotwork.lora.train import TrainConfig, train_adapter
 

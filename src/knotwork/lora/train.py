@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -11,7 +12,14 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from knotwork.lora.model import LoraSpec, embed_texts, encode_batch, inject_lora, load_lora_state, lora_state_dict
+from knotwork.lora.model import (
+    LoraSpec,
+    embed_texts,
+    encode_batch,
+    inject_lora,
+    load_lora_state,
+    lora_state_dict,
+)
 from knotwork.lora.tasks import TextTask
 
 logger = logging.getLogger(__name__)
@@ -143,7 +151,9 @@ def train_adapter(
         losses, step = list(resume.losses), resume.step
 
     def snapshot() -> TrainState:
-        return TrainState(step, lora_state_dict(model), opt.state_dict(), sched.state_dict(), list(losses))
+        # Deep copies: the optimizer's state tensors are updated in place by later steps.
+        return TrainState(step, lora_state_dict(model), copy.deepcopy(opt.state_dict()),
+                          copy.deepcopy(sched.state_dict()), list(losses))
 
     bar = None
     if progress:

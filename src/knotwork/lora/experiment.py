@@ -1,0 +1,256 @@
+"""The KnOTS text study: train (cached) adapters, search merge hyperparameters on val, score once on test.
+
+This is experiment code (I/O, caching), kept apart from the algorithms in `train`, `evaluate` and `search`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import statistics
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from knotwork.lora.evaluate import EvalResult, TaskEvaluator
+from knotwork.lora.io import atomic_write_text
+from knotwork.lora.model import load_base_encoder
+from knotwork.lora.runner import train_task_cached
+from knotwork.lora.search import DROP_GRID, SCALE_GRID, TOPK_GRID, SearchResult, coordinate_search
+from knotwork.lora.tasks import TextTask, load_text_task
+from knotwork.lora.train import TrainConfig
+
+logger = logging.getLogger(__name__)
+
+MERGE_METHODS: tuple[str, ...] = ("ta", "ties", "dare-ties", "knots-ties", "knots-dare-ties")
+
+
+def method_grids(method: str) -> tuple[list[tuple[str, Sequence[Any]]], dict[str, Any]]:
+    """The paper's search order and starting values for each merge method.
+
+    λ first; then top-K (TIES) or DARE's drop rate (DARE-TIES, which keeps top-K at 100 %: sign election only).
+    The starting top-K (20 %) and drop rate (0.1) are the paper's chosen ViT-B/32 KnOTS values.
+    """
+    if method == "ta":
+        return [("scale", SCALE_GRID)], {"scale": 1.0}
+    if method in ("ties", "knots-ties"):
+        return [("scale", SCALE_GRID), ("topk", TOPK_GRID)], {"scale": 1.0, "topk": 20.0}
+    if method in ("dare-ties", "knots-dare-ties"):
+        return [("scale", SCALE_GRID), ("drop_rate", DROP_GRID)], {"scale": 1.0, "drop_rate": 0.1, "topk": 100.0}
+    raise ValueError(f"No search grid for merge method '{method}'; known: {', '.join(MERGE_METHODS)}")
+
+
+def _key(split: str, method: str, params: Mapping[str, Any]) -> str:
+    return json.dumps([split, method, sorted(params.items())])
+
+
+def _as_dict(r: EvalResult) -> dict:
+    return {"accuracy": r.accuracy, "joint_hits": {str(k): v for k, v in r.joint_hits.items()}, "n": r.n}
+
+
+def _from_dict(d: dict) -> EvalResult:
+    return EvalResult(d["accuracy"], {int(k): v for k, v in d["joint_hits"].items()}, d["n"])
+
+
+class EvalCache:
+    """A JSON file of finished evaluations, so a re-run (or a crash) never repeats one."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.data: dict[str, dict] = json.loads(path.read_text()) if path.is_file() else {}
+
+    def get(self, key: str) -> EvalResult | None:
+        return _from_dict(self.data[key]) if key in self.data else None
+
+    def put(self, key: str, result: EvalResult) -> None:
+        self.data[key] = _as_dict(result)
+        atomic_write_text(self.path, json.dumps(self.data))
+
+
+@dataclass
+class StudyConfig:
+    """What the study runs on and how much of it (the reductions for a 2-core CPU are recorded here)."""
+
+    task_dirs: list[Path]
+    cache_dir: Path
+    train: TrainConfig
+    val_limit: int | None = 100
+    test_limit: int | None = 400
+    dare_seeds: tuple[int, ...] = (0, 1, 2)
+    methods: tuple[str, ...] = MERGE_METHODS
+    cka_texts_per_task: int = 16
+
+
+@dataclass
+class StudyResult:
+    config: dict
+    tasks: list[str]
+    finetuned: dict[str, dict[str, float]]          # split -> task -> acc
+    zeroshot: dict[str, dict]                        # split -> EvalResult dict
+    train_seconds: dict[str, float]
+    selections: dict[str, dict] = field(default_factory=dict)   # "<criterion>/<method>" -> {params, val, trace}
+    test: dict[str, list[dict]] = field(default_factory=dict)   # "<criterion>/<method>" -> EvalResult dicts per seed
+    cka: dict[str, list[list[float]]] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def run_study(cfg: StudyConfig, *, progress: bool = False,
+              log: Callable[[str], None] = logger.info) -> StudyResult:
+    """Train or load every adapter, then search, test and measure CKA. Every evaluation is cached on disk."""
+    from knotwork.merge import adapter_factors, load_adapter, merge_modules
+    from knotwork.merge.config import MergeConfig
+
+    tasks: list[TextTask] = [load_text_task(d) for d in cfg.task_dirs]  # validate everything first
+    t_start = time.perf_counter()
+    trained = {}
+    for task in tasks:
+        res = train_task_cached(load_base_encoder, task, cfg.train, cfg.cache_dir / f"r{cfg.train.lora.r}" / task.name,
+                                progress=progress)
+        trained[task.name] = res
+        log(f"adapter {task.name}: {'cached' if res.cached else 'trained'} ({res.seconds:.0f}s)")
+    adapters = [load_adapter(trained[t.name].adapter_dir) for t in tasks]
+    factors = adapter_factors(adapters)
+    names = [t.name for t in tasks]
+
+    model, tok, _ = load_base_encoder()
+    ev = {"val": TaskEvaluator(model, tok, tasks, split="val", limit=cfg.val_limit, max_length=cfg.train.max_length),
+          "test": TaskEvaluator(model, tok, tasks, split="test", limit=cfg.test_limit,
+                                max_length=cfg.train.max_length)}
+    cache = EvalCache(cfg.cache_dir / f"r{cfg.train.lora.r}" / "evals.json")
+
+    def evaluate(split: str, method: str, params: Mapping[str, Any], deltas_fn) -> EvalResult:
+        key = _key(split, method, params)
+        hit = cache.get(key)
+        if hit is None:
+            t0 = time.perf_counter()
+            hit = ev[split].evaluate(deltas_fn())
+            cache.put(key, hit)
+            log(f"{split} {method} {dict(params)}: avg acc {hit.avg_accuracy():.4f}, "
+                f"joint H@3 {hit.joint_hits.get(3, float('nan')):.4f} ({time.perf_counter() - t0:.0f}s)")
+        return hit
+
+    # Fine-tuned: each adapter on its own task only (one pass over all tasks, adapter swapped per task).
+    finetuned: dict[str, dict[str, float]] = {}
+    for split in ("val", "test"):
+        finetuned[split] = {}
+        for i, name in enumerate(names):
+            key = _key(split, f"finetuned:{name}", {})
+            hit = cache.get(key)
+            if hit is None:
+                hit = ev[split].evaluate(adapters[i].deltas(), tasks=[name], joint=False)
+                cache.put(key, hit)
+            finetuned[split][name] = hit.accuracy[name]
+        log(f"fine-tuned {split}: {finetuned[split]}")
+    zeroshot = {s: _as_dict(evaluate(s, "zeroshot", {}, lambda: {})) for s in ("val", "test")}
+
+    result = StudyResult(
+        config={"train": cfg.train.to_dict(), "val_limit": cfg.val_limit, "test_limit": cfg.test_limit,
+                "dare_seeds": list(cfg.dare_seeds), "tasks": names},
+        tasks=names, finetuned=finetuned, zeroshot=zeroshot,
+        train_seconds={n: trained[n].seconds for n in names})
+
+    def merged_deltas(method: str, params: Mapping[str, Any]):
+        return lambda: merge_modules(factors, method=method, config=MergeConfig(**params)).deltas
+
+    t_grid = time.perf_counter()
+    for method in cfg.methods:
+        grids, defaults = method_grids(method)
+        seeded = "dare" in method
+        base = {**defaults, **({"seed": cfg.dare_seeds[0]} if seeded else {})}
+
+        def objective_for(criterion: str, method=method):
+            def objective(params):
+                r = evaluate("val", method, params, merged_deltas(method, params))
+                return r.avg_normalized(finetuned["val"]) if criterion == "pertask" else r.joint_hits[3]
+            return objective
+
+        for criterion in ("pertask", "joint"):
+            sel: SearchResult = coordinate_search(objective_for(criterion), grids, base,
+                                                  ties_improve=(criterion == "pertask"))
+            result.selections[f"{criterion}/{method}"] = {
+                "params": sel.params, "val_score": sel.score,
+                "trace": [[p, s] for p, s in sel.trace]}
+            seeds = cfg.dare_seeds if seeded else (None,)
+            runs = []
+            for s in seeds:
+                p = {**sel.params, **({"seed": s} if s is not None else {})}
+                runs.append(_as_dict(evaluate("test", method, p, merged_deltas(method, p))))
+            result.test[f"{criterion}/{method}"] = runs
+    result.seconds["grid"] = time.perf_counter() - t_grid
+    result.cka = adapter_cka(model, tok, tasks, factors, n_per_task=cfg.cka_texts_per_task,
+                             max_length=cfg.train.max_length)
+    result.seconds["total"] = time.perf_counter() - t_start
+    return result
+
+
+def module_inputs(model, tokenizer, texts: Sequence[str], modules: Sequence[str], *, max_length: int = 64):
+    """Inputs X (non-padding tokens x d_in) that the base model feeds each named module on `texts`."""
+    captured: dict[str, torch.Tensor] = {}
+    batch = tokenizer(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+    keep = batch["attention_mask"].bool()
+    hooks = []
+    for name in modules:
+        def hook(_mod, args, _out, name=name):
+            captured[name] = args[0][keep].detach().double()  # (tokens, d_in), padding dropped
+        hooks.append(model.get_submodule(name).register_forward_hook(hook))
+    try:
+        with torch.inference_mode():
+            model(**{k: batch[k] for k in ("input_ids", "attention_mask")})
+    finally:
+        for h in hooks:
+            h.remove()
+    return captured
+
+
+def adapter_cka(model, tokenizer, tasks: Sequence[TextTask], factors, *, n_per_task: int = 16,
+                max_length: int = 64) -> dict[str, list[list[float]]]:
+    """Task x task linear CKA of the adapters' updates before and after KnOTS, averaged over modules (paper Fig. 2).
+
+    The inputs are the base model's activations on the first `n_per_task` validation texts of every task.
+    """
+    from knotwork.merge.cka import update_cka
+
+    texts = [x for t in tasks for x in t.splits["val"].texts[:n_per_task]]
+    inputs = module_inputs(model, tokenizer, texts, sorted(factors), max_length=max_length)
+    before = after = None
+    for name in sorted(factors):
+        b, a = update_cka(inputs[name], factors[name])
+        before = b if before is None else before + b
+        after = a if after is None else after + a
+    n = len(factors)
+    return {"before": (before / n).tolist(), "after": (after / n).tolist()}
+
+
+def summarize(result: StudyResult, criterion: str, method: str) -> dict[str, Any]:
+    """Mean and spread over seeds of per-task accuracy, avg normalized accuracy and joint Hits@k on test."""
+    runs = [EvalResult(**{**r, "joint_hits": {int(k): v for k, v in r["joint_hits"].items()}})
+            for r in result.test[f"{criterion}/{method}"]]
+    ft = result.finetuned["test"]
+
+    def ms(vals):
+        return (statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0)
+
+    return {
+        "accuracy": {t: ms([r.accuracy[t] for r in runs]) for t in result.tasks},
+        "avg_accuracy": ms([r.avg_accuracy() for r in runs]),
+        "avg_normalized": ms([r.avg_normalized(ft) for r in runs]),
+        "normalized": {t: ms([r.normalized(ft)[t] for r in runs]) for t in result.tasks},
+        "joint_hits": {k: ms([r.joint_hits[k] for r in runs]) for k in (1, 3, 5)},
+        "n_runs": len(runs),
+    }
+
+
+def save_result(result: StudyResult, path: Path) -> None:
+    atomic_write_text(path, json.dumps(result.__dict__, indent=1, default=str))
+
+
+def load_task_dirs(root: Path, names: Sequence[str]) -> list[Path]:
+    dirs = [root / n for n in names]
+    missing = [str(d) for d in dirs if not d.is_dir()]
+    if missing:
+        raise FileNotFoundError(f"Task folder(s) not found: {', '.join(missing)}")
+    return dirs

@@ -54,3 +54,45 @@ def test_demo_end_to_end(tmp_path, monkeypatch, minilm_tokenizer):
     assert sorted(p.name for p in (out / "adapters").iterdir()) == ["question", "sentiment", "topic"]
     again = CliRunner().invoke(app, ["demo", "--out", str(out), "--steps", "2"])
     assert again.exit_code == 2 and "pass --force" in again.output
+
+
+def _write_task(root, labels, rows):
+    root.mkdir(parents=True)
+    (root / "labels.json").write_text(json.dumps(labels))
+    for split in ("train", "val", "test"):
+        (root / f"{split}.jsonl").write_text("\n".join(json.dumps({"text": t, "label": y}) for t, y in rows))
+
+
+def test_bench_knots_text_end_to_end_on_a_tiny_model(tmp_path, monkeypatch, minilm_tokenizer):
+    pytest.importorskip("knotwork.merge")
+    import knotwork.lora.experiment as exp_mod
+    import knotwork.lora.search as search_mod
+
+    loader = lambda: (make_tiny_bert(), minilm_tokenizer, "tiny")  # noqa: E731
+    monkeypatch.setattr(exp_mod, "load_base_encoder", loader)
+    monkeypatch.setattr(exp_mod, "SCALE_GRID", (0.5, 1.0))
+    monkeypatch.setattr(exp_mod, "TOPK_GRID", (20.0, 100.0))
+    monkeypatch.setattr(exp_mod, "DROP_GRID", (0.5, 0.1))
+    monkeypatch.setattr(search_mod, "SCALE_GRID", (0.5, 1.0))
+    sent = [(f"{w} film {i}", y) for i in range(8) for w, y in (("awful", 0), ("great", 1))]
+    ques = [(f"{w} is thing {i} ?", y) for i in range(8) for w, y in (("where", 0), ("who", 1))]
+    _write_task(tmp_path / "data" / "text" / "s", ["negative", "positive"], sent)
+    _write_task(tmp_path / "data" / "text" / "q", ["location", "human"], ques)
+    out = tmp_path / "docs" / "k.md"
+    args = ["bench", "knots-text", "--data", str(tmp_path / "data"), "--task", "s", "--task", "q", "--out", str(out),
+            "--cache", str(tmp_path / "cache"), "--steps", "2", "--batch-size", "4", "--r", "2",
+            "--val-limit", "4", "--test-limit", "6", "--dare-seeds", "2", "--max-length", "16"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    doc = out.read_text()
+    for row in ("| fine-tuned", "| zero-shot base", "| TA |", "| TIES |", "| KnOTS-TIES |", "| DARE-TIES (2 seeds)",
+                "| KnOTS-DARE-TIES (2 seeds)"):
+        assert row in doc, row
+    assert "k-cka.png" in doc and (out.parent / "k-cka.png").is_file()
+    data = json.loads(out.with_suffix(".json").read_text())
+    assert data["tasks"] == ["s", "q"] and len(data["test"]["pertask/dare-ties"]) == 2
+    # Adapters and evaluations are cached: a second run trains nothing and evaluates nothing new.
+    evals = (tmp_path / "cache" / "r2" / "evals.json").read_text()
+    res2 = CliRunner().invoke(app, [*args, "--force"])
+    assert res2.exit_code == 0, res2.output
+    assert (tmp_path / "cache" / "r2" / "evals.json").read_text() == evals

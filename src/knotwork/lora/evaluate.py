@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -67,7 +68,12 @@ class EvalResult:
         missing = sorted(set(self.accuracy) - set(finetuned))
         if missing:
             raise KeyError(f"No fine-tuned accuracy for task(s) {missing}.")
-        return {t: a / finetuned[t] for t, a in self.accuracy.items()}
+        zero = sorted(t for t in self.accuracy if finetuned[t] == 0)
+        if zero:
+            # Undefined rather than infinite: NaN propagates to the average and never wins a comparison.
+            warnings.warn(f"Fine-tuned accuracy is 0 for task(s) {zero}; their normalized accuracy is NaN.",
+                          stacklevel=2)
+        return {t: (a / finetuned[t] if finetuned[t] else float("nan")) for t, a in self.accuracy.items()}
 
     def avg_normalized(self, finetuned: Mapping[str, float]) -> float:
         vals = list(self.normalized(finetuned).values())

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import json
 import logging
-import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from knotwork.lora.evaluate import EvalResult, TaskEvaluator
@@ -232,7 +232,9 @@ def summarize(result: StudyResult, criterion: str, method: str) -> dict[str, Any
     ft = result.finetuned["test"]
 
     def ms(vals):
-        return (statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0)
+        # Sample standard deviation over seeds (ddof=1); NaN (undefined normalized accuracy) propagates.
+        arr = np.asarray(vals, dtype=float)
+        return (float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else 0.0)
 
     return {
         "accuracy": {t: ms([r.accuracy[t] for r in runs]) for t in result.tasks},

@@ -23,7 +23,7 @@ def per_task_table(result: StudyResult, criterion: str = "pertask") -> str:
     lines.append("| fine-tuned (one adapter per task) | " + " | ".join(_pct(ft[t]) for t in tasks)
                  + f" | {_pct(sum(ft.values()) / len(ft))} | 100.0 | – | – | – |")
     zs = result.zeroshot["test"]
-    zs_norm = sum(zs["accuracy"][t] / ft[t] for t in tasks) / len(tasks)
+    zs_norm = sum(zs["accuracy"][t] / ft[t] if ft[t] else float("nan") for t in tasks) / len(tasks)
     zj = zs["joint_hits"]
     lines.append("| zero-shot base | " + " | ".join(_pct(zs["accuracy"][t]) for t in tasks)
                  + f" | {_pct(sum(zs['accuracy'].values()) / len(tasks))} | {_pct(zs_norm)} | "

@@ -96,3 +96,24 @@ def test_bench_knots_text_end_to_end_on_a_tiny_model(tmp_path, monkeypatch, mini
     res2 = CliRunner().invoke(app, [*args, "--force"])
     assert res2.exit_code == 0, res2.output
     assert (tmp_path / "cache" / "r2" / "evals.json").read_text() == evals
+
+
+def test_lora_eval_scores_an_adapter_and_names_a_bad_one(tmp_path, monkeypatch, minilm_tokenizer):
+    pytest.importorskip("knotwork.merge")
+    import knotwork.lora.model as model_mod
+    from knotwork.lora.io import save_peft_adapter
+    from knotwork.lora.model import LoraSpec, inject_lora, lora_state_dict
+
+    monkeypatch.setattr(model_mod, "load_base_encoder", lambda: (make_tiny_bert(), minilm_tokenizer, "tiny"))
+    _write_task(tmp_path / "s", ["negative", "positive"], [("awful film", 0), ("great film", 1), ("bad", 0)])
+    m = make_tiny_bert()
+    inject_lora(m, LoraSpec(r=2, alpha=2.0))
+    save_peft_adapter(lora_state_dict(m), LoraSpec(r=2, alpha=2.0), tmp_path / "ad")
+    res = CliRunner().invoke(app, ["lora-eval", str(tmp_path / "s"), "--adapter", str(tmp_path / "ad"),
+                                   "--json", str(tmp_path / "r.json")])
+    assert res.exit_code == 0, res.output
+    scores = json.loads((tmp_path / "r.json").read_text())
+    assert scores["n"] == {"s": 3} and set(scores["joint_hits"]) == {"1", "3", "5"}
+    assert "accuracy" in res.output and "Hits@1" in res.output
+    bad = CliRunner().invoke(app, ["lora-eval", str(tmp_path / "s"), "--adapter", str(tmp_path / "nope")])
+    assert bad.exit_code == 2 and "nope" in bad.output

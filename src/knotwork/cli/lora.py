@@ -53,6 +53,54 @@ def lora_train(
         typer.echo(f"{task.name}: {how}, loss {res.final_loss:.3f} -> {res.adapter_dir}")
 
 
+
+@app.command("lora-eval")
+def lora_eval(
+    task_dirs: list[Path] = typer.Argument(..., help="Task folders to score (labels.json + <split>.jsonl)."),
+    adapter: Path | None = typer.Option(None, "--adapter", help="PEFT adapter (trained or merged); none = base."),
+    split: str = typer.Option("test", help="Split to score."),
+    limit: int = typer.Option(0, help="First N examples per task (0 = all)."),
+    max_length: int = typer.Option(48, help="Tokens per input after truncation."),
+    json_out: Path | None = typer.Option(None, "--json", help="Also write the scores here (refuses to overwrite)."),
+    force: bool = typer.Option(False, "--force", help="Overwrite --json."),
+) -> None:
+    """Per-task accuracy and joint Hits@1/3/5 (all tasks' labels pooled) of MiniLM plus an adapter."""
+    import json
+
+    import torch
+
+    from knotwork.lora.evaluate import TaskEvaluator
+    from knotwork.lora.io import atomic_write_text
+    from knotwork.lora.model import load_base_encoder
+    from knotwork.lora.tasks import load_text_task
+
+    torch.set_num_threads(1)
+    if json_out is not None and json_out.exists() and not force:
+        _fail(f"{json_out} exists; pass --force to overwrite it.")
+    try:
+        tasks = [load_text_task(d, splits=(split,)) for d in task_dirs]
+        deltas = {}
+        if adapter is not None:
+            from knotwork.merge import load_adapter
+
+            deltas = load_adapter(adapter).deltas()
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    model, tok, _ = load_base_encoder()
+    ev = TaskEvaluator(model, tok, tasks, split=split, limit=limit or None, max_length=max_length)
+    try:
+        res = ev.evaluate(deltas, progress=True)
+    except (KeyError, ValueError) as exc:
+        _fail(f"adapter {adapter} does not fit MiniLM: {exc}")
+    for t in res.accuracy:
+        typer.echo(f"{t:>12}: accuracy {100 * res.accuracy[t]:.1f}% (n={res.n[t]})")
+    typer.echo(f"{'joint':>12}: " + ", ".join(f"Hits@{k} {100 * v:.1f}%" for k, v in res.joint_hits.items())
+               + f" over {len(ev.joint.phrases)} pooled labels")
+    if json_out is not None:
+        atomic_write_text(json_out, json.dumps({"accuracy": res.accuracy, "joint_hits": res.joint_hits, "n": res.n,
+                                                "adapter": str(adapter) if adapter else None, "split": split}))
+
+
 def _train_config(*, steps: int, batch_size: int, lr: float, r: int, alpha: float, max_length: int, seed: int):
     # One place builds the config, so `lora-train` and `bench knots-text` with equal options share the cache.
     from knotwork.lora.model import LoraSpec

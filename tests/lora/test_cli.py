@@ -92,10 +92,18 @@ def test_bench_knots_text_end_to_end_on_a_tiny_model(tmp_path, monkeypatch, mini
     data = json.loads(out.with_suffix(".json").read_text())
     assert data["tasks"] == ["s", "q"] and len(data["test"]["pertask/dare-ties"]) == 2
     # Adapters and evaluations are cached: a second run trains nothing and evaluates nothing new.
-    evals = (tmp_path / "cache" / "r2" / "evals.json").read_text()
+    def evals_now():
+        return [p.read_text() for p in sorted((tmp_path / "cache" / "r2").glob("evals-*.json"))]
+
+    evals = evals_now()
+    assert len(evals) == 6  # base rows + one file per merge method
     res2 = CliRunner().invoke(app, [*args, "--force"])
     assert res2.exit_code == 0, res2.output
-    assert (tmp_path / "cache" / "r2" / "evals.json").read_text() == evals
+    assert evals_now() == evals
+    # A partial run (one method) fills the cache only and leaves the page alone.
+    page = out.read_text()
+    res3 = CliRunner().invoke(app, [*args, "--method", "ta"])
+    assert res3.exit_code == 0 and "no page written" in res3.output and out.read_text() == page
 
 
 def test_lora_eval_scores_an_adapter_and_names_a_bad_one(tmp_path, monkeypatch, minilm_tokenizer):

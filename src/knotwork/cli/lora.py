@@ -141,6 +141,10 @@ def bench_knots_text(
     val_limit: int = typer.Option(50, help="Val examples per task used by the hyperparameter search."),
     test_limit: int = typer.Option(200, help="Test examples per task (0 = all)."),
     dare_seeds: int = typer.Option(3, help="Number of DARE seeds evaluated on test."),
+    method: list[str] = typer.Option([], "--method", help="Only search these merge methods and write no page "
+                                     "(to fill the cache from parallel processes); default: all, and write."),
+    criterion: list[str] = typer.Option(["pertask", "joint"], "--criterion", help="Selection criteria to search: "
+                                        "pertask (val avg normalized accuracy) and/or joint (val joint Hits@3)."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing results page."),
 ) -> None:
     """Reproduce KnOTS on MiniLM: six LoRA adapters, TA/TIES/DARE-TIES/KnOTS merges, per-task and joint scores."""
@@ -160,20 +164,35 @@ def bench_knots_text(
     from knotwork.merge.plots import save_cka_heatmaps
 
     torch.set_num_threads(1)
-    if out.exists() and not force:
+    from knotwork.lora.experiment import MERGE_METHODS
+
+    partial = bool(method)
+    if out.exists() and not force and not partial:
         _fail(f"{out} exists; pass --force to overwrite it.")
     try:
+        unknown = [m for m in method if m not in MERGE_METHODS and m != "none"]
+        if unknown:
+            raise ValueError(f"Unknown --method {unknown}; choose from {', '.join(MERGE_METHODS)} or 'none'.")
         dirs = load_task_dirs(data / "text", tasks)
         train = _train_config(steps=steps, batch_size=batch_size, lr=lr, r=r, alpha=alpha, max_length=max_length,
                               seed=seed)
+        if not criterion or set(criterion) - {"pertask", "joint"}:
+            raise ValueError(f"--criterion must be pertask and/or joint, got {criterion}.")
         if dare_seeds < 1:
             raise ValueError(f"--dare-seeds must be >= 1, got {dare_seeds}.")
     except (ValueError, FileNotFoundError) as exc:
         _fail(str(exc))
     cfg = StudyConfig(task_dirs=dirs, cache_dir=cache, train=train, val_limit=val_limit or None,
                       test_limit=test_limit or None, dare_seeds=tuple(range(dare_seeds)))
+    cfg.criteria = tuple(dict.fromkeys(criterion))
+    if partial:
+        cfg.methods = tuple(m for m in method if m != "none")
+        cfg.cka_texts_per_task = 0
     t0 = time.perf_counter()
     result = run_study(cfg, progress=True, log=lambda m: typer.echo(m, err=True))
+    if partial:
+        typer.echo(f"cached evaluations for {list(cfg.methods) or 'the base rows'}; no page written")
+        return
     out.parent.mkdir(parents=True, exist_ok=True)
     stem = out.with_suffix("")
     save_result(result, stem.with_suffix(".json"))

@@ -57,18 +57,27 @@ def _from_dict(d: dict) -> EvalResult:
 
 
 class EvalCache:
-    """A JSON file of finished evaluations, so a re-run (or a crash) never repeats one."""
+    """JSON files of finished evaluations (one per merge method, one for the base rows), so a re-run or a crash
+    never repeats one, and separate processes can search different methods at the same time."""
 
-    def __init__(self, path: Path):
-        self.path = path
-        self.data: dict[str, dict] = json.loads(path.read_text()) if path.is_file() else {}
+    def __init__(self, folder: Path):
+        self.folder = folder
 
-    def get(self, key: str) -> EvalResult | None:
-        return _from_dict(self.data[key]) if key in self.data else None
+    def _path(self, group: str) -> Path:
+        return self.folder / f"evals-{group}.json"
 
-    def put(self, key: str, result: EvalResult) -> None:
-        self.data[key] = _as_dict(result)
-        atomic_write_text(self.path, json.dumps(self.data))
+    def _read(self, group: str) -> dict[str, dict]:
+        p = self._path(group)
+        return json.loads(p.read_text()) if p.is_file() else {}
+
+    def get(self, group: str, key: str) -> EvalResult | None:
+        data = self._read(group)
+        return _from_dict(data[key]) if key in data else None
+
+    def put(self, group: str, key: str, result: EvalResult) -> None:
+        data = self._read(group)  # re-read: another process may have added entries meanwhile
+        data[key] = _as_dict(result)
+        atomic_write_text(self._path(group), json.dumps(data))
 
 
 @dataclass
@@ -83,6 +92,7 @@ class StudyConfig:
     dare_seeds: tuple[int, ...] = (0, 1, 2)
     methods: tuple[str, ...] = MERGE_METHODS
     cka_texts_per_task: int = 16
+    criteria: tuple[str, ...] = ("pertask", "joint")
 
 
 @dataclass
@@ -120,15 +130,16 @@ def run_study(cfg: StudyConfig, *, progress: bool = False,
     ev = {"val": TaskEvaluator(model, tok, tasks, split="val", limit=cfg.val_limit, max_length=cfg.train.max_length),
           "test": TaskEvaluator(model, tok, tasks, split="test", limit=cfg.test_limit,
                                 max_length=cfg.train.max_length)}
-    cache = EvalCache(cfg.cache_dir / f"r{cfg.train.lora.r}" / "evals.json")
+    cache = EvalCache(cfg.cache_dir / f"r{cfg.train.lora.r}")
 
     def evaluate(split: str, method: str, params: Mapping[str, Any], deltas_fn) -> EvalResult:
         key = _key(split, method, params)
-        hit = cache.get(key)
+        group = method if method in MERGE_METHODS else "base"
+        hit = cache.get(group, key)
         if hit is None:
             t0 = time.perf_counter()
             hit = ev[split].evaluate(deltas_fn())
-            cache.put(key, hit)
+            cache.put(group, key, hit)
             log(f"{split} {method} {dict(params)}: avg acc {hit.avg_accuracy():.4f}, "
                 f"joint H@3 {hit.joint_hits.get(3, float('nan')):.4f} ({time.perf_counter() - t0:.0f}s)")
         return hit
@@ -139,10 +150,10 @@ def run_study(cfg: StudyConfig, *, progress: bool = False,
         finetuned[split] = {}
         for i, name in enumerate(names):
             key = _key(split, f"finetuned:{name}", {})
-            hit = cache.get(key)
+            hit = cache.get("base", key)
             if hit is None:
                 hit = ev[split].evaluate(adapters[i].deltas(), tasks=[name], joint=False)
-                cache.put(key, hit)
+                cache.put("base", key, hit)
             finetuned[split][name] = hit.accuracy[name]
         log(f"fine-tuned {split}: {finetuned[split]}")
     zeroshot = {s: _as_dict(evaluate(s, "zeroshot", {}, lambda: {})) for s in ("val", "test")}
@@ -168,7 +179,7 @@ def run_study(cfg: StudyConfig, *, progress: bool = False,
                 return r.avg_normalized(finetuned["val"]) if criterion == "pertask" else r.joint_hits[3]
             return objective
 
-        for criterion in ("pertask", "joint"):
+        for criterion in cfg.criteria:
             sel: SearchResult = coordinate_search(objective_for(criterion), grids, base,
                                                   ties_improve=(criterion == "pertask"))
             result.selections[f"{criterion}/{method}"] = {
@@ -181,6 +192,8 @@ def run_study(cfg: StudyConfig, *, progress: bool = False,
                 runs.append(_as_dict(evaluate("test", method, p, merged_deltas(method, p))))
             result.test[f"{criterion}/{method}"] = runs
     result.seconds["grid"] = time.perf_counter() - t_grid
+    if not cfg.cka_texts_per_task:
+        return result
     result.cka = adapter_cka(model, tok, tasks, factors, n_per_task=cfg.cka_texts_per_task,
                              max_length=cfg.train.max_length)
     result.seconds["total"] = time.perf_counter() - t_start

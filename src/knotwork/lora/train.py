@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -193,12 +193,3 @@ def train_adapter(
                 float(np.mean(losses[-20:])) if losses else float("nan"))
     return snapshot()
 
-
-def state_to_tensors(state: TrainState) -> dict[str, Tensor]:
-    """Flatten a `TrainState`'s LoRA weights for saving (optimizer state is saved separately with torch.save)."""
-    return dict(state.lora)
-
-
-def lora_state_matches(a: Mapping[str, Tensor], b: Mapping[str, Tensor]) -> bool:
-    """Same keys and equal tensors."""
-    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

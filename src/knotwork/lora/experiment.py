@@ -44,9 +44,10 @@ def method_grids(method: str) -> tuple[list[tuple[str, Sequence[Any]]], dict[str
     raise ValueError(f"No search grid for merge method '{method}'; known: {', '.join(MERGE_METHODS)}")
 
 
-def _key(split: str, limit: int | None, method: str, params: Mapping[str, Any]) -> str:
-    # The example limit is part of the key: changing --val-limit or --test-limit must not reuse stale scores.
-    return json.dumps([split, limit, method, sorted(params.items())])
+def _key(tasks: Sequence[str], split: str, limit: int | None, method: str, params: Mapping[str, Any]) -> str:
+    # The task set and example limit are part of the key: another task list or --val-limit must not reuse
+    # stale scores (merges and the joint label set depend on every task).
+    return json.dumps([list(tasks), split, limit, method, sorted(params.items())])
 
 
 def _as_dict(r: EvalResult) -> dict:
@@ -135,7 +136,7 @@ def run_study(cfg: StudyConfig, *, progress: bool = False,
     limits = {"val": cfg.val_limit, "test": cfg.test_limit}
 
     def evaluate(split: str, method: str, params: Mapping[str, Any], deltas_fn) -> EvalResult:
-        key = _key(split, limits[split], method, params)
+        key = _key(names, split, limits[split], method, params)
         group = method if method in MERGE_METHODS else "base"
         hit = cache.get(group, key)
         if hit is None:
@@ -151,7 +152,7 @@ def run_study(cfg: StudyConfig, *, progress: bool = False,
     for split in ("val", "test"):
         finetuned[split] = {}
         for i, name in enumerate(names):
-            key = _key(split, limits[split], f"finetuned:{name}", {})
+            key = _key(names, split, limits[split], f"finetuned:{name}", {})
             hit = cache.get("base", key)
             if hit is None:
                 hit = ev[split].evaluate(adapters[i].deltas(), tasks=[name], joint=False)

@@ -139,7 +139,7 @@ def bench_knots_text(
     max_length: int = typer.Option(48),
     seed: int = typer.Option(0, help="Training seed."),
     val_limit: int = typer.Option(40, help="Val examples per task used by the hyperparameter search."),
-    test_limit: int = typer.Option(150, help="Test examples per task (0 = all)."),
+    test_limit: int = typer.Option(100, help="Test examples per task (0 = all)."),
     dare_seeds: int = typer.Option(3, help="Number of DARE seeds evaluated on test."),
     method: list[str] = typer.Option([], "--method", help="Only search these merge methods and write no page "
                                      "(to fill the cache from parallel processes); default: all, and write."),

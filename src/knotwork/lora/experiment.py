@@ -76,9 +76,13 @@ class EvalCache:
         data = self._read(group)
         return _from_dict(data[key]) if key in data else None
 
-    def put(self, group: str, key: str, result: EvalResult) -> None:
+    def seconds(self, group: str, key: str) -> float:
+        """Wall seconds the cached evaluation took when it was computed (0 if unknown)."""
+        return float(self._read(group).get(key, {}).get("seconds", 0.0))
+
+    def put(self, group: str, key: str, result: EvalResult, seconds: float = 0.0) -> None:
         data = self._read(group)  # re-read: another process may have added entries meanwhile
-        data[key] = _as_dict(result)
+        data[key] = {**_as_dict(result), "seconds": seconds}
         atomic_write_text(self._path(group), json.dumps(data))
 
 
@@ -142,7 +146,7 @@ def run_study(cfg: StudyConfig, *, progress: bool = False,
         if hit is None:
             t0 = time.perf_counter()
             hit = ev[split].evaluate(deltas_fn())
-            cache.put(group, key, hit)
+            cache.put(group, key, hit, time.perf_counter() - t0)
             log(f"{split} {method} {dict(params)}: avg acc {hit.avg_accuracy():.4f}, "
                 f"joint H@3 {hit.joint_hits.get(3, float('nan')):.4f} ({time.perf_counter() - t0:.0f}s)")
         return hit
@@ -155,8 +159,9 @@ def run_study(cfg: StudyConfig, *, progress: bool = False,
             key = _key(names, split, limits[split], f"finetuned:{name}", {})
             hit = cache.get("base", key)
             if hit is None:
+                t0 = time.perf_counter()
                 hit = ev[split].evaluate(adapters[i].deltas(), tasks=[name], joint=False)
-                cache.put("base", key, hit)
+                cache.put("base", key, hit, time.perf_counter() - t0)
             finetuned[split][name] = hit.accuracy[name]
         log(f"fine-tuned {split}: {finetuned[split]}")
     zeroshot = {s: _as_dict(evaluate(s, "zeroshot", {}, lambda: {})) for s in ("val", "test")}
@@ -195,6 +200,9 @@ def run_study(cfg: StudyConfig, *, progress: bool = False,
                 runs.append(_as_dict(evaluate("test", method, p, merged_deltas(method, p))))
             result.test[f"{criterion}/{method}"] = runs
     result.seconds["grid"] = time.perf_counter() - t_grid
+    # Time of every evaluation this page uses, as measured when it was computed (possibly by another process).
+    result.seconds["evaluations"] = sum(cache.seconds(g, k) for g in ("base", *MERGE_METHODS)
+                                        for k in cache._read(g) if json.loads(k)[0] == names)
     if not cfg.cka_texts_per_task:
         return result
     result.cka = adapter_cka(model, tok, tasks, factors, n_per_task=cfg.cka_texts_per_task,

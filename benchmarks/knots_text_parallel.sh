@@ -12,10 +12,10 @@ for t in mr subj cr mpqa trec sst2; do   # 1. adapters (skipped when cached)
     > "$LOG/train_$t.log" 2>&1 &
 done
 wait
-nice -n 10 "${KW[@]}" bench knots-text --method none > "$LOG/bench_base.log" 2>&1   # 2. zero-shot, fine-tuned
+nice -n 10 "${KW[@]}" bench knots-text --method none --no-page > "$LOG/bench_base.log" 2>&1   # 2. zero-shot, fine-tuned
 pids=()
 for m in ta ties dare-ties knots-ties knots-dare-ties; do   # 3. the five searches
-  nice -n 10 "${KW[@]}" bench knots-text --method "$m" > "$LOG/bench_$m.log" 2>&1 &
+  nice -n 10 "${KW[@]}" bench knots-text --method "$m" --no-page > "$LOG/bench_$m.log" 2>&1 &
   pids+=($!)
 done
 for p in "${pids[@]}"; do wait "$p"; done

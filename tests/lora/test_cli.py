@@ -102,7 +102,7 @@ def test_bench_knots_text_end_to_end_on_a_tiny_model(tmp_path, monkeypatch, mini
     assert evals_now() == evals
     # A partial run (one method) fills the cache only and leaves the page alone.
     page = out.read_text()
-    res3 = CliRunner().invoke(app, [*args, "--method", "ta"])
+    res3 = CliRunner().invoke(app, [*args, "--method", "ta", "--no-page"])
     assert res3.exit_code == 0 and "no page written" in res3.output and out.read_text() == page
 
 

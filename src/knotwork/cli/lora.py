@@ -141,8 +141,10 @@ def bench_knots_text(
     val_limit: int = typer.Option(40, help="Val examples per task used by the hyperparameter search."),
     test_limit: int = typer.Option(100, help="Test examples per task (0 = all)."),
     dare_seeds: int = typer.Option(3, help="Number of DARE seeds evaluated on test."),
-    method: list[str] = typer.Option([], "--method", help="Only search these merge methods and write no page "
-                                     "(to fill the cache from parallel processes); default: all, and write."),
+    method: list[str] = typer.Option([], "--method", help="Only these merge methods (default: all five); "
+                                     "'none' for only the zero-shot and fine-tuned rows."),
+    page: bool = typer.Option(True, "--page/--no-page", help="Write the results page (--no-page: only fill the "
+                              "cache, e.g. from parallel processes, one per method)."),
     criterion: list[str] = typer.Option(["pertask", "joint"], "--criterion", help="Selection criteria to search: "
                                         "pertask (val avg normalized accuracy) and/or joint (val joint Hits@3)."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing results page."),
@@ -166,8 +168,7 @@ def bench_knots_text(
     torch.set_num_threads(1)
     from knotwork.lora.experiment import MERGE_METHODS
 
-    partial = bool(method)
-    if out.exists() and not force and not partial:
+    if out.exists() and not force and page:
         _fail(f"{out} exists; pass --force to overwrite it.")
     try:
         unknown = [m for m in method if m not in MERGE_METHODS and m != "none"]
@@ -185,12 +186,13 @@ def bench_knots_text(
     cfg = StudyConfig(task_dirs=dirs, cache_dir=cache, train=train, val_limit=val_limit or None,
                       test_limit=test_limit or None, dare_seeds=tuple(range(dare_seeds)))
     cfg.criteria = tuple(dict.fromkeys(criterion))
-    if partial:
+    if method:
         cfg.methods = tuple(m for m in method if m != "none")
+    if not page:
         cfg.cka_texts_per_task = 0
     t0 = time.perf_counter()
     result = run_study(cfg, progress=True, log=lambda m: typer.echo(m, err=True))
-    if partial:
+    if not page:
         typer.echo(f"cached evaluations for {list(cfg.methods) or 'the base rows'}; no page written")
         return
     out.parent.mkdir(parents=True, exist_ok=True)

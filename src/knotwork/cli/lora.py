@@ -147,6 +147,8 @@ def bench_knots_text(
                               "cache, e.g. from parallel processes, one per method)."),
     criterion: list[str] = typer.Option(["pertask", "joint"], "--criterion", help="Selection criteria to search: "
                                         "pertask (val avg normalized accuracy) and/or joint (val joint Hits@3)."),
+    cached_only: bool = typer.Option(False, "--cached-only", help="Compute nothing new: write a page (marked "
+                                     "partial) from the evaluations finished so far."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing results page."),
 ) -> None:
     """Reproduce KnOTS on MiniLM: six LoRA adapters, TA/TIES/DARE-TIES/KnOTS merges, per-task and joint scores."""
@@ -186,6 +188,7 @@ def bench_knots_text(
     cfg = StudyConfig(task_dirs=dirs, cache_dir=cache, train=train, val_limit=val_limit or None,
                       test_limit=test_limit or None, dare_seeds=tuple(range(dare_seeds)))
     cfg.criteria = tuple(dict.fromkeys(criterion))
+    cfg.cached_only = cached_only
     if method:
         cfg.methods = tuple(m for m in method if m != "none")
     if not page:

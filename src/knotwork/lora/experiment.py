@@ -99,6 +99,11 @@ class StudyConfig:
     methods: tuple[str, ...] = MERGE_METHODS
     cka_texts_per_task: int = 16
     criteria: tuple[str, ...] = ("pertask", "joint")
+    cached_only: bool = False  # build a (partial) page from finished evaluations only; compute nothing new
+
+
+class NotCached(LookupError):
+    """An evaluation the page needs has not been computed yet (only raised with ``cached_only``)."""
 
 
 @dataclass
@@ -112,6 +117,7 @@ class StudyResult:
     test: dict[str, list[dict]] = field(default_factory=dict)   # "<criterion>/<method>" -> EvalResult dicts per seed
     cka: dict[str, list[list[float]]] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)  # "<criterion>/<method>[ seed s]" not finished (partial page)
 
 
 def run_study(cfg: StudyConfig, *, progress: bool = False,
@@ -143,6 +149,8 @@ def run_study(cfg: StudyConfig, *, progress: bool = False,
         key = _key(names, split, limits[split], method, params)
         group = method if method in MERGE_METHODS else "base"
         hit = cache.get(group, key)
+        if hit is None and cfg.cached_only:
+            raise NotCached(key)
         if hit is None:
             t0 = time.perf_counter()
             hit = ev[split].evaluate(deltas_fn())
@@ -188,8 +196,12 @@ def run_study(cfg: StudyConfig, *, progress: bool = False,
             return objective
 
         for criterion in cfg.criteria:
-            sel: SearchResult = coordinate_search(objective_for(criterion), grids, base,
-                                                  ties_improve=(criterion == "pertask"))
+            try:
+                sel: SearchResult = coordinate_search(objective_for(criterion), grids, base,
+                                                      ties_improve=(criterion == "pertask"))
+            except NotCached:
+                result.missing.append(f"{criterion}/{method}")
+                continue
             result.selections[f"{criterion}/{method}"] = {
                 "params": sel.params, "val_score": sel.score,
                 "trace": [[p, s] for p, s in sel.trace]}
@@ -197,8 +209,12 @@ def run_study(cfg: StudyConfig, *, progress: bool = False,
             runs = []
             for s in seeds:
                 p = {**sel.params, **({"seed": s} if s is not None else {})}
-                runs.append(_as_dict(evaluate("test", method, p, merged_deltas(method, p))))
-            result.test[f"{criterion}/{method}"] = runs
+                try:
+                    runs.append(_as_dict(evaluate("test", method, p, merged_deltas(method, p))))
+                except NotCached:
+                    result.missing.append(f"{criterion}/{method} test" + (f" seed {s}" if s is not None else ""))
+            if runs:
+                result.test[f"{criterion}/{method}"] = runs
     result.seconds["grid"] = time.perf_counter() - t_grid
     # Time of every evaluation this page uses, as measured when it was computed (possibly by another process).
     result.seconds["evaluations"] = sum(cache.seconds(g, k) for g in ("base", *MERGE_METHODS)

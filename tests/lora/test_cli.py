@@ -104,6 +104,13 @@ def test_bench_knots_text_end_to_end_on_a_tiny_model(tmp_path, monkeypatch, mini
     page = out.read_text()
     res3 = CliRunner().invoke(app, [*args, "--method", "ta", "--no-page"])
     assert res3.exit_code == 0 and "no page written" in res3.output and out.read_text() == page
+    # --cached-only computes nothing: without TIES's evaluations the page is marked partial and omits TIES.
+    (tmp_path / "cache" / "r2" / "evals-ties.json").unlink()
+    res4 = CliRunner().invoke(app, [*args, "--cached-only", "--force"])
+    assert res4.exit_code == 0, res4.output
+    doc = out.read_text()
+    assert "**Partial results.**" in doc and "`pertask/ties`" in doc and "| TIES |" not in doc
+    assert "| KnOTS-TIES |" in doc and not (tmp_path / "cache" / "r2" / "evals-ties.json").exists()
 
 
 def test_lora_eval_scores_an_adapter_and_names_a_bad_one(tmp_path, monkeypatch, minilm_tokenizer):

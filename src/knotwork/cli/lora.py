@@ -312,6 +312,7 @@ def demo(
     res = run_demo(load_base_encoder, steps=steps, seed=seed, progress=lambda m: typer.echo(m, err=True))
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    tmp.chmod(0o755)  # mkdtemp makes a private folder; the demo output is meant to be shared
     try:
         for task, lora in res.lora.items():
             save_peft_adapter(lora, LoraSpec(), tmp / "adapters" / task)

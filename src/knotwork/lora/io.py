@@ -43,6 +43,13 @@ def peft_config(spec: LoraSpec, *, base_model: str = BASE_MODEL_ID) -> dict:
     }
 
 
+def _umask_mode(mode: int) -> int:
+    # mkstemp/mkdtemp create private (0600/0700) entries; give outputs the permissions a plain open() would.
+    umask = os.umask(0)
+    os.umask(umask)
+    return mode & ~umask
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write `data` to a temp file in the same folder, then rename it over `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -50,6 +57,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
+        os.chmod(tmp, _umask_mode(0o666))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -74,6 +82,7 @@ def save_peft_adapter(
         raise FileExistsError(f"Adapter folder {out_dir} already exists (pass --force / overwrite=True).")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
+    os.chmod(tmp, _umask_mode(0o777))
     try:
         tensors = {PEFT_PREFIX + k: v.detach().float().contiguous().clone() for k, v in lora.items()}
         save_file(tensors, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})

@@ -33,13 +33,16 @@ def test_cka_invariances():
 
 
 def test_update_cka_before_and_after_match_direct_computation():
-    # After KnOTS, ΔW_i = U R_i with orthonormal U, so R_i = Uᵀ ΔW_i; U from a dense SVD is an independent route.
+    # After KnOTS, ΔW_i = U Σ V_iᵀ with orthonormal U, so V_iᵀ = Σ⁻¹ Uᵀ ΔW_i; a dense SVD is an independent route.
     pairs = [random_factors({"m": (20, 16)}, r, seed=s)["m"] for s, r in ((2, 3), (3, 4), (4, 2))]
     x = torch.randn(64, 16, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
     deltas = [B.double() @ A.double() for B, A in pairs]
     before, after = update_cka(x, pairs)
     torch.testing.assert_close(before, cka_matrix([x @ d.T for d in deltas]))
     U, S, _ = torch.linalg.svd(torch.cat(deltas, dim=1), full_matrices=False)
-    U = U[:, S > 1e-7 * S[0]]
-    torch.testing.assert_close(after, cka_matrix([x @ (U.T @ d).T for d in deltas]))
+    keep = S > 1e-7 * S[0]
+    U, S = U[:, keep], S[keep]
+    torch.testing.assert_close(after, cka_matrix([x @ ((U.T @ d) / S[:, None]).T for d in deltas]))
+    # With Σ kept (Z_i = X R_iᵀ) CKA could not move: U is an isometry.
+    torch.testing.assert_close(before, cka_matrix([x @ (U.T @ d).T for d in deltas]))
     assert not torch.allclose(before, after)  # the transform changes what CKA sees

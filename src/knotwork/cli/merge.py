@@ -31,9 +31,13 @@ def merge_cmd(
     rank: int | None = typer.Option(None, "--rank", help="Truncate the written adapter to this rank."),
     base: Path | None = typer.Option(None, "--base", help="Base model directory: write dense merged safetensors weights."),
     force: bool = typer.Option(False, "--force", help="Replace an existing output directory."),
+    threads: int | None = typer.Option(None, "--threads", help="torch intra-op threads (default: torch's choice)."),
 ) -> None:
     """Merge LoRA adapters; writes the result and merge_report.json beside it."""
     import torch
+
+    if threads is not None:
+        torch.set_num_threads(threads)
     from tqdm import tqdm
 
     from knotwork.merge import (

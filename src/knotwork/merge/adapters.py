@@ -60,8 +60,8 @@ class LoraModule:
         return self.scaling * (self.B.float() @ self.A.float())
 
     def scaled_factors(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(scaling * B, A)`` in float64, the form the KnOTS alignment consumes."""
-        return self.scaling * self.B.double(), self.A.double()
+        """``(scaling * B, A)`` in float32, the form the merge consumes (the KnOTS alignment upcasts per module)."""
+        return self.scaling * self.B.float(), self.A.float()
 
 
 @dataclass(frozen=True)

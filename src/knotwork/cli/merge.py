@@ -65,6 +65,7 @@ def merge_cmd(
         _fail(str(err.args[0]) if isinstance(err, KeyError) else str(err))
     with tqdm(total=len(factors), desc=f"{method}: aligning" if method.startswith("knots") else method, unit="module") as bar:
         result = merge_modules(factors, method=method, config=config, progress=lambda _: bar.update(1))
+    del factors  # the scaled float32 copies are not needed for writing; large merges are memory-bound
     dtype = loaded[0].dtype if loaded[0].dtype in (torch.float16, torch.bfloat16, torch.float32) else torch.float32
     try:
         if base is not None:
@@ -75,7 +76,7 @@ def merge_cmd(
         _fail(str(err))
     ranks = result.ranks.values()
     typer.echo(
-        f"merged {len(loaded)} adapters ({len(factors)} modules) with {method} in {result.seconds:.2f}s; "
+        f"merged {len(loaded)} adapters ({len(result.merged)} modules) with {method} in {result.seconds:.2f}s; "
         f"merged ranks {min(ranks)}..{max(ranks)}; wrote {out}"
     )
 

@@ -100,7 +100,7 @@ def bench_dba(
     per_class: list[int] = typer.Option([10, 60], "--per-class", help="Training images per class; repeat the option."),
     seeds: int = typer.Option(5, help="Seeds 0..seeds-1 for the final runs."),
     tune_seeds: int = typer.Option(2, help="Seeds 0..tune_seeds-1 whose validation accuracy picks the settings."),
-    steps: int = typer.Option(200, help="Full-batch steps per run."),
+    steps: int = typer.Option(100, help="Full-batch steps per run."),
     val_frac: float = typer.Option(0.2, help="Fraction of each class held out for validation when tuning."),
     cache: Path = typer.Option(Path(".knotwork-cache/dba"), help="Folder for per-run JSON results (resumable)."),
     out: Path = typer.Option(Path("docs/results/dba.md"), "--out", help="Results page to write."),

@@ -85,7 +85,7 @@ def render(results: dict[int, dict], meta: dict) -> str:
         + "; Adam: "
         + ", ".join(f"{x:g}" for x in meta["adam_lrs"])
         + f") and the step count (checkpoints every {meta['eval_every']} steps) are chosen by validation accuracy "
-        "averaged over the tuning seeds. DBA is then tuned on top of each tuned optimizer over metric ∈ {"
+        "averaged over the tuning seeds. DBA is then tuned on top of the tuned optimizer that validated better, over metric ∈ {"
         + ", ".join(meta["dba_metrics"])
         + "} × minimum subset size ∈ {"
         + ", ".join(f"{x:g}·P" for x in meta["dba_min_fracs"])

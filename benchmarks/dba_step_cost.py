@@ -103,7 +103,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results" / "dba_step_cost.md")
     parser.add_argument("--steps", type=int, default=15)
-    parser.add_argument("--rounds", type=int, default=2, help="Alternating measurement rounds per configuration.")
+    parser.add_argument("--rounds", type=int, default=1, help="Alternating measurement rounds per configuration.")
     parser.add_argument("--force", action="store_true")
     parser.add_argument("--worker", nargs=3, metavar=("NAME", "POOL", "FRESH"), help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -77,5 +77,5 @@ def test_render_reports_relative_error_reduction():
     text = render({10: result}, meta)
     # Baseline error 20%, DBA error 10%: a 50% relative reduction; the paper row is quoted alongside.
     assert "a relative error reduction of 50.0%" in text
-    assert "| Adam | Adam lr=0.001 | 50 | 80.00 | 79.00 ± 1.41 | [78.00, 80.00] | 100 (all) |" in text
+    assert "| Adam | Adam lr=0.001 | 50 | 80.00 | 79.00 ± 1.41 | [78.00, 80.00] | 100 (all) | 79.00 ± 1.41 |" in text
     assert "97.44%" in text

@@ -36,6 +36,7 @@ def summarize(result: dict, per_class: int) -> list[dict]:
     for name, chosen in result["chosen"].items():
         runs = result["final"][name]
         accs = np.array([100 * accuracy_at_step(r, chosen["step"]) for r in runs])
+        last = np.array([100 * r["acc"]["test"][-1] for r in runs])
         sizes = {}
         for r in runs:
             for layer, per_step in r.get("sizes", {}).items():
@@ -51,6 +52,8 @@ def summarize(result: dict, per_class: int) -> list[dict]:
                 "min": float(accs.min()),
                 "max": float(accs.max()),
                 "accs": accs.tolist(),
+                "last_mean": float(last.mean()),
+                "last_sd": float(last.std(ddof=1)) if len(last) > 1 else float("nan"),
                 "sizes": {k: float(np.mean(v)) for k, v in sizes.items()},
                 "pool": per_class * 10,
             }
@@ -104,17 +107,18 @@ def render(results: dict[int, dict], meta: dict) -> str:
             f"## {per_class} images per class ({per_class * 10} training images)",
             "",
             f"Test accuracy (%) over {len(meta['seeds'])} seeds: mean ± sample sd, [min, max]. "
-            "Mean |S| is the mean chosen subset size per layer (hidden, output) over the steps used.",
+            "Mean |S| is the mean chosen subset size per layer (hidden, output) over the steps used. "
+            f"The last column is the test accuracy after all {meta['steps']} steps, whatever the tuned step count.",
             "",
-            "| method | tuned setting | steps | val acc | test acc | [min, max] | mean |S| (hidden / output) |",
-            "|---|---|---|---|---|---|---|",
+            f"| method | tuned setting | steps | val acc | test acc | [min, max] | mean |S| (hidden / output) | test acc at step {meta['steps']} |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for r in rows:
             size = " / ".join(f"{v:.1f}" for v in r["sizes"].values()) if r["sizes"] else f"{r['pool']} (all)"
             val = "" if np.isnan(r["val"]) else f"{100 * r['val']:.2f}"
             lines.append(
                 f"| {r['method']} | {r['setting']} | {r['step']} | {val} | {r['mean']:.2f} ± {r['sd']:.2f} | "
-                f"[{r['min']:.2f}, {r['max']:.2f}] | {size} |"
+                f"[{r['min']:.2f}, {r['max']:.2f}] | {size} | {r['last_mean']:.2f} ± {r['last_sd']:.2f} |"
             )
         if paper:
             by_name = {r["method"]: r for r in rows}

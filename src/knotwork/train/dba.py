@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from knotwork.train.capture import capture, check_traces, find_layers
 from knotwork.train.gram import layer_gram, subset_gradient
 from knotwork.train.metrics import METRICS, get_metric, subset_stats
-from knotwork.train.search import SEARCHES, get_search
+from knotwork.train.search import SEARCHES, backward_elimination_many, get_search
 
 AGGREGATES = ("mean", "sum")
 
@@ -208,7 +208,7 @@ class DBA:
             groups = {name: grams_np[name] for name in grams_np}
         else:
             groups = {"<global>": sum(grams_np.values())}
-        chosen = {key: self._select(gram) for key, gram in groups.items()}
+        chosen = self._select_groups(groups)
         pool_scores = {k: float(self._metric.value(subset_stats(g, np.arange(pool)))) for k, g in groups.items()}
         sel_scores = {k: float(self._metric.value(subset_stats(g, chosen[k]))) for k, g in groups.items()}
 
@@ -249,14 +249,21 @@ class DBA:
         self._input_cache[name] = (inputs, gram)
         return gram
 
-    def _select(self, gram: np.ndarray) -> np.ndarray:
-        P = gram.shape[0]
+    def _select_groups(self, groups: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        keys = list(groups)
+        P = groups[keys[0]].shape[0]
         if P <= self.min_size:
-            return np.arange(P)
-        subset = self._search(gram, self._metric, min_size=self.min_size, max_size=self.max_size)
+            return {key: np.arange(P) for key in keys}
+        bounds = {"min_size": self.min_size, "max_size": self.max_size}
+        if self.search == "backward":
+            # All layers share one pool, so their searches run side by side (identical results, one loop).
+            picked = backward_elimination_many(np.stack([groups[k] for k in keys]), self._metric, **bounds)
+            chosen = dict(zip(keys, picked, strict=True))
+        else:
+            chosen = {key: self._search(groups[key], self._metric, **bounds) for key in keys}
         if self.random_composition:
-            subset = np.sort(self._rng.choice(P, size=len(subset), replace=False))
-        return subset
+            chosen = {k: np.sort(self._rng.choice(P, size=len(v), replace=False)) for k, v in chosen.items()}
+        return chosen
 
     def subset_sizes(self) -> dict[str, np.ndarray]:
         """Chosen subset size per layer over the steps so far, shape (n_steps,) each."""

@@ -26,7 +26,7 @@ class SubsetStats:
     total: np.ndarray | float
     trace: np.ndarray | float
     full_dot: np.ndarray | float
-    full_total: float
+    full_total: np.ndarray | float
 
 
 @dataclass(frozen=True)
@@ -111,7 +111,7 @@ def cos_to_full(s: SubsetStats) -> np.ndarray:
 
     Maximised; 0 when either gradient is zero.
     """
-    denom = np.sqrt(np.maximum(np.asarray(s.total), 0.0) * max(s.full_total, 0.0))
+    denom = np.sqrt(np.maximum(np.asarray(s.total), 0.0) * np.maximum(s.full_total, 0.0))
     return _safe_div(s.full_dot, denom, 0.0)
 
 

@@ -36,30 +36,52 @@ def backward_elimination(gram: np.ndarray, metric: Metric, *, min_size: int = 1,
     ``min_size`` samples; while it is larger than ``max_size`` it keeps removing even without improvement.
     Without ``max_size`` the result is never worse than the whole pool, since that is where it starts.
     """
-    P = gram.shape[0]
+    return backward_elimination_many(gram[None], metric, min_size=min_size, max_size=max_size)[0]
+
+
+def backward_elimination_many(
+    grams: np.ndarray, metric: Metric, *, min_size: int = 1, max_size: int | None = None
+) -> list[np.ndarray]:
+    """:func:`backward_elimination` on several Gram matrices of one pool at once, shape (L, P, P).
+
+    Each matrix gets exactly the result it would get alone (the same arithmetic, row by row); running the
+    layers side by side shares the Python-level loop, which dominates the cost for pools of a few hundred.
+    """
+    L, P, _ = grams.shape
     max_size = P if max_size is None else max_size
-    diag = np.diag(gram).copy()
-    row_full = gram.sum(1)
-    full_total = float(row_full.sum())
-    alive = np.ones(P, dtype=bool)
-    row_in = row_full.copy()  # row_in[i] = sum_{j in S} K[i, j]
-    n, total, trace, full_dot = P, full_total, float(diag.sum()), full_total
-    current = float(metric.utility(SubsetStats(n, total, trace, full_dot, full_total))[0])
-    while n > min_size:
+    rows = np.arange(L)
+    diag = np.diagonal(grams, axis1=1, axis2=2).copy()  # (L, P)
+    row_full = grams.sum(2)  # (L, P)
+    full_total = row_full.sum(1)  # (L,)
+    removed = np.zeros((L, P), dtype=bool)
+    row_in = row_full.copy()  # row_in[l, i] = sum_{j in S_l} K_l[i, j]
+    n = np.full(L, P, dtype=np.int64)
+    total, trace, full_dot = full_total.copy(), diag.sum(1), full_total.copy()
+    current = metric.utility(SubsetStats(n, total, trace, full_dot, full_total))  # (L,)
+    active = n > min_size
+    col_total = full_total[:, None]
+    while active.any():
         # Removing i: total loses 2 * row_in[i] - K[i, i], trace loses K[i, i], full_dot loses row_full[i].
-        cand_total = total - 2.0 * row_in + diag
-        cand = SubsetStats(n - 1, cand_total, trace - diag, full_dot - row_full, full_total)
+        cand_total = total[:, None] - 2.0 * row_in + diag
+        cand = SubsetStats((n - 1)[:, None], cand_total, trace[:, None] - diag, full_dot[:, None] - row_full, col_total)
         util = metric.utility(cand)
-        util[~alive] = -np.inf
-        i = int(np.argmax(util))
-        if util[i] <= current and n <= max_size:
+        util[removed] = -np.inf
+        best_i = np.argmax(util, axis=1)
+        best = util[rows, best_i]
+        active &= ~((best <= current) & (n <= max_size))
+        go = np.flatnonzero(active)
+        if len(go) == 0:
             break
-        alive[i] = False
-        n -= 1
-        total, trace, full_dot = float(cand_total[i]), trace - diag[i], full_dot - row_full[i]
-        row_in -= gram[i]  # rows, not columns: K is symmetric and rows are contiguous
-        current = float(util[i])
-    return np.flatnonzero(alive)
+        i = best_i[go]
+        removed[go, i] = True
+        n[go] -= 1
+        total[go] = cand_total[go, i]
+        trace[go] -= diag[go, i]
+        full_dot[go] -= row_full[go, i]
+        row_in[go] -= grams[go, i]  # rows, not columns: K is symmetric and rows are contiguous
+        current[go] = best[go]
+        active &= n > min_size
+    return [np.flatnonzero(~removed[k]) for k in range(L)]
 
 
 @register_search("forward")

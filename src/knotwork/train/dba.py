@@ -61,8 +61,9 @@ class DBA:
         padding) that runs once per forward pass; anything else is refused up front.
     optimizer : torch.optim.Optimizer
         Must hold every trainable parameter of those layers.
-    metric : str, default "var_of_mean"
+    metric : str, default "snr"
         A key of :data:`~knotwork.train.metrics.METRICS`: "variance", "var_of_mean", "snr", "cos_to_full".
+        "snr" validated best in our MNIST runs; "var_of_mean" keeps the samples with the smallest gradients.
     search : str, default "backward"
         A key of :data:`~knotwork.train.search.SEARCHES`: "backward", "forward", "topk", "all".
     per_layer : bool, default True
@@ -100,7 +101,7 @@ class DBA:
     >>> import torch, torch.nn.functional as F
     >>> from knotwork.train import DBA
     >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
-    >>> dba = DBA(model, torch.optim.SGD(model.parameters(), lr=0.1), metric="var_of_mean")
+    >>> dba = DBA(model, torch.optim.SGD(model.parameters(), lr=0.1), metric="snr", min_size=8)
     >>> x, y = torch.randn(32, 4), torch.randint(0, 3, (32,))
     >>> loss = dba.step(lambda: F.cross_entropy(model(x), y, reduction="none"))
     >>> sorted(dba.history[-1].sizes)
@@ -112,7 +113,7 @@ class DBA:
         model: nn.Module,
         optimizer: torch.optim.Optimizer,
         *,
-        metric: str = "var_of_mean",
+        metric: str = "snr",
         search: str = "backward",
         per_layer: bool = True,
         aggregate: str = "mean",

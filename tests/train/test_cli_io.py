@@ -76,3 +76,9 @@ def test_load_mnist_names_file_and_key(tmp_path):
 def test_real_mnist_matches_its_readme(shared_data):
     data = load_mnist(shared_data / "vision" / "mnist.npz")
     assert np.bincount(data["y_test"]).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+
+
+def test_missing_data_file_is_named(tmp_path):
+    result = _train(tmp_path / "absent.npz", tmp_path / "x.json")
+    assert result.exit_code != 0
+    assert "MNIST file not found" in result.output and "absent.npz" in result.output

@@ -44,6 +44,11 @@ def _refuse_existing(path: Path, force: bool) -> None:
         raise typer.BadParameter(f"{path} exists; pass --force to overwrite it.", param_hint="--out")
 
 
+def _require_file(path: Path, hint: str) -> None:
+    if not path.is_file():
+        raise typer.BadParameter(f"MNIST file not found: {path}", param_hint=hint)
+
+
 def _prepare(data: dict, per_class: int, seed: int, val_frac: float, role: str):
     """Tensors for one (training-set size, seed): the subset, minus validation when tuning."""
     import numpy as np
@@ -87,6 +92,7 @@ def train(
 ) -> None:
     """Train the one-hidden-layer MLP on a class-balanced MNIST subset, with or without DBA, and test it."""
     _refuse_existing(out, force)
+    _require_file(data, "DATA")
     import torch
     from tqdm import tqdm
 
@@ -111,8 +117,9 @@ def train(
     write_json(out, result)
     acc = result["acc"]["test"][-1] if result["acc"]["test"] else float("nan")
     sizes = result.get("mean_sizes")
+    sizes_text = ", ".join(f"layer {k}: {v:.1f}" for k, v in sizes.items()) if sizes else ""
     typer.echo(f"test accuracy {100 * acc:.2f}% after {result['checkpoints'][-1] if result['checkpoints'] else 0} steps"
-               + (f"; mean subset size per layer {sizes}" if sizes else "") + f"; wrote {out}")
+               + (f"; mean subset size {sizes_text}" if sizes else "") + f"; wrote {out}")
 
 
 @bench_app.command("dba")
@@ -129,6 +136,7 @@ def bench_dba(
 ) -> None:
     """Reproduce the paper's MNIST experiment (baselines, DBA, ablations) and write docs/results/dba.md."""
     _refuse_existing(out, force)
+    _require_file(data, "--data")
     import datetime
     import hashlib
     import platform

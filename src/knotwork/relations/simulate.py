@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -148,3 +148,73 @@ def simulate_annotations(
     return pd.DataFrame(
         {"task": np.repeat(true_labels.index.to_numpy(), n_per_task), "worker": workers[w_idx], "label": answers}
     )
+
+
+def simulate_task_answers(
+    tasks: Sequence,
+    true_labels: Mapping[str, str],
+    worker_accuracy: pd.Series,
+    *,
+    n_workers: int = 2,
+    exclude: Mapping[str, set] | None = None,
+    confusable: Mapping[str, Sequence[str]] | None = None,
+    confusable_share: float = 0.7,
+    seed: int | np.random.Generator | None = None,
+) -> pd.DataFrame:
+    """Simulate a platform: ``n_workers`` distinct workers take each task and answer all its sentences.
+
+    A worker is right with its accuracy; the right answer is the true label when it is among the task's
+    choices, else ``wrong_type``. Wrong answers go to a confusable choice with probability ``confusable_share``,
+    else to a uniformly drawn other choice.
+
+    Parameters
+    ----------
+    tasks : sequence of AnnotationTask
+    true_labels : mapping of sentence id to label
+        Must cover every item, gold included.
+    worker_accuracy : pandas.Series
+        Accuracy per worker id (the pool that may take tasks).
+    exclude : mapping of sentence id to set of workers, optional
+        Workers that already answered a sentence; they are not given a task containing it again.
+    seed : int or numpy Generator
+
+    Returns
+    -------
+    pandas.DataFrame with columns ``task`` (sentence id), ``worker``, ``label``, ``group``, ``hit``
+
+    Raises
+    ------
+    ValueError
+        When a task cannot get ``n_workers`` eligible workers (naming the task) or an item has no true label.
+    """
+    from knotwork.relations.annotation.tasks import WRONG_TYPE
+
+    rng = _rng(seed)
+    exclude = exclude or {}
+    pool = worker_accuracy.index.to_numpy()
+    acc = dict(zip(pool, worker_accuracy.to_numpy(dtype=float), strict=True))
+    rows: list[tuple[str, object, str, str, str]] = []
+    for task in tasks:
+        banned = set().union(*(exclude.get(it.example_id, set()) for it in task.items))
+        eligible = [w for w in pool if w not in banned]
+        if len(eligible) < n_workers:
+            raise ValueError(f"task {task.task_id}: only {len(eligible)} eligible workers for {n_workers} assignments")
+        chosen = rng.choice(len(eligible), size=n_workers, replace=False)
+        for c in chosen:
+            worker = eligible[c]
+            for item in task.items:
+                if item.example_id not in true_labels:
+                    raise ValueError(f"task {task.task_id}: sentence {item.example_id!r} has no true label")
+                truth = true_labels[item.example_id]
+                right = truth if truth in task.choices else WRONG_TYPE
+                if rng.random() < acc[worker]:
+                    answer = right
+                else:
+                    near = [x for x in (confusable or {}).get(truth, ()) if x in task.choices and x != right]
+                    if near and rng.random() < confusable_share:
+                        answer = near[rng.integers(len(near))]
+                    else:
+                        others = [x for x in task.choices if x != right]
+                        answer = others[rng.integers(len(others))]
+                rows.append((item.example_id, worker, answer, task.group, task.task_id))
+    return pd.DataFrame(rows, columns=["task", "worker", "label", "group", "hit"])

@@ -233,8 +233,9 @@ def mean_sd(values) -> str:
     return f"{100 * v.mean():.1f} ± {100 * v.std(ddof=1):.1f}" if len(v) > 1 else f"{100 * v.mean():.1f}"
 
 
-def render(results: list[dict], command: str, elapsed: float) -> str:
+def render(results: list[dict], command: str, elapsed: float | None, *, missing=(), computed_at: str | None = None) -> str:
     seeds = [r["seed"] for r in results]
+    wall = f"Wall time of this run: {elapsed / 60:.1f} min" if elapsed is not None else "Rendered from the per-seed cache"
     lines = [
         "# Re-TACRED study on SemEval-2010 Task 8: noisy labels, detection, re-annotation, patch, retraining",
         "",
@@ -242,9 +243,15 @@ def render(results: list[dict], command: str, elapsed: float) -> str:
         "- **Data:** `../shared/data/re/semeval2010/` (SemEval-2010 Task 8 in TACRED format; train 7,200, dev 800, "
         "test 2,717; 10 labels). Train + test get the noise and the cleaning; dev is the pool of hidden gold sentences.",
         f"- **Seeds:** {seeds} (noise, folds, workers, task packing, model initialisation all derive from the seed).",
-        f"- **Machine:** {machine()}. Wall time of this run: {elapsed / 60:.1f} min (not a benchmark of speed).",
-        f"- **Package:** knotwork {version()}, git commit `{git_commit()}`.",
+        f"- **Machine:** {machine()}. {wall} (not a benchmark of speed).",
+        f"- **Package:** knotwork {version()}, git commit `{git_commit()}`."
+        + (f" The per-seed results were computed by the run started at commit `{computed_at}`; the code that computes "
+           "them (`run_seed`, `retacred_model.py`, `src/knotwork/relations/`) is identical at both commits." if computed_at else ""),
         "- Numbers are mean ± standard deviation over seeds, in percent.",
+        *(
+            [f"- **PARTIAL:** seeds {list(missing)} did not finish; resume with `{command}` (finished seeds are cached).", ]
+            if missing else []
+        ),
         "",
         "## Setup (what is simulated, and what is reduced)",
         "",
@@ -380,11 +387,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--render-only", action="store_true", help="Write the page from cached seeds; run nothing.")
+    parser.add_argument("--computed-at", default=None, help="Commit of the run that filled the cache (named on the page).")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(1)
     if not DATA.is_dir():
         raise SystemExit(f"data not found at {DATA}; see shared/data/README.md")
+    command = "nice -n 10 python benchmarks/retacred_study.py --seeds " + " ".join(map(str, args.seeds))
+    if args.render_only:
+        cached = [CACHE / f"seed{s}.json" for s in args.seeds]
+        results = [json.loads(p.read_text()) for p in cached if p.exists()]
+        missing = [s for s, p in zip(args.seeds, cached, strict=True) if not p.exists()]
+        if not results:
+            raise SystemExit(f"no cached seed under {CACHE}")
+        write_atomic(args.out, render(results, command, None, missing=missing, computed_at=args.computed_at))
+        return
     start = time.time()
     train, dev, test, labels = load()
     weights = noise_weights(train, labels)
@@ -397,10 +415,9 @@ def main() -> None:
         res = run_seed(seed, train, dev, test, labels, weights)
         write_atomic(path, json.dumps(res, default=float))
         results.append(json.loads(path.read_text()))
-        command = "nice -n 10 python benchmarks/retacred_study.py --seeds " + " ".join(map(str, args.seeds))
-        write_atomic(args.out, render(results, command, time.time() - start))  # partial page after every seed
+        missing = args.seeds[len(results):]
+        write_atomic(args.out, render(results, command, time.time() - start, missing=missing))  # after every seed
         log.info("seed %d written", seed)
-    command = "nice -n 10 python benchmarks/retacred_study.py --seeds " + " ".join(map(str, args.seeds))
     write_atomic(args.out, render(results, command, time.time() - start))
 
 

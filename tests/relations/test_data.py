@@ -116,3 +116,16 @@ def test_retacred_patch_labels_are_the_fixed_set():
     labels = set(json.loads(path.read_text()).values())
     assert labels <= set(RETACRED_LABELS)
     assert set(RETACRED_LABELS) - labels == {"per:country_of_birth"}  # method note: absent from the test split
+
+
+def test_label_lines_and_gold_loading(tacred_file, tmp_path):
+    from knotwork.relations.io import load_gold_labels, read_label_lines, write_label_lines
+
+    path = write_label_lines(["per:title", "no_relation"], tmp_path / "labels.txt")
+    assert read_label_lines(path) == ["per:title", "no_relation"]
+    assert load_gold_labels(path) == (["per:title", "no_relation"], None)
+    labels, ids = load_gold_labels(tacred_file)
+    assert labels[0] == "org:founded_by" and ids[0] == "61b3a65fb90000000000"
+    (tmp_path / "gap.txt").write_text("per:title\n\nno_relation\n")
+    with pytest.raises(ValueError, match=r"gap.txt:2: empty line"):
+        read_label_lines(tmp_path / "gap.txt")

@@ -179,6 +179,13 @@ def test_cli_round_on_tacred_sample(tmp_path):
         app, ["relations", "aggregate", str(tmp_path / "results.csv"), str(train_file), str(tmp_path / "agg")]
     )
     assert result.exit_code == 2 and "exists; pass --force" in result.output
+    result = runner.invoke(
+        app, ["relations", "aggregate", str(tmp_path / "results.csv"), str(train_file), str(tmp_path / "agg"),
+              "--method", "dawid-skene", "--force"]
+    )
+    assert result.exit_code == 0, result.output
+    ds_labels = pd.read_csv(tmp_path / "agg" / "labels.csv", dtype=str).set_index("id")["label"]
+    assert ds_labels.to_dict() == labels["label"].to_dict()
 
 
 def test_simulated_round_excludes_previous_workers():

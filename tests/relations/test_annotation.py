@@ -181,7 +181,7 @@ def test_cli_round_on_tacred_sample(tmp_path):
     assert result.exit_code == 2 and "exists; pass --force" in result.output
     result = runner.invoke(
         app, ["relations", "aggregate", str(tmp_path / "results.csv"), str(train_file), str(tmp_path / "agg"),
-              "--method", "dawid-skene", "--force"]
+              "--gold-key", str(out / "gold_key.json"), "--method", "dawid-skene", "--force"]
     )
     assert result.exit_code == 0, result.output
     ds_labels = pd.read_csv(tmp_path / "agg" / "labels.csv", dtype=str).set_index("id")["label"]

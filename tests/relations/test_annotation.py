@@ -179,6 +179,10 @@ def test_cli_round_on_tacred_sample(tmp_path):
         app, ["relations", "aggregate", str(tmp_path / "results.csv"), str(train_file), str(tmp_path / "agg")]
     )
     assert result.exit_code == 2 and "exists; pass --force" in result.output
+    result = runner.invoke(  # without the gold key, the gold ids are unknown sentences: refused, not skipped
+        app, ["relations", "aggregate", str(tmp_path / "results.csv"), str(train_file), str(tmp_path / "agg"), "--force"]
+    )
+    assert result.exit_code == 2 and "answered id(s) are neither in" in result.output
     result = runner.invoke(
         app, ["relations", "aggregate", str(tmp_path / "results.csv"), str(train_file), str(tmp_path / "agg"),
               "--gold-key", str(out / "gold_key.json"), "--method", "dawid-skene", "--force"]

@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 _REQUIRED = ("id", "token", "relation", "subj_start", "subj_end", "obj_start", "obj_end", "subj_type", "obj_type")
+_REQUIRED_SET = frozenset(_REQUIRED)
+_STR_TYPES = {str}
 
 
 class TacredFormatError(ValueError):
@@ -63,11 +65,12 @@ def example_from_dict(
     ident = obj.get("id", f"<index {index}>") if isinstance(obj, Mapping) else f"<index {index}>"
     if not isinstance(obj, Mapping):
         raise TacredFormatError(f"example {ident}: expected a JSON object, got {type(obj).__name__}")
-    for key in _REQUIRED:
-        if key not in obj:
-            raise TacredFormatError(f"example {ident}: missing field {key!r}")
+    if not _REQUIRED_SET <= obj.keys():
+        missing = next(key for key in _REQUIRED if key not in obj)
+        raise TacredFormatError(f"example {ident}: missing field {missing!r}")
     tokens = obj["token"]
-    if not isinstance(tokens, list) or not tokens or not all(isinstance(t, str) for t in tokens):
+    # set(map(type, ...)) runs in C: the token check is most of the validation time on 100k-example files.
+    if not isinstance(tokens, list) or not tokens or set(map(type, tokens)) != _STR_TYPES:
         raise TacredFormatError(f"example {ident}: field 'token' must be a non-empty list of strings")
     if isinstance(obj["id"], bool) or not isinstance(obj["id"], (str, int)) or obj["id"] == "":
         raise TacredFormatError(f"example {ident}: field 'id' must be a non-empty string, got {obj['id']!r}")
@@ -77,16 +80,15 @@ def example_from_dict(
     n = len(tokens)
     for side in ("subj", "obj"):
         start, end = obj[f"{side}_start"], obj[f"{side}_end"]
-        # bool is an int subclass; a True/False span is a corrupted file, not index 1/0.
-        bad_type = any(isinstance(v, bool) or not isinstance(v, int) for v in (start, end))
-        if bad_type or not (0 <= start <= end < n):
+        # `type(v) is int` also rejects bool (an int subclass): a True/False span is a corrupted file, not 1/0.
+        if type(start) is not int or type(end) is not int or not (0 <= start <= end < n):
             raise TacredFormatError(
                 f"example {ident}: field '{side}_start'/'{side}_end' = {start!r}/{end!r} is not an inclusive span "
                 f"inside {n} tokens"
             )
     if labels is not None and obj["relation"] not in labels:
         raise TacredFormatError(f"example {ident}: field 'relation' = {obj['relation']!r} is not a known relation")
-    extra = {k: v for k, v in obj.items() if k not in _REQUIRED}
+    extra = {k: v for k, v in obj.items() if k not in _REQUIRED_SET}
     return RelationExample(
         id=str(obj["id"]),
         tokens=tuple(tokens),

@@ -129,3 +129,15 @@ def test_label_lines_and_gold_loading(tacred_file, tmp_path):
     (tmp_path / "gap.txt").write_text("per:title\n\nno_relation\n")
     with pytest.raises(ValueError, match=r"gap.txt:2: empty line"):
         read_label_lines(tmp_path / "gap.txt")
+
+
+def test_label_ids_are_fixed_and_categories():
+    from knotwork.relations.labels import REFINED_FAMILIES, label_to_id, relation_category
+
+    ids = label_to_id(TACRED_LABELS)
+    assert ids["no_relation"] == 0 and ids["per:title"] == 1 and ids["per:country_of_death"] == 41
+    with pytest.raises(ValueError, match=r"label 'a' appears twice in the label list \(positions 0 and 2\)"):
+        label_to_id(["a", "b", "a"])
+    assert relation_category("per:title") == "PER:*" and relation_category("org:website") == "ORG:*"
+    assert relation_category("Cause-Effect") == "Cause-Effect" and relation_category("no_relation") == "no_relation"
+    assert {r for rels in REFINED_FAMILIES.values() for r in rels} <= set(RETACRED_LABELS)

@@ -151,15 +151,6 @@ def label_to_id(labels: Sequence[str]) -> dict[str, int]:
     return mapping
 
 
-def check_labels(labels: Iterable[str], allowed: Iterable[str], *, what: str = "label", ids: Sequence[str] | None = None) -> None:
-    """Raise ``ValueError`` naming the first label not in ``allowed`` (and its example id when ``ids`` is given)."""
-    allowed_set = set(allowed)
-    for i, label in enumerate(labels):
-        if label not in allowed_set:
-            where = f"example {ids[i]!r}" if ids is not None else f"position {i}"
-            raise ValueError(f"unknown {what} {label!r} at {where}; expected one of {len(allowed_set)} known labels")
-
-
 def relation_category(label: str) -> str:
     """Return a label's coarse category: its prefix (``per``/``org``) in upper case, or the label itself.
 

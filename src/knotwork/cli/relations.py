@@ -396,7 +396,8 @@ def reevaluate_cmd(
             _fail(f"two prediction files are named {path.stem!r}")
         preds[path.stem] = dict(zip(ids, lines, strict=True))
     result = reevaluate(
-        preds, {ex.id: ex.relation for ex in old}, {ex.id: ex.relation for ex in new}, n_bootstrap=n_bootstrap, seed=seed
+        preds, {ex.id: ex.relation for ex in old}, {ex.id: ex.relation for ex in new}, n_bootstrap=n_bootstrap, seed=seed,
+        progress=not as_json,
     )
     if as_json:
         typer.echo(json.dumps({"models": [vars(m) for m in result.models], "kendall_tau": result.kendall_tau,

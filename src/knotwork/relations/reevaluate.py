@@ -65,6 +65,7 @@ def reevaluate(
     n_bootstrap: int = 1000,
     ci: float = 0.95,
     seed: int | np.random.Generator | None = None,
+    progress: bool = False,
 ) -> Reevaluation:
     """Score several models on two label versions of the same test set and compare.
 
@@ -83,6 +84,8 @@ def reevaluate(
         0 disables intervals (they are then NaN).
     ci : float, default 0.95
     seed : int or numpy Generator
+    progress : bool, default False
+        Show a tqdm bar over the bootstrap resamples (the slow part with many models and large test sets).
 
     Raises
     ------
@@ -111,7 +114,9 @@ def reevaluate(
     pos_a = np.cumsum(in_a) - 1
 
     boot: dict[str, np.ndarray] = {m: np.full((n_bootstrap, 2), np.nan) for m in predictions}
-    for r in range(n_bootstrap):
+    from tqdm.auto import tqdm
+
+    for r in tqdm(range(n_bootstrap), desc="bootstrap", disable=not progress):
         sample = rng.integers(len(ids), size=len(ids))
         sb, sa = pos_b[sample[in_b[sample]]], pos_a[sample[in_a[sample]]]
         for m in predictions:

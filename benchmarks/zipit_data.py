@@ -49,8 +49,8 @@ class Setting:
 
 
 SETTINGS = {
-    "mnist": Setting("mnist", "mnist.npz", "cnn", 64, epochs=2, lr=0.05, augment=False, pairs=5, n_train=15000, n_test=None),
-    "cifar10": Setting("cifar10", "cifar10.npz", "resnet20", 1, epochs=6, lr=0.1, augment=True, pairs=2, n_test=4000),
+    "mnist": Setting("mnist", "mnist.npz", "cnn", 64, epochs=2, lr=0.05, augment=False, pairs=5, n_train=6000, n_test=None),
+    "cifar10": Setting("cifar10", "cifar10.npz", "resnet20", 1, epochs=4, lr=0.1, augment=True, pairs=2, n_train=4000, n_test=2000),
 }
 
 

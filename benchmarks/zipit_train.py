@@ -35,6 +35,7 @@ def train_setting(name: str) -> None:
                 x, y = x[keep], y[keep]
             t0 = time.time()
             train_on_task(model, x, y, classes, epochs=setting.epochs, lr=setting.lr, augment=setting.augment,
+                          batch_size=setting.batch_size,
                           seed=seed, progress=False)
             secs = time.time() - t0
             with torch.no_grad():

@@ -173,3 +173,29 @@ class MLP(nn.Module):
         for layer in self.hidden:
             h = h + torch.relu(layer(h)) if self.residual else torch.relu(layer(h))
         return self.out(h)
+
+
+#: Architectures the CLI can rebuild from a checkpoint: name -> constructor(width, out_dim, in_channels).
+ARCHITECTURES = {
+    "resnet20": lambda width, out_dim, in_channels: ResNet20(width, out_dim, in_channels),
+    "cnn": lambda width, out_dim, in_channels: SmallCNN(width, out_dim, in_channels),
+}
+
+
+def build_from_state(arch: str, state: dict[str, torch.Tensor], *, width: int) -> nn.Module:
+    """Rebuild a registered architecture (optionally with its class-embedding head) around a state dict.
+
+    The output size, input channels and class vectors are read from the tensors; ``width`` must be given.
+    """
+    if arch not in ARCHITECTURES:
+        raise KeyError(f"unknown architecture {arch!r}; registered: {sorted(ARCHITECTURES)}")
+    headed = "head.class_vectors" in state
+    prefix = "backbone." if headed else ""
+    linear = state.get(prefix + "linear.weight")
+    conv = state.get(prefix + "conv1.weight")
+    if linear is None or conv is None:
+        raise KeyError(f"the checkpoint has no {prefix}linear.weight / {prefix}conv1.weight; is it a {arch}?")
+    backbone = ARCHITECTURES[arch](width, linear.shape[0], conv.shape[1])
+    model = HeadedModel(backbone, ClassEmbeddingHead(state["head.class_vectors"])) if headed else backbone
+    model.load_state_dict(state)
+    return model.eval()

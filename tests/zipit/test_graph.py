@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from knotwork.zipit import Consumer, Tap, UnsupportedOperationError, trace_feature_graph
-from knotwork.zipit.models import MLP, ResNet20, SmallCNN
+from knotwork.zipit.models import MLP, SmallCNN
 
 from .helpers import tiny_resnet, tiny_vgg
 

@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from knotwork.zipit.matchers import MATCHERS, get_matcher, identity_match, permute_match, zipit_match, zipit_match_naive
+from knotwork.zipit.matchers import (
+    MATCHERS,
+    get_matcher,
+    identity_match,
+    permute_match,
+    zipit_match,
+    zipit_match_naive,
+)
 
 
 def _corr(n_models: int, width: int, seed: int, noise: float = 0.5) -> tuple[torch.Tensor, list[torch.Tensor]]:

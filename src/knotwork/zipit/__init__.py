@@ -10,7 +10,14 @@ from knotwork.zipit.api import METHODS, compute_transforms, zip_models
 from knotwork.zipit.bn import reset_bn_stats
 from knotwork.zipit.evaluate import TaskAccuracy, count_macs, task_accuracy
 from knotwork.zipit.fold import fold_models
-from knotwork.zipit.graph import Consumer, FeatureSpace, Tap, UnsupportedOperationError, ZipGraph, trace_feature_graph
+from knotwork.zipit.graph import (
+    Consumer,
+    FeatureSpace,
+    Tap,
+    UnsupportedOperationError,
+    ZipGraph,
+    trace_feature_graph,
+)
 from knotwork.zipit.heads import Ensemble, MultiHeadModel
 from knotwork.zipit.matchers import MATCHERS, get_matcher, identity_match, permute_match, zipit_match
 from knotwork.zipit.rebasin import weight_matching

@@ -157,3 +157,36 @@ def test_zip_models_input_errors():
         zip_models([a, tiny_vgg(1)], loader, method="permute", alpha=0.5)
     with pytest.raises(ValueError, match="the loader yielded no batches"):
         zip_models([a, tiny_vgg(1)], [])
+
+
+class _Untraceable(nn.Module):
+    """Data-dependent control flow: torch.fx cannot trace it, so a hand-written graph is needed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Linear(5, 6), nn.Linear(6, 3)
+
+    def forward(self, x):
+        h = torch.relu(self.a(x))
+        return self.b(h) if x.shape[0] > 0 and bool(x.abs().sum() >= 0) else -self.b(h)
+
+
+def test_explicit_graph_for_an_untraceable_model():
+    from knotwork.zipit import Consumer, FeatureSpace, Tap, ZipGraph
+
+    torch.manual_seed(0)
+    model = _Untraceable().eval()
+    loader = loader_for((16, 5), n_batches=2, seed=4)
+    with pytest.raises(UnsupportedOperationError, match="torch.fx could not trace _Untraceable"):
+        trace_feature_graph(model, loader[0])
+    graph = ZipGraph([FeatureSpace(6, producers=["a"], consumers=[Consumer("b")], tap=Tap("b", "input")),
+                      FeatureSpace(3, producers=["b"], fixed=True)])
+    other, _ = permuted_copy(model, graph, seed=3)
+    merged = zip_models([model, other], loader, beta=0.0, graph=graph)
+    with torch.no_grad():
+        torch.testing.assert_close(merged(loader[0]), model(loader[0]), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="stop_at needs a traced graph"):
+        zip_models([model, other], loader, graph=graph, stop_at="a")
+    bad = ZipGraph([FeatureSpace(6, producers=["c"], consumers=[Consumer("b")], tap=Tap("b"))])
+    with pytest.raises(KeyError, match="feature space 0 names module 'c', which the model does not have"):
+        zip_models([model, other], loader, graph=bad)

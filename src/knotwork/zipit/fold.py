@@ -14,8 +14,8 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
-from knotwork.zipit.graph import Consumer, ZipGraph, module_spaces
 from knotwork.zipit.matchers import split_blocks
+from knotwork.zipit.spaces import Consumer, ZipGraph, module_spaces
 
 __all__ = ["fold_models", "apply_input", "apply_output"]
 

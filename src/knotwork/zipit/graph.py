@@ -20,14 +20,15 @@ Rules of the tracer (every other operation on a merged space is an error that na
 from __future__ import annotations
 
 import operator
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from math import prod
 
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
+
+from knotwork.zipit.spaces import Consumer, FeatureSpace, Tap, ZipGraph, _out_channels
 
 __all__ = [
     "Consumer",
@@ -47,95 +48,6 @@ _SPEC_HINT = (
 
 class UnsupportedOperationError(ValueError):
     """The tracer met an operation on a merged feature space that it cannot map through."""
-
-
-@dataclass(frozen=True)
-class Consumer:
-    """A module that reads a space: its input columns ``[offset, offset + width)`` take ``U``.
-
-    ``expand`` > 1 means a spatial map was flattened into a ``Linear``: each channel owns ``expand`` consecutive
-    input columns (channel-major, as ``torch.flatten`` lays them out), so ``U`` acts as ``U ⊗ I_expand``.
-    """
-
-    module: str
-    offset: int = 0
-    expand: int = 1
-
-
-@dataclass(frozen=True)
-class Tap:
-    """Where a space's features are recorded: a module's ``input`` (a forward pre-hook) or ``output``.
-
-    ``offset``/``expand`` select the space's channels inside that tensor as for :class:`Consumer`.
-    """
-
-    module: str
-    where: str = "input"
-    offset: int = 0
-    expand: int = 1
-
-
-@dataclass
-class FeatureSpace:
-    """One merge group: channels sharing one ``M`` and one ``U``.
-
-    Attributes
-    ----------
-    width : int
-        Number of channels.
-    producers : list of str
-        Modules whose output channels are this space (weights and biases take ``M``).
-    norms : list of str
-        Per-channel modules on this space (BatchNorm, LayerNorm).
-    consumers : list of Consumer
-        Modules whose inputs read this space (their input columns take ``U``).
-    tap : Tap or None
-        Where activations are recorded; ``None`` for a fixed space.
-    fixed : bool
-        A model input or output: never merged, its producers are averaged.
-    nodes : list of str
-        fx nodes carrying this space (empty for hand-written specs).
-    """
-
-    width: int
-    producers: list[str] = field(default_factory=list)
-    norms: list[str] = field(default_factory=list)
-    consumers: list[Consumer] = field(default_factory=list)
-    tap: Tap | None = None
-    fixed: bool = False
-    nodes: list[str] = field(default_factory=list)
-
-
-@dataclass
-class ZipGraph:
-    """The feature spaces of an architecture, plus the fx graph when it came from tracing.
-
-    Build one by hand for what tracing cannot handle: list every space with its producers, norms, consumers
-    and tap; modules in no space are averaged. Partial zipping needs a traced graph (``graph_module``).
-    """
-
-    spaces: list[FeatureSpace]
-    graph_module: fx.GraphModule | None = None
-
-    @property
-    def mergeable(self) -> list[int]:
-        """Indices of the spaces that get an ``M``/``U`` (not fixed)."""
-        return [i for i, s in enumerate(self.spaces) if not s.fixed]
-
-    def validate(self, model: nn.Module) -> None:
-        """Check that every module named in the graph exists in ``model`` and widths agree."""
-        names = dict(model.named_modules())
-        for k, space in enumerate(self.spaces):
-            for name in [*space.producers, *space.norms, *(c.module for c in space.consumers)]:
-                if name not in names:
-                    raise KeyError(f"feature space {k} names module {name!r}, which the model does not have")
-            for name in space.producers:
-                out = _out_channels(names[name])
-                if out != space.width:
-                    raise ValueError(f"feature space {k} has width {space.width} but producer {name!r} "
-                                     f"outputs {out} channels")
-            if not space.fixed and space.tap is None:
-                raise ValueError(f"feature space {k} is not fixed but has no tap to record features at")
 
 
 _PRODUCERS = (nn.Conv1d, nn.Conv2d, nn.Linear)
@@ -201,10 +113,6 @@ class _Tracer(fx.Tracer):
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
         return getattr(m, "zipit_fixed_input", False) or super().is_leaf_module(m, qualname)
-
-
-def _out_channels(m: nn.Module) -> int:
-    return m.out_features if isinstance(m, nn.Linear) else m.out_channels
 
 
 def _describe(node: fx.Node, modules: dict[str, nn.Module]) -> str:
@@ -483,25 +391,3 @@ def _reshape(node, v, shape, fail) -> _Chan:
         return v
     raise fail(node, f"reshape from {tuple(in_shape)} to {tuple(out_shape)} moves the channel axis")
 
-
-def module_spaces(graph: ZipGraph) -> tuple[dict[str, int], dict[str, list[tuple[int, Consumer]]]]:
-    """Map each producer/norm module to its space index, and each consumer module to its (space, Consumer)s."""
-    out_space: dict[str, int] = {}
-    in_spaces: dict[str, list[tuple[int, Consumer]]] = {}
-    for k, space in enumerate(graph.spaces):
-        for name in [*space.producers, *space.norms]:
-            out_space[name] = k
-        for c in space.consumers:
-            in_spaces.setdefault(c.module, []).append((k, c))
-    return out_space, in_spaces
-
-
-def space_of_node(graph: ZipGraph, node_name: str) -> int | None:
-    """Index of the space an fx node's output belongs to (None when the node carries no single space)."""
-    hits = [k for k, s in enumerate(graph.spaces) if node_name in s.nodes]
-    return hits[0] if len(hits) == 1 else None
-
-
-def names_in(seq: Sequence[FeatureSpace]) -> list[str]:
-    """All module names a list of spaces refers to (for error messages)."""
-    return sorted({n for s in seq for n in [*s.producers, *s.norms, *(c.module for c in s.consumers)]})

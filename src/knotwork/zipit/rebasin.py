@@ -17,8 +17,8 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from torch import nn
 
-from knotwork.zipit.graph import ZipGraph, module_spaces
 from knotwork.zipit.matchers import from_clusters
+from knotwork.zipit.spaces import ZipGraph, module_spaces
 
 __all__ = ["weight_matching"]
 

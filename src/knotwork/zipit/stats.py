@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import fx, nn
 
-from knotwork.zipit.graph import Tap, ZipGraph
+from knotwork.zipit.spaces import Tap, ZipGraph
 
 __all__ = ["FeatureStats", "collect_statistics", "first_input"]
 

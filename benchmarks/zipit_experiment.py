@@ -53,7 +53,7 @@ PARTIAL = {  # stop points for the two partial zips: (label, stop_at)
     "resnet20": [("ZipIt!_{13/20}", "backbone.layer2"), ("ZipIt!_{7/20}", "backbone.layer1")],
 }
 FULL_LABEL = {"cnn": "ZipIt!_{4/4}", "resnet20": "ZipIt!_{20/20}"}
-ALPHAS = (0.1, 0.3, 0.5, 1.0)
+ALPHAS = (0.1, 0.3, 1.0)
 BETAS = (0.0, 0.125, 0.5, 1.0)
 DEFAULT_ALPHA, DEFAULT_BETA = 0.3, 0.125
 

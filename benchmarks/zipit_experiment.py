@@ -222,6 +222,7 @@ def _section(setting: Setting, pairs: list[dict]) -> list[str]:
         secs = np.mean([r["seconds"] for r in rows])
         lines.append(f"| {label} | {macs:.1f} | " + " | ".join(cells) + f" | {secs:.1f} |")
     lines.append("")
+    lines += _comparison(setting, pairs)
     per_pair = ", ".join(f"pair {p['pair']}: A={p['tasks'][0]}, B={p['tasks'][1]}" for p in pairs)
     lines += [f"Class splits: {per_pair}.", ""]
     if any("ablation" in p for p in pairs):
@@ -234,6 +235,34 @@ def _section(setting: Setting, pairs: list[dict]) -> list[str]:
             cells = [_fmt([ab[f"{alpha},{beta}"] for ab in abl]) for alpha in ALPHAS]
             lines.append(f"| {beta} | " + " | ".join(cells) + " |")
         lines.append("")
+    return lines
+
+
+def _comparison(setting: Setting, pairs: list[dict]) -> list[str]:
+    """Orderings and gaps on joint accuracy, ours next to the paper's CIFAR-10 ResNet-20x4 numbers."""
+    def joint(label: str) -> float:
+        return 100 * float(np.mean([p["rows"][label]["joint"] for p in pairs]))
+
+    full = FULL_LABEL[setting.arch]
+    deep, shallow = (lab for lab, _ in PARTIAL[setting.arch])
+    order = sorted(pairs[0]["rows"], key=joint, reverse=True)
+    paper_order = sorted(PAPER_C10, key=lambda k: PAPER_C10[k][0], reverse=True)
+    gaps = [("ZipIt! full − Permute", joint(full) - joint("Permute"), 79.1 - 58.4),
+            ("ZipIt! full − W. Avg", joint(full) - joint("W. Avg"), 79.1 - 43.0),
+            ("ZipIt! full − Git Re-Basin", joint(full) - joint("Git Re-Basin"), 79.1 - 46.2),
+            ("Permute − Git Re-Basin", joint("Permute") - joint("Git Re-Basin"), 58.4 - 46.2),
+            (f"Ensemble − {deep}", joint("Ensemble") - joint(deep), 87.4 - 83.8)]
+    lines = ["Joint-accuracy gaps in points (ours, mean over pairs; paper = CIFAR-10 ResNet-20x4, Table 1a):", "",
+             "| Gap | ours | paper |", "| --- | --- | --- |"]
+    lines += [f"| {name} | {ours:+.1f} | {paper:+.1f} |" for name, ours, paper in gaps]
+    lines += ["", "Order by joint accuracy, ours: " + " > ".join(order) + ".",
+              "Paper (CIFAR-10, ×4): " + " > ".join(p.replace("20/20", "full") for p in paper_order) + ".", ""]
+    if setting.arch == "resnet20":
+        lines += ["Paper, CIFAR-10 (5+5) ResNet-20x4 (Table 1a, means over 5 pairs):", "",
+                  "| Method | Joint | Task A | Task B | Avg |", "| --- | --- | --- | --- | --- |"]
+        lines += [f"| {k} | " + " | ".join(f"{v:.1f}" for v in vals) + " |" for k, vals in PAPER_C10.items()]
+        lines.append("")
+    _ = shallow
     return lines
 
 

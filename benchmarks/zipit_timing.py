@@ -25,6 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from zipit_data import ROOT, write_atomic  # noqa: E402
+from zipit_experiment import _git_commit  # noqa: E402
 
 import knotwork  # noqa: E402
 from knotwork.zipit import fold_models, trace_feature_graph  # noqa: E402
@@ -118,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         "Produced by `python benchmarks/zipit_timing.py " + " ".join(argv or sys.argv[1:]) + "`.",
         "",
-        f"knotwork {knotwork.__version__}, torch {torch.__version__}, Python {platform.python_version()}; "
+        f"knotwork {knotwork.__version__}, git commit {_git_commit()}, torch {torch.__version__}, Python {platform.python_version()}; "
         "2-core CPU **shared with about six other jobs** (timings are noisy upper bounds), one thread, "
         f"best of {args.reps}. Two models, width *n* each (O = 2n concatenated features), correlation of "
         "synthetic features with planted partners; α = 0.3, β = 0.125.",

@@ -54,7 +54,7 @@ SETTINGS = {
     # A seconds-long run of the whole pipeline, to check the scripts (its numbers mean nothing).
     "smoke": Setting("smoke", "mnist.npz", "cnn", 16, epochs=1, lr=0.05, augment=False, pairs=1, n_train=300,
                      n_test=300),
-    "cifar10": Setting("cifar10", "cifar10.npz", "resnet20", 1, epochs=3, lr=0.1, augment=True, pairs=1, n_train=3000, n_test=2000),
+    "cifar10": Setting("cifar10", "cifar10.npz", "resnet20", 1, epochs=3, lr=0.1, augment=True, pairs=2, n_train=3000, n_test=2000),
 }
 
 

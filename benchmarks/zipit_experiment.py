@@ -172,8 +172,8 @@ DISCUSSION = [
     "Feature statistics use 500 images without augmentation (the paper: the whole augmented training set).",
     "- **Ordering.** The paper's ordering of the merging methods holds in both settings: W. Avg and Git Re-Basin "
     "lowest, then Permute, then the full ZipIt!, then the partial zips, then the ensemble; partial zips recover "
-    "most of the gap to the ensemble at 1.3-1.7x (CIFAR) or 1.3-1.9x (MNIST) the cost of one model.",
-    "- **Where we fall short.** A full ZipIt! is only about 1 point ahead of Permute, within the spread over "
+    "most of the gap to the ensemble at 1.3-1.7x (CIFAR) or 1.3-2.0x (MNIST) the cost of one model.",
+    "- **Where we fall short.** A full ZipIt! is only 0.6-1.5 points ahead of Permute, within the spread over "
     "splits, where the paper finds +20.7 on CIFAR-10. The paper's own width ablation (Fig. 7b) shows the same: "
     "below x4 width ZipIt! is about Permute, and its advantage grows with width, because merging two features "
     "of one model only pays off when the models have redundant capacity; our models are narrow (x1, 64 channels) "

@@ -120,7 +120,7 @@ def merge(
 
 @bench_app.command("zipit")
 def bench_zipit(
-    settings: list[str] = typer.Argument(None, help="Experiments to run: mnist, cifar10 (default: both)."),
+    settings: list[str] = typer.Argument(None, help="Experiments to run: mnist, mnist-w128, cifar10 (default: all three)."),
     force: bool = typer.Option(False, "--force", help="Overwrite docs/results/zipit.md."),
 ) -> None:
     """Train (cached) base models, merge them with every method, and regenerate docs/results/zipit.md."""
@@ -133,7 +133,7 @@ def bench_zipit(
     bench_dir = Path.cwd() / "benchmarks"
     if not (bench_dir / "zipit_experiment.py").is_file():
         raise typer.BadParameter("run this from the repository root: benchmarks/zipit_experiment.py not found")
-    names = settings or ["mnist", "cifar10"]
+    names = settings or ["mnist", "mnist-w128", "cifar10"]
     sys.path.insert(0, str(bench_dir))
     train = runpy.run_path(str(bench_dir / "zipit_train.py"))
     for name in names:

@@ -31,9 +31,13 @@ def merge_cmd(
     rank: int | None = typer.Option(None, "--rank", help="Truncate the written adapter to this rank."),
     base: Path | None = typer.Option(None, "--base", help="Base model directory: write dense merged safetensors weights."),
     force: bool = typer.Option(False, "--force", help="Replace an existing output directory."),
+    threads: int | None = typer.Option(None, "--threads", help="torch intra-op threads (default: torch's choice)."),
 ) -> None:
     """Merge LoRA adapters; writes the result and merge_report.json beside it."""
     import torch
+
+    if threads is not None:
+        torch.set_num_threads(threads)
     from tqdm import tqdm
 
     from knotwork.merge import (
@@ -61,6 +65,7 @@ def merge_cmd(
         _fail(str(err.args[0]) if isinstance(err, KeyError) else str(err))
     with tqdm(total=len(factors), desc=f"{method}: aligning" if method.startswith("knots") else method, unit="module") as bar:
         result = merge_modules(factors, method=method, config=config, progress=lambda _: bar.update(1))
+    del factors  # the scaled float32 copies are not needed for writing; large merges are memory-bound
     dtype = loaded[0].dtype if loaded[0].dtype in (torch.float16, torch.bfloat16, torch.float32) else torch.float32
     try:
         if base is not None:
@@ -71,7 +76,7 @@ def merge_cmd(
         _fail(str(err))
     ranks = result.ranks.values()
     typer.echo(
-        f"merged {len(loaded)} adapters ({len(factors)} modules) with {method} in {result.seconds:.2f}s; "
+        f"merged {len(loaded)} adapters ({len(result.merged)} modules) with {method} in {result.seconds:.2f}s; "
         f"merged ranks {min(ranks)}..{max(ranks)}; wrote {out}"
     )
 

@@ -15,7 +15,8 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,8 +61,8 @@ class LoraModule:
         return self.scaling * (self.B.float() @ self.A.float())
 
     def scaled_factors(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(scaling * B, A)`` in float64, the form the KnOTS alignment consumes."""
-        return self.scaling * self.B.double(), self.A.double()
+        """``(scaling * B, A)`` in float32, the form the merge consumes (the KnOTS alignment upcasts per module)."""
+        return self.scaling * self.B.float(), self.A.float()
 
 
 @dataclass(frozen=True)
@@ -260,6 +261,22 @@ def _atomic_dir(out_dir: Path, force: bool, inputs: Iterable[str] = ()) -> Path:
     return Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
 
 
+@contextmanager
+def _atomic_output_dir(
+    out_dir: Path, *, force: bool, inputs: Iterable[str] = (), extra_files: Mapping[str, str] | None = None
+) -> Iterator[Path]:
+    """Yield a temp directory to fill; on success add ``extra_files`` and rename it to ``out_dir``, else delete it."""
+    tmp = _atomic_dir(out_dir, force, inputs)
+    try:
+        yield tmp
+        for fname, text in (extra_files or {}).items():
+            (tmp / fname).write_text(text, encoding="utf-8")
+        _commit_dir(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def _commit_dir(tmp: Path, out_dir: Path) -> None:
     out_dir = Path(out_dir)
     if out_dir.exists():
@@ -288,10 +305,9 @@ def write_adapter(
     atomically; an existing one is only replaced with ``force``.
     """
     out_dir = Path(out_dir)
-    tmp = _atomic_dir(out_dir, force, inputs)
-    try:
-        from safetensors.torch import save_file
+    from safetensors.torch import save_file
 
+    with _atomic_output_dir(out_dir, force=force, inputs=inputs, extra_files=extra_files) as tmp:
         ranks = {name: int(A.shape[0]) for name, (B, A) in factors.items()}
         values = list(ranks.values())
         r = max(set(values), key=values.count) if values else 1
@@ -315,12 +331,6 @@ def write_adapter(
             tensors[f"{_PREFIX}{name}.lora_B.weight"] = B.to(dtype).contiguous()
         save_file(tensors, str(tmp / SAFETENSORS_NAME), metadata={"format": "pt"})
         (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-        for fname, text in (extra_files or {}).items():
-            (tmp / fname).write_text(text, encoding="utf-8")
-        _commit_dir(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir
 
 
@@ -369,8 +379,7 @@ def write_dense_model(
         except Exception as err:
             raise AdapterError(f"{f}: cannot read base weights ({type(err).__name__}: {err})") from err
     out_dir = Path(out_dir)
-    tmp = _atomic_dir(out_dir, force, [str(base_dir)])
-    try:
+    with _atomic_output_dir(out_dir, force=force, inputs=[str(base_dir)], extra_files=extra_files) as tmp:
         for module, delta in deltas:
             key = _find_weight_key(state, module)
             if key is None:
@@ -385,10 +394,4 @@ def write_dense_model(
         for f in base_dir.iterdir():
             if f.is_file() and not f.name.endswith((".safetensors", ".bin", ".pt", ".pth")) and f.name != "model.safetensors.index.json":
                 shutil.copy2(f, tmp / f.name)
-        for fname, text in (extra_files or {}).items():
-            (tmp / fname).write_text(text, encoding="utf-8")
-        _commit_dir(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir

@@ -62,12 +62,11 @@ class MergeResult:
         out = {}
         for module, rep in self.merged.items():
             basis = self.bases[module]
-            rep = rep.double()
             if basis is not None and (rank is None or rank >= rep.shape[0]):
-                out[module] = (basis.float(), rep.float())
+                out[module] = (basis, rep)  # exact: no copy
                 continue
             left = basis.double() if basis is not None else None
-            U, S, Vh = torch.linalg.svd(rep, full_matrices=False)
+            U, S, Vh = torch.linalg.svd(rep.double(), full_matrices=False)
             k = rank if rank is not None else min(sum(self.input_ranks.get(module, [])) or len(S), len(S))
             k = max(1, min(k, len(S)))
             B = U[:, :k] * S[:k]

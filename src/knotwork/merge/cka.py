@@ -45,8 +45,11 @@ def update_cka(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Task x task CKA of one module's updates, before and after the KnOTS transform.
 
-    Before: Z_i = X ΔW_iᵀ with ΔW_i = B_i A_i. After: Z_i = X R_iᵀ with the aligned R_i (they share U, so this is
-    how the paper compares the transformed updates).
+    Before: Z_i = X ΔW_iᵀ with ΔW_i = B_i A_i. After: Z_i = X V_i, where V_iᵀ is task i's block of the joint SVD's
+    right singular vectors (R_i = Σ V_iᵀ). Why V_i and not R_i: ΔW_i = U R_i with orthonormal U, so X R_iᵀ is an
+    isometric image of X ΔW_iᵀ and its linear CKA is *identical* to the "before" value; the paper does not publish
+    its CKA code, and comparing the tasks' coordinates in the shared basis (the V_i, which KnOTS merges up to the
+    shared Σ) is the reading under which the transform can change alignment at all.
 
     Parameters
     ----------
@@ -61,5 +64,5 @@ def update_cka(
     x = inputs.double()
     before = cka_matrix([x @ (B.double() @ A.double()).T for B, A in factors])
     alignment = knots_align(factors, rel_tol=rel_tol, dtype=torch.float64)
-    after = cka_matrix([x @ rep.T for rep in alignment.reps])
+    after = cka_matrix([x @ (rep / alignment.singular_values[:, None]).T for rep in alignment.reps])
     return before, after

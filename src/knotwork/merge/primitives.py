@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import numpy as np
 import torch
 
 Reps = Mapping[str, torch.Tensor]
@@ -19,11 +20,13 @@ def topk_threshold(values: torch.Tensor, topk: float) -> float:
     As the reference ``topk_values_mask``: with D entries the (D - floor(D·K))-th smallest |value| is the cut and
     every entry >= it is kept, so ties at the cut are all kept. ``topk >= 100`` keeps everything (returns 0).
     """
-    flat = values.reshape(-1).abs()
-    k = flat.numel() - int(flat.numel() * topk / 100.0)
+    n = values.numel()
+    k = n - int(n * topk / 100.0)
     if topk >= 100 or k < 1:
         return 0.0
-    return float(flat.float().kthvalue(k).values)
+    # numpy's introselect is ~3x faster than torch.kthvalue on CPU for the tens of millions of entries of a model.
+    flat = values.detach().reshape(-1).abs().float().cpu().numpy()
+    return float(np.partition(flat, k - 1)[k - 1])
 
 
 def task_thresholds(reps: list[Reps], topk: float, *, scope: str = "global") -> list[dict[str, float]]:

@@ -24,17 +24,18 @@ def ties_merge(reps: list[TaskReps], config: MergeConfig, *, topk: float | None 
     weights = config.task_weights(len(reps))
     cuts = task_thresholds(reps, topk, scope=config.topk_scope)
     names = list(reps[0])
-    trimmed = {
-        name: torch.stack([w * trim(task[name], cut[name]) for w, task, cut in zip(weights, reps, cuts, strict=True)])
-        for name in names
-    }  # (n_tasks, *shape) per module
-    signs = {name: elect_sign(stack) for name, stack in trimmed.items()}
+
+    def trimmed(name: str) -> torch.Tensor:  # (n_tasks, *shape); rebuilt in each pass to hold one module at a time
+        return torch.stack([w * trim(task[name], cut[name]) for w, task, cut in zip(weights, reps, cuts, strict=True)])
+
+    signs = {name: elect_sign(trimmed(name)) for name in names}
     majority = torch.sign(sum(s.sum() for s in signs.values()))
     majority = majority if majority != 0 else torch.tensor(1.0)
     out = {}
     for name in names:
-        sign = torch.where(signs[name] == 0, majority, signs[name])
-        out[name] = config.scale * disjoint_mean(trimmed.pop(name), sign)
+        sign = signs.pop(name)
+        sign = torch.where(sign == 0, majority, sign)
+        out[name] = config.scale * disjoint_mean(trimmed(name), sign)
     return out
 
 

@@ -1,0 +1,425 @@
+"""The Re-TACRED study on SemEval-2010 Task 8 (TACRED format): noise, detection, re-annotation, patch, retraining.
+
+For each seed:
+1. inject 20% realistic label noise into train + test (flips shaped by a model's confusions, half of each
+   positive class's flips to/from no_relation);
+2. detect it by confident learning on 5-fold out-of-fold probabilities over train + test;
+3. run a simulated Re-TACRED re-annotation (hidden gold 1 in 5 from the dev split, 2 workers, a 3rd and 4th on
+   disagreement, workers screened at > 80% gold accuracy, ambiguous sentences removed) either on the flagged
+   sentences only ("cl") or on every sentence ("all"), with 40 workers of mixed accuracy;
+4. apply the resulting patches and train / evaluate the simple RE model on noisy, cleaned and true labels;
+5. re-evaluate five models of different strength on the noisy and the cleaned test labels.
+
+Run:  nice -n 10 python benchmarks/retacred_study.py --seeds 0 1 2 3 4
+Per-seed results are cached under .knotwork-cache/retacred_study/ so a rerun resumes; the page is written to
+docs/results/retacred.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from retacred_common import ROOT, git_commit, machine, version, write_atomic  # noqa: E402
+from retacred_model import FEATURE_SETS, fit_predict_proba, out_of_fold_probs  # noqa: E402
+
+from knotwork.relations import (  # noqa: E402
+    apply_patch,
+    detection_quality,
+    find_label_issues,
+    label_quality_scores,
+    load_tacred,
+    reevaluate,
+    score,
+    with_relations,
+)
+from knotwork.relations.annotation import build_tasks, filter_answers, resolve, round_to_patch, screen_workers  # noqa: E402
+from knotwork.relations.crowd import DawidSkene, MajorityVote, fleiss_kappa, pairwise_agreement, rating_table  # noqa: E402
+from knotwork.relations.scorer import confusion_matrix  # noqa: E402
+from knotwork.relations.simulate import confusion_noise_weights, inject_label_noise, simulate_task_answers  # noqa: E402
+
+log = logging.getLogger("retacred_study")
+DATA = ROOT.parent / "shared" / "data" / "re" / "semeval2010"
+CACHE = ROOT / ".knotwork-cache" / "retacred_study"
+OUT = ROOT / "docs" / "results" / "retacred.md"
+NOISE_RATE = 0.20
+N_WORKERS = (24, 10, 6)  # good, mediocre, poor
+ACCURACY_RANGES = ((0.85, 0.97), (0.60, 0.80), (0.30, 0.50))
+MAX_ROUNDS = 4
+
+
+def load():
+    train, dev, test = (load_tacred(DATA / f"{s}.json") for s in ("train", "dev", "test"))
+    labels = ["no_relation", *sorted({ex.relation for ex in train} - {"no_relation"})]
+    return train, dev, test, labels
+
+
+def noise_weights(train, labels) -> np.ndarray:
+    """Flip weights from out-of-fold confusions of the clean training labels (computed once, cached)."""
+    path = CACHE / "noise_weights.npy"
+    if path.exists():
+        return np.load(path)
+    idx = {lab: i for i, lab in enumerate(labels)}
+    y = np.array([idx[ex.relation] for ex in train])
+    probs = out_of_fold_probs(train, y, len(labels), seed=1234)
+    conf = confusion_matrix([labels[i] for i in y], [labels[i] for i in probs.argmax(1)], labels)
+    w = confusion_noise_weights(conf, negative_index=0, negative_share=0.5)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    np.save(path, w)
+    return w
+
+
+def workers(rng: np.random.Generator) -> pd.Series:
+    acc, names = [], []
+    for tier, (n, (lo, hi)) in enumerate(zip(N_WORKERS, ACCURACY_RANGES, strict=True)):
+        acc += list(rng.uniform(lo, hi, n))
+        names += [f"w{tier}{i:02d}" for i in range(n)]
+    return pd.Series(acc, index=names)
+
+
+def run_rounds(pending_examples, gold_examples, truth, pool: pd.Series, confusable, rng):
+    """Adaptive rounds: 2 workers, then 1 more per round for unresolved sentences; screening on gold each round."""
+    raw = []
+    gold_map = {ex.id: ex.relation for ex in gold_examples}
+    pending = list(pending_examples)
+    by_id = {ex.id: ex for ex in pending_examples}
+    active = pool.copy()
+    res = None
+    for r in range(MAX_ROUNDS):
+        if not pending:
+            break
+        tasks = build_tasks(pending, gold_examples, seed=rng)
+        done = pd.concat(raw) if raw else pd.DataFrame(columns=["task", "worker"])
+        exclude = done.groupby("task")["worker"].agg(set).to_dict()
+        raw.append(simulate_task_answers(tasks, truth, active, n_workers=2 if r == 0 else 1, exclude=exclude,
+                                         confusable=confusable, seed=rng))
+        answers = pd.concat(raw, ignore_index=True)
+        screening = screen_workers(answers, gold_map, min_accuracy=0.8)
+        rejected = screening.index[~screening["accepted"] & (screening["n_gold"] >= 5)].get_level_values("worker")
+        active = active.drop(index=[w for w in set(rejected) if w in active.index])  # blocked from later rounds
+        kept = filter_answers(answers, screening, gold=gold_map)
+        res = resolve(kept, max_annotators=4)
+        unresolved = set(res.index[res["status"] == "needs_more"]) | (set(by_id) - set(res.index))
+        pending = [by_id[i] for i in sorted(unresolved)]
+        log.info("round %d: %d answers, %d workers active, %d pending", r + 1, len(answers), len(active), len(pending))
+    answers = pd.concat(raw, ignore_index=True)
+    res = res.copy()
+    res.loc[res["status"] == "needs_more", "status"] = "ambiguous"  # out of rounds
+    missing = sorted(set(by_id) - set(res.index))  # every answer came from a rejected worker
+    if missing:
+        res = pd.concat([res, pd.DataFrame({"label": "", "n_answers": 0, "n_top": 0, "status": "ambiguous"}, index=missing)])
+    return answers, res, screening
+
+
+def aggregation_quality(answers: pd.DataFrame, res: pd.DataFrame, truth: dict, gold_ids: set) -> dict:
+    items = answers[~answers["task"].isin(gold_ids)]
+    ids = sorted(set(items["task"]))
+    true = pd.Series({i: truth[i] for i in ids})
+    resolved = res[res["status"].isin(["agreed", "majority"])]
+    out = {
+        "policy_accuracy": float((resolved["label"] == true.loc[resolved.index]).mean()),
+        "policy_removed": float((res["status"] == "ambiguous").mean()),
+        "mv_accuracy": float((MajorityVote().fit_predict(items).loc[ids] == true).mean()),
+        "ds_accuracy": float((DawidSkene().fit_predict(items).loc[ids] == true).mean()),
+    }
+    gold_answers = answers[answers["task"].isin(gold_ids)]
+    gold_truth = pd.Series({i: truth[i] for i in set(gold_answers["task"])})
+    ds_gold = DawidSkene().fit_predict(answers, true_labels=gold_truth)
+    out["ds_gold_accuracy"] = float((ds_gold.loc[ids] == true).mean())
+    first = items.groupby("task", sort=False).head(2)
+    out["fleiss_kappa_round1"] = fleiss_kappa(rating_table(first, n_raters=2).to_numpy())
+    out["pairwise_agreement_round1"] = pairwise_agreement(first)
+    out["answers_per_sentence"] = len(items) / len(ids)
+    out["gold_answers"] = int(len(gold_answers))
+    out["n_sentences"] = len(ids)
+    return out
+
+
+def run_seed(seed: int, train, dev, test, labels, weights) -> dict:
+    rng = np.random.default_rng(seed)
+    idx = {lab: i for i, lab in enumerate(labels)}
+    data = [*train, *test]
+    y_true = np.array([idx[ex.relation] for ex in data])
+    y_noisy, flipped = inject_label_noise(y_true, rate=NOISE_RATE, weights=weights, seed=rng)
+    noisy = with_relations(data, [labels[i] for i in y_noisy])
+    truth = {ex.id: ex.relation for ex in [*data, *dev]}
+
+    t0 = time.time()
+    probs = out_of_fold_probs(noisy, y_noisy, len(labels), seed=seed)
+    mask = find_label_issues(y_noisy, probs)
+    quality = label_quality_scores(y_noisy, probs)
+    det = detection_quality(flipped, flagged=mask, scores=quality, at=(100, 500, 1000))
+    log.info("seed %d: detection done in %.0fs (%d flagged)", seed, time.time() - t0, mask.sum())
+
+    # Annotators confuse a relation with its two most frequent model confusions.
+    confusable = {labels[i]: [labels[j] for j in np.argsort(-weights[i])[:2]] for i in range(len(labels))}
+    pool = workers(rng)
+    result: dict = {"seed": seed, "n_examples": len(data), "n_flipped": int(flipped.sum()), "detection": vars(det)}
+    patched: dict[str, list] = {}
+    for condition, chosen in (("cl", [noisy[i] for i in np.flatnonzero(mask)]), ("all", noisy)):
+        answers, res, screening = run_rounds(chosen, dev, truth, pool, confusable, rng)
+        agg = aggregation_quality(answers, res, truth, {ex.id for ex in dev})
+        resolved = res[res["status"].isin(["agreed", "majority"])]
+        patch = round_to_patch(noisy, resolved["label"].to_dict(), remove=res.index[res["status"] == "ambiguous"])
+        cleaned = apply_patch(noisy, patch)
+        kept = {ex.id for ex in cleaned}
+        clean_map = {ex.id: ex.relation for ex in cleaned}
+        still_wrong = sum(clean_map[i] != truth[i] for i in kept)
+        agg.update(
+            n_patched=len(patch.labels), patch_drops=patch.drop_missing, n_removed=len(data) - len(cleaned),
+            label_error_rate_after=still_wrong / len(kept),
+            workers_rejected=int((~screening["accepted"]).sum()),
+        )
+        result[f"annotation_{condition}"] = agg
+        patched[condition] = cleaned
+        log.info("seed %d: annotation %s: %s", seed, condition, agg)
+
+    # Train on each label version (train split) and evaluate on each (test split, kept ids only).
+    versions = {"noisy": noisy, "cleaned_cl": patched["cl"], "cleaned_all": patched["all"], "true": data}
+    train_ids = {ex.id for ex in train}
+    test_ids = [ex.id for ex in test]
+    test_by_id = {ex.id: ex for ex in test}
+    preds: dict[str, dict[str, str]] = {}
+    for name, version_ in versions.items():
+        tr = [ex for ex in version_ if ex.id in train_ids]
+        p = fit_predict_proba(tr, np.array([idx[ex.relation] for ex in tr]), test, len(labels), seed=seed)
+        preds[name] = {i: labels[k] for i, k in zip(test_ids, p.argmax(1), strict=True)}
+    f1 = {}
+    for tr_name in versions:
+        for ev_name, version_ in versions.items():
+            gold = {ex.id: ex.relation for ex in version_ if ex.id in test_by_id}
+            ids = sorted(gold)
+            f1[f"{tr_name}->{ev_name}"] = score([gold[i] for i in ids], [preds[tr_name][i] for i in ids]).f1
+    result["f1"] = f1
+    result["train_sizes"] = {k: sum(ex.id in train_ids for ex in v) for k, v in versions.items()}
+    result["test_sizes"] = {k: sum(ex.id in test_by_id for ex in v) for k, v in versions.items()}
+
+    # Re-evaluation: the same predictions of five models (trained on noisy labels), noisy vs cleaned test labels.
+    models = {}
+    tr = [ex for ex in noisy if ex.id in train_ids]
+    y_tr = np.array([idx[ex.relation] for ex in tr])
+    for fs in FEATURE_SETS:
+        p = preds["noisy"] if fs == "full" else None
+        if p is None:
+            probs_fs = fit_predict_proba(tr, y_tr, test, len(labels), feature_set=fs, seed=seed)
+            p = {i: labels[k] for i, k in zip(test_ids, probs_fs.argmax(1), strict=True)}
+        models[fs] = p
+    before = {ex.id: ex.relation for ex in noisy if ex.id in test_by_id}
+    reev = {}
+    for after_name in ("cleaned_all", "true"):
+        after = {ex.id: ex.relation for ex in versions[after_name] if ex.id in test_by_id}
+        r = reevaluate(models, before, after, n_bootstrap=300, seed=seed)
+        reev[after_name] = {
+            "kendall_tau": r.kendall_tau,
+            "n_flips": r.n_flips,
+            "models": [vars(m) for m in r.models],
+            "per_relation": {rel: v["full"] for rel, v in r.per_relation.items()},
+        }
+    result["reevaluation"] = reev
+    return result
+
+
+def mean_sd(values) -> str:
+    v = np.asarray(values, dtype=float)
+    return f"{100 * v.mean():.1f} ± {100 * v.std(ddof=1):.1f}" if len(v) > 1 else f"{100 * v.mean():.1f}"
+
+
+def render(results: list[dict], command: str, elapsed: float | None, *, missing=(), computed_at: str | None = None) -> str:
+    seeds = [r["seed"] for r in results]
+    wall = f"Wall time of this run: {elapsed / 60:.1f} min" if elapsed is not None else "Rendered from the per-seed cache"
+    lines = [
+        "# Re-TACRED study on SemEval-2010 Task 8: noisy labels, detection, re-annotation, patch, retraining",
+        "",
+        f"- **Command:** `{command}`",
+        "- **Data:** `../shared/data/re/semeval2010/` (SemEval-2010 Task 8 in TACRED format; train 7,200, dev 800, "
+        "test 2,717; 10 labels). Train + test get the noise and the cleaning; dev is the pool of hidden gold sentences.",
+        f"- **Seeds:** {seeds} (noise, folds, workers, task packing, model initialisation all derive from the seed).",
+        f"- **Machine:** {machine()}. {wall} (not a benchmark of speed).",
+        f"- **Package:** knotwork {version()}, git commit `{git_commit()}`."
+        + (f" The per-seed results were computed by the run started at commit `{computed_at}`; the code that computes "
+           "them (`run_seed`, `retacred_model.py`, `src/knotwork/relations/`) is identical at both commits." if computed_at else ""),
+        "- Numbers are mean ± standard deviation over seeds, in percent.",
+        *(
+            [f"- **PARTIAL:** seeds {list(missing)} did not finish; resume with `{command}` (finished seeds are cached).", ]
+            if missing else []
+        ),
+        "",
+        "## Setup (what is simulated, and what is reduced)",
+        "",
+        f"- **Noise:** exactly {NOISE_RATE:.0%} of train + test labels flipped. Flip targets follow out-of-fold "
+        "confusions of the model on the clean train labels (+1 smoothing); for a positive relation half of its "
+        "flips go to `no_relation`, `no_relation` flips to positives in proportion to the confusions. This mimics "
+        "TACRED's error profile (swaps between confusable relations, and to/from no_relation) but not its "
+        "definition change (`per:identity`), which no detector trained on the old labels can see.",
+        "- **Detector:** `find_label_issues` (confident learning, prune_by_noise_rate) on 5-fold out-of-fold "
+        "probabilities of the model over train + test; AUC and precision@k rank by self-confidence.",
+        "- **Model:** softmax regression over sparse binary features (sentence words, entity heads, words and "
+        "bigrams between the entities, entity order), 200 full-batch Adam steps, L2 1e-4; a deliberately cheap "
+        "stand-in for PA-LSTM/C-GCN/SpanBERT so the whole study runs in minutes on 2 shared cores.",
+        f"- **Workers:** {sum(N_WORKERS)} simulated annotators: {N_WORKERS[0]} with accuracy U{ACCURACY_RANGES[0]}, "
+        f"{N_WORKERS[1]} U{ACCURACY_RANGES[1]}, {N_WORKERS[2]} U{ACCURACY_RANGES[2]}; a wrong answer goes to one of "
+        "the true relation's two most confusable relations with probability 0.7, else to any other choice.",
+        "- **Protocol (paper §3 / supplement §E):** tasks of 5 sentences grouped by entity-type pair (SemEval has one "
+        "type, so one group), 9 relation choices + no_relation + wrong_type, 1 hidden gold sentence per task; "
+        "round 1 has 2 workers per task, each later round adds 1 worker for unresolved sentences, at most "
+        f"{MAX_ROUNDS} rounds; a worker with ≥ 5 gold answers and gold accuracy ≤ 80% is rejected (answers dropped, "
+        "no more tasks); resolved = top label with ≥ 2 votes and strictly more than any other; sentences still "
+        "unresolved after 4 annotators are removed, as Re-TACRED v1.1 pruned ambiguous sentences.",
+        "- **Reductions vs the paper:** a different, smaller data set (SemEval, 10 labels) instead of licensed "
+        "TACRED; simulated instead of real workers; no qualification test; a linear model instead of neural ones.",
+        "",
+    ]
+    det = [r["detection"] for r in results]
+    lines += [
+        "## 1. Label-error detection (confident learning)",
+        "",
+        "| flipped labels | flagged | precision | recall | F1 | ROC AUC | P@100 | P@500 | P@1000 |",
+        "|---|---|---|---|---|---|---|---|---|",
+        f"| {np.mean([r['n_flipped'] for r in results]):.0f} of {results[0]['n_examples']} "
+        f"| {np.mean([d['n_flagged'] for d in det]):.0f} | {mean_sd([d['precision'] for d in det])} "
+        f"| {mean_sd([d['recall'] for d in det])} | {mean_sd([d['f1'] for d in det])} | {mean_sd([d['auc'] for d in det])} "
+        f"| {mean_sd([d['precision_at']['100'] for d in det])} | {mean_sd([d['precision_at']['500'] for d in det])} "
+        f"| {mean_sd([d['precision_at']['1000'] for d in det])} |",
+        "",
+        "For comparison, the method note's crude detector on real TACRED (share of 49 models disagreeing with the "
+        "gold) ranks Re-TACRED's changes with AUC 0.55–0.60 and P@500 ≈ 0.70; real TACRED errors are harder "
+        "than injected ones, largely because half of them are the new `per:identity` definition.",
+        "",
+        "## 2. Simulated re-annotation and aggregation",
+        "",
+        "Accuracy of the final labels against the true labels on the re-annotated sentences (gold sentences excluded). "
+        "*policy* = the adaptive protocol with gold screening (accuracy on the sentences it resolved; the rest are "
+        "removed); MV / DS = majority vote / Dawid-Skene over all raw answers, no screening; DS+gold = Dawid-Skene "
+        "with gold posteriors clamped.",
+        "",
+        "| sentences re-annotated | sentences | answers / sentence | round-1 Fleiss κ | round-1 agreement | policy acc. | removed | MV acc. | DS acc. | DS+gold acc. | label errors after patch |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for cond, title in (("cl", "flagged by CL"), ("all", "all (Re-TACRED)")):
+        a = [r[f"annotation_{cond}"] for r in results]
+        lines.append(
+            f"| {title} | {np.mean([x['n_sentences'] for x in a]):.0f} | {np.mean([x['answers_per_sentence'] for x in a]):.2f} "
+            f"| {np.mean([x['fleiss_kappa_round1'] for x in a]):.3f} | {mean_sd([x['pairwise_agreement_round1'] for x in a])} "
+            f"| {mean_sd([x['policy_accuracy'] for x in a])} | {mean_sd([x['policy_removed'] for x in a])} "
+            f"| {mean_sd([x['mv_accuracy'] for x in a])} | {mean_sd([x['ds_accuracy'] for x in a])} "
+            f"| {mean_sd([x['ds_gold_accuracy'] for x in a])} | {mean_sd([x['label_error_rate_after'] for x in a])} |"
+        )
+    lines += [
+        "",
+        f"Label error rate before any patch: {NOISE_RATE:.0%} (by construction). Paper: Fleiss κ 0.77 on Re-TACRED "
+        "(0.54 on TACRED), mean agreement 82.3%, 2.2–2.5 annotations per sentence (note's estimate).",
+        "",
+        "## 3. Training and evaluating the RE model on each label version",
+        "",
+        "Micro F1 (official TACRED scorer, no_relation excluded) on the test split; rows = training labels, columns = "
+        "test labels (patched versions evaluate on the sentences they kept).",
+        "",
+        "| train \\ test | noisy | cleaned (CL flagged) | cleaned (all) | true |",
+        "|---|---|---|---|---|",
+    ]
+    names = ("noisy", "cleaned_cl", "cleaned_all", "true")
+    pretty = {"noisy": "noisy", "cleaned_cl": "cleaned (CL flagged)", "cleaned_all": "cleaned (all)", "true": "true"}
+    for tr in names:
+        cells = [mean_sd([r["f1"][f"{tr}->{ev}"] for r in results]) for ev in names]
+        lines.append(f"| {pretty[tr]} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Paper (real TACRED → Re-TACRED, models retrained on each): +13.2 (PA-LSTM), +14.0 (C-GCN), +15.6 (SpanBERT) F1. "
+        "Our diagonal (train and test on the same version) plays that role here.",
+        "",
+        "## 4. Re-evaluation: the same five models on noisy vs cleaned test labels",
+        "",
+        "Five feature sets, all trained on the noisy train labels; the same predictions are scored on the noisy "
+        "test labels and on the cleaned (all) labels. 95% paired-bootstrap intervals (300 resamples) of one seed "
+        f"(seed {results[0]['seed']}); τ and flips are mean over seeds.",
+        "",
+        "| model | F1 noisy | F1 cleaned (all) | Δ F1 | 95% CI of Δ |",
+        "|---|---|---|---|---|",
+    ]
+    for i, m in enumerate(results[0]["reevaluation"]["cleaned_all"]["models"]):
+        per_seed = [r["reevaluation"]["cleaned_all"]["models"][i] for r in results]
+        lo, hi = m["ci_delta"]
+        lines.append(
+            f"| {m['model']} | {mean_sd([x['f1_before'] for x in per_seed])} | {mean_sd([x['f1_after'] for x in per_seed])} "
+            f"| {mean_sd([x['delta'] for x in per_seed])} | [{100 * lo:.1f}, {100 * hi:.1f}] |"
+        )
+    for after in ("cleaned_all", "true"):
+        taus = [r["reevaluation"][after]["kendall_tau"] for r in results]
+        flips = [r["reevaluation"][after]["n_flips"] for r in results]
+        lines.append("")
+        lines.append(
+            f"Kendall τ between the rankings on noisy and {after.replace('_', ' ')} test labels: "
+            f"{np.mean(taus):.2f} (per seed {', '.join(f'{t:.2f}' for t in taus)}); pairwise rank flips: "
+            f"{', '.join(str(f) for f in flips)} of 10."
+        )
+    rels = sorted(results[0]["reevaluation"]["cleaned_all"]["per_relation"])
+    lines += [
+        "",
+        "Per-relation F1 of the `full` model, noisy → cleaned (all) test labels (mean over seeds):",
+        "",
+        "| relation | noisy | cleaned | Δ |",
+        "|---|---|---|---|",
+    ]
+    for rel in rels:
+        b = np.mean([r["reevaluation"]["cleaned_all"]["per_relation"][rel][0] for r in results])
+        a = np.mean([r["reevaluation"]["cleaned_all"]["per_relation"][rel][1] for r in results])
+        lines.append(f"| {rel} | {100 * b:.1f} | {100 * a:.1f} | {100 * (a - b):+.1f} |")
+    lines += [
+        "",
+        "The paper's ranking argument (PA-LSTM beats C-GCN on TACRED PER:PER, C-GCN wins every category on "
+        "Re-TACRED) is about retrained neural models on real relabelling; here the ranking of five linear models "
+        "is measured under injected noise, so compare the direction, not the size.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--render-only", action="store_true", help="Write the page from cached seeds; run nothing.")
+    parser.add_argument("--computed-at", default=None, help="Commit of the run that filled the cache (named on the page).")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    torch.set_num_threads(1)
+    if not DATA.is_dir():
+        raise SystemExit(f"data not found at {DATA}; see shared/data/README.md")
+    command = "nice -n 10 python benchmarks/retacred_study.py --seeds " + " ".join(map(str, args.seeds))
+    if args.render_only:
+        cached = [CACHE / f"seed{s}.json" for s in args.seeds]
+        results = [json.loads(p.read_text()) for p in cached if p.exists()]
+        missing = [s for s, p in zip(args.seeds, cached, strict=True) if not p.exists()]
+        if not results:
+            raise SystemExit(f"no cached seed under {CACHE}")
+        write_atomic(args.out, render(results, command, None, missing=missing, computed_at=args.computed_at))
+        return
+    start = time.time()
+    train, dev, test, labels = load()
+    weights = noise_weights(train, labels)
+    results = []
+    for seed in args.seeds:
+        path = CACHE / f"seed{seed}.json"
+        if path.exists():
+            results.append(json.loads(path.read_text()))
+            continue
+        res = run_seed(seed, train, dev, test, labels, weights)
+        write_atomic(path, json.dumps(res, default=float))
+        results.append(json.loads(path.read_text()))
+        missing = args.seeds[len(results):]
+        write_atomic(args.out, render(results, command, time.time() - start, missing=missing))  # after every seed
+        log.info("seed %d written", seed)
+    write_atomic(args.out, render(results, command, time.time() - start))
+
+
+if __name__ == "__main__":
+    main()

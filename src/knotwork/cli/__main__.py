@@ -1,0 +1,5 @@
+"""`python -m knotwork.cli` runs the CLI."""
+
+from knotwork.cli import main
+
+main()

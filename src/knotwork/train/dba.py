@@ -1,0 +1,275 @@
+"""`DBA`: Dynamic Batch Adaptation wrapped around any ``torch.optim`` optimizer."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from knotwork.train.capture import capture, check_traces, find_layers
+from knotwork.train.gram import layer_gram, subset_gradient
+from knotwork.train.metrics import METRICS, get_metric, subset_stats
+from knotwork.train.search import SEARCHES, backward_elimination_many, get_search
+
+AGGREGATES = ("mean", "sum")
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """What one DBA step selected.
+
+    Attributes
+    ----------
+    pool_size : int
+        Samples the closure returned losses for.
+    sizes : dict of str to int
+        Chosen subset size per layer (the same for every layer when ``per_layer=False``).
+    score_pool, score_selected : dict of str to float
+        The metric on the whole pool and on the chosen subset, per layer (key ``"<global>"`` when global).
+    loss : float
+        Mean loss over the pool before the step.
+    """
+
+    pool_size: int
+    sizes: dict[str, int]
+    score_pool: dict[str, float]
+    score_selected: dict[str, float]
+    loss: float
+
+
+class DBA:
+    """Dynamic Batch Adaptation: per-layer choice of the samples whose gradients make up each step.
+
+    At every step DBA runs the closure's forward and backward pass once over a pool of ``P`` samples,
+    forms for each layer the Gram matrix of the per-sample gradients without materialising them (see
+    :func:`~knotwork.train.gram.layer_gram`), searches for the subset that best improves ``metric``, writes
+    the aggregated gradient of that subset into ``.grad`` and calls the wrapped optimizer's ``step()``. The
+    wrapped optimizer (SGD, Adam, ...) is unchanged: DBA only produces gradients, like Opacus's
+    ``DPOptimizer``.
+
+    Only the abstract of the paper is public: it fixes per-sample gradients, a subset chosen per layer to
+    improve "metrics such as gradient variance", and a standard optimizer applying the step. The metric,
+    search, aggregation and size bounds here are documented, switchable reconstructions (docs/dba.md).
+
+    Parameters
+    ----------
+    model : nn.Module
+        Every trainable parameter must belong to an ``nn.Linear`` or ``nn.Conv2d`` (``groups=1``, zero
+        padding) that runs once per forward pass; anything else is refused up front.
+    optimizer : torch.optim.Optimizer
+        Must hold every trainable parameter of those layers.
+    metric : str, default "snr"
+        A key of :data:`~knotwork.train.metrics.METRICS`: "variance", "var_of_mean", "snr", "cos_to_full".
+        "snr" validated best in our MNIST runs; "var_of_mean" keeps the samples with the smallest gradients.
+    search : str, default "backward"
+        A key of :data:`~knotwork.train.search.SEARCHES`: "backward", "forward", "topk", "all".
+    per_layer : bool, default True
+        Select separately for each layer (the paper's choice); False selects one subset for the whole
+        network from the summed Gram matrix (an ablation).
+    aggregate : {"mean", "sum"}, default "mean"
+        "mean" divides the subset's summed gradient by ``|S|``, so the step size does not depend on the subset
+        size; "sum" divides by the pool size ``P`` instead, so a smaller subset takes a proportionally smaller
+        step (a constant ``1/P`` keeps learning rates comparable; with every sample selected both equal the
+        plain mean-loss gradient).
+    min_size : int, default 1
+        Smallest subset a search may return; a pool smaller than this keeps every sample.
+    max_size : int, optional
+        Largest subset; the search keeps removing samples until it is reached.
+    random_composition : bool, default False
+        Ablation: keep the size the search chose but draw the samples uniformly at random.
+    seed : int or numpy.random.Generator, optional
+        Randomness for ``random_composition``.
+
+    Attributes
+    ----------
+    optimizer : torch.optim.Optimizer
+        The wrapped optimizer.
+    layers : dict of str to nn.Module
+        The layers DBA adapts, by module name.
+    history : list of StepRecord
+        One record per step, e.g. for plotting the chosen subset sizes (:meth:`subset_sizes`).
+
+    References
+    ----------
+    C. Simionescu, G. Stoica, R. Herscovici. "Dynamic Batch Adaptation". arXiv:2208.00815, 2022.
+
+    Examples
+    --------
+    >>> import torch, torch.nn.functional as F
+    >>> from knotwork.train import DBA
+    >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+    >>> dba = DBA(model, torch.optim.SGD(model.parameters(), lr=0.1), metric="snr", min_size=8)
+    >>> x, y = torch.randn(32, 4), torch.randint(0, 3, (32,))
+    >>> loss = dba.step(lambda: F.cross_entropy(model(x), y, reduction="none"))
+    >>> sorted(dba.history[-1].sizes)
+    ['0', '2']
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        *,
+        metric: str = "snr",
+        search: str = "backward",
+        per_layer: bool = True,
+        aggregate: str = "mean",
+        min_size: int = 1,
+        max_size: int | None = None,
+        random_composition: bool = False,
+        seed: int | np.random.Generator | None = None,
+    ) -> None:
+        if not isinstance(optimizer, torch.optim.Optimizer):
+            raise TypeError(f"The 'optimizer' parameter of DBA must be a torch.optim.Optimizer. Got {type(optimizer).__name__}.")
+        self._metric = get_metric(metric)
+        self._search = get_search(search)
+        if aggregate not in AGGREGATES:
+            raise ValueError(f"The 'aggregate' parameter of DBA must be one of {AGGREGATES}. Got '{aggregate}' instead.")
+        if not isinstance(min_size, int) or min_size < 1:
+            raise ValueError(f"The 'min_size' parameter of DBA must be an int >= 1. Got {min_size!r} instead.")
+        if max_size is not None and (not isinstance(max_size, int) or max_size < min_size):
+            raise ValueError(f"The 'max_size' parameter of DBA must be None or an int >= min_size. Got {max_size!r} instead.")
+        self.model = model
+        self.optimizer = optimizer
+        self.metric, self.search = metric, search
+        self.per_layer, self.aggregate = per_layer, aggregate
+        self.min_size, self.max_size = min_size, max_size
+        self.random_composition = random_composition
+        self._rng = np.random.default_rng(seed)
+        self.layers = find_layers(model)
+        held = {id(p) for group in optimizer.param_groups for p in group["params"]}
+        for name, module in self.layers.items():
+            for pname, p in module.named_parameters(recurse=False):
+                if p.requires_grad and id(p) not in held:
+                    raise ValueError(
+                        f"parameter '{name}.{pname}' is trainable but not held by the optimizer; pass all of "
+                        "model.parameters() or freeze it."
+                    )
+        self.history: list[StepRecord] = []
+        self._input_cache: dict[str, tuple[Tensor, Tensor]] = {}
+
+    # Delegation to the wrapped optimizer, as Opacus's DPOptimizer does.
+    @property
+    def param_groups(self) -> list[dict]:
+        return self.optimizer.param_groups
+
+    def state_dict(self) -> dict:
+        return self.optimizer.state_dict()
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.optimizer.load_state_dict(state_dict)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.optimizer.zero_grad(set_to_none=set_to_none)
+
+    def __repr__(self) -> str:
+        return (
+            f"DBA(metric='{self.metric}', search='{self.search}', per_layer={self.per_layer}, "
+            f"aggregate='{self.aggregate}', min_size={self.min_size}, max_size={self.max_size}, "
+            f"random_composition={self.random_composition}, optimizer={type(self.optimizer).__name__})"
+        )
+
+    def step(self, closure: Callable[[], Tensor]) -> Tensor:
+        """Run one DBA step on the pool that ``closure`` evaluates.
+
+        Parameters
+        ----------
+        closure : callable returning Tensor of shape (P,)
+            Runs the model's forward pass on the pool and returns the loss of every sample separately (e.g.
+            ``F.cross_entropy(model(x), y, reduction="none")``). DBA calls it once and does the backward pass.
+
+        Returns
+        -------
+        Tensor
+            The mean pool loss before the step (detached).
+        """
+        with torch.enable_grad(), capture(self.layers) as traces:
+            losses = closure()
+            if not isinstance(losses, Tensor) or losses.dim() != 1 or losses.numel() == 0:
+                shape = tuple(losses.shape) if isinstance(losses, Tensor) else type(losses).__name__
+                raise ValueError(f"the DBA closure must return a 1-D tensor of per-sample losses; got {shape}.")
+            if not losses.requires_grad:
+                raise ValueError("the per-sample losses returned by the DBA closure do not require grad.")
+            # Summed loss: the output gradients are then each sample's own gradients, not 1/P of them.
+            # Asking only for biases (weights where there is none) runs the backward through every layer
+            # but skips the weight-gradient products, which DBA recomputes for the chosen subset anyway.
+            torch.autograd.grad(losses.sum(), self._backward_targets(), allow_unused=True)
+        pool = losses.shape[0]
+        check_traces(traces, pool)
+
+        grams = {
+            name: layer_gram(t.inputs, t.grad_outputs, bias=t.has_bias, input_gram=self._input_gram(name, t.inputs))
+            for name, t in traces.items()
+        }
+        grams_np = {name: g.detach().to(torch.float64).cpu().numpy() for name, g in grams.items()}
+        if self.per_layer:
+            groups = {name: grams_np[name] for name in grams_np}
+        else:
+            groups = {"<global>": sum(grams_np.values())}
+        chosen = self._select_groups(groups)
+        pool_scores = {k: float(self._metric.value(subset_stats(g, np.arange(pool)))) for k, g in groups.items()}
+        sel_scores = {k: float(self._metric.value(subset_stats(g, chosen[k]))) for k, g in groups.items()}
+
+        self.optimizer.zero_grad(set_to_none=True)
+        sizes = {}
+        for name, trace in traces.items():
+            subset = chosen[name] if self.per_layer else chosen["<global>"]
+            sizes[name] = len(subset)
+            weights = torch.zeros(pool, dtype=trace.inputs.dtype)
+            weights[torch.as_tensor(subset)] = 1.0 / (len(subset) if self.aggregate == "mean" else pool)
+            w_grad, b_grad = subset_gradient(trace.module, trace.inputs, trace.grad_outputs, weights)
+            module = trace.module
+            if module.weight.requires_grad:
+                module.weight.grad = w_grad.to(module.weight.dtype)
+            if b_grad is not None:
+                module.bias.grad = b_grad.to(module.bias.dtype)
+        self.optimizer.step()
+        loss = losses.detach().mean()
+        self.history.append(StepRecord(pool, sizes, pool_scores, sel_scores, float(loss)))
+        return loss
+
+    def _backward_targets(self) -> list[Tensor]:
+        targets = []
+        for module in self.layers.values():
+            bias = getattr(module, "bias", None)
+            targets.append(bias if bias is not None and bias.requires_grad else module.weight)
+        return [t for t in targets if t.requires_grad] or [p for m in self.layers.values() for p in m.parameters()]
+
+    def _input_gram(self, name: str, inputs: Tensor) -> Tensor | None:
+        """``X X^T`` of a one-position layer, reused while its inputs stay exactly the same (a fixed pool)."""
+        if inputs.shape[1] != 1:
+            return None
+        cached = self._input_cache.get(name)
+        if cached is not None and cached[0].shape == inputs.shape and torch.equal(cached[0], inputs):
+            return cached[1]
+        x = inputs[:, 0]
+        gram = x @ x.T
+        self._input_cache[name] = (inputs, gram)
+        return gram
+
+    def _select_groups(self, groups: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        keys = list(groups)
+        P = groups[keys[0]].shape[0]
+        if P <= self.min_size:
+            return {key: np.arange(P) for key in keys}
+        bounds = {"min_size": self.min_size, "max_size": self.max_size}
+        if self.search == "backward":
+            # All layers share one pool, so their searches run side by side (identical results, one loop).
+            picked = backward_elimination_many(np.stack([groups[k] for k in keys]), self._metric, **bounds)
+            chosen = dict(zip(keys, picked, strict=True))
+        else:
+            chosen = {key: self._search(groups[key], self._metric, **bounds) for key in keys}
+        if self.random_composition:
+            chosen = {k: np.sort(self._rng.choice(P, size=len(v), replace=False)) for k, v in chosen.items()}
+        return chosen
+
+    def subset_sizes(self) -> dict[str, np.ndarray]:
+        """Chosen subset size per layer over the steps so far, shape (n_steps,) each."""
+        names = list(self.layers)
+        return {name: np.array([rec.sizes[name] for rec in self.history]) for name in names}
+
+
+__all__ = ["DBA", "StepRecord", "METRICS", "SEARCHES"]

@@ -1,0 +1,145 @@
+"""Subset metrics of per-sample gradients, each a function of a few sums over the Gram matrix.
+
+For a subset ``S`` of a pool ``P`` with per-sample gradients ``g_i`` and Gram matrix ``K[i, j] = <g_i, g_j>``:
+``n = |S|``, ``total = 1^T K_SS 1 = ||sum_S g_i||^2``, ``trace = tr K_SS = sum_S ||g_i||^2``,
+``full_dot = sum_{i in S} (K 1)_i = <sum_S g_i, sum_P g_j>`` and ``full_total = 1^T K 1``. The mean gradient is
+``m_S = sum_S g_i / n``, so ``||m_S||^2 = total / n^2``. Every metric below is computed from these sums, which
+lets a search score all one-sample changes of ``S`` at once (vectorised over candidate arrays).
+
+The paper (Simionescu et al., arXiv 2208.00815) names only "gradient variance" and says "metrics such as";
+which metrics it used is unpublished, so these are reconstructions (see docs/dba.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class SubsetStats:
+    """Sums over a subset's Gram block; every field may be a scalar or an array of candidates."""
+
+    n: np.ndarray | float
+    total: np.ndarray | float
+    trace: np.ndarray | float
+    full_dot: np.ndarray | float
+    full_total: np.ndarray | float
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A registered subset metric: its function of :class:`SubsetStats` and whether larger is better."""
+
+    name: str
+    fn: Callable[[SubsetStats], np.ndarray]
+    maximize: bool
+
+    def value(self, stats: SubsetStats) -> np.ndarray:
+        """The metric itself (e.g. a variance)."""
+        return self.fn(stats)
+
+    def utility(self, stats: SubsetStats) -> np.ndarray:
+        """The metric signed so that larger is always better; NaN becomes -inf so a search never picks it."""
+        v = np.array(self.fn(stats), dtype=np.float64, ndmin=1)
+        u = v if self.maximize else -v
+        u[np.isnan(u)] = -np.inf
+        return u
+
+
+METRICS: dict[str, Metric] = {}
+
+
+def register_metric(name: str, *, maximize: bool):
+    """Decorator adding a metric function to :data:`METRICS` under ``name``."""
+
+    def wrap(fn: Callable[[SubsetStats], np.ndarray]):
+        METRICS[name] = Metric(name, fn, maximize)
+        return fn
+
+    return wrap
+
+
+def _safe_div(num, den, fill: float) -> np.ndarray:
+    """``num / den`` where ``den > 0``, else ``fill``; without ``np.errstate``, which is slow in search loops."""
+    den = np.asarray(den, dtype=np.float64)
+    out = np.full_like(den, fill)
+    np.divide(num, den, out=out, where=den > 0)
+    return out
+
+
+def _variance(s: SubsetStats) -> np.ndarray:
+    # Clip tiny negative values from cancellation: a trace of a covariance is never negative.
+    return np.maximum(np.asarray(s.trace) / s.n - np.asarray(s.total) / np.square(s.n), 0.0)
+
+
+@register_metric("variance", maximize=False)
+def variance(s: SubsetStats) -> np.ndarray:
+    """Gradient variance ``tr Sigma_S = (1/n) sum_S ||g_i||^2 - ||m_S||^2`` (biased covariance), minimised.
+
+    Literally the abstract's "gradient variance". Alone it is degenerate: one sample, or identical
+    gradients, give 0, so a search needs a minimum subset size.
+    """
+    return _variance(s)
+
+
+@register_metric("var_of_mean", maximize=False)
+def var_of_mean(s: SubsetStats) -> np.ndarray:
+    """Variance of the mean-gradient estimate ``tr Sigma_S / n``, minimised.
+
+    The quantity the batch-size/learning-rate argument is about: dropping an outlier lowers it, dropping a
+    typical sample raises it through ``1/n``.
+    """
+    return _variance(s) / s.n
+
+
+@register_metric("snr", maximize=True)
+def snr(s: SubsetStats) -> np.ndarray:
+    """Gradient signal-to-noise ratio ``||m_S||^2 / (tr Sigma_S / n)``, maximised (+inf when the variance is 0).
+
+    The inverse of the norm test of Byrd et al. (2012) and close to ``1 / B_noise`` of McCandlish et al. (2018).
+    """
+    # ||m||^2 / (tr Sigma / n) = total / (n * tr Sigma) = total / (trace - total / n): fewer array operations.
+    return _safe_div(s.total, np.asarray(s.trace) - np.asarray(s.total) / s.n, np.inf)
+
+
+@register_metric("cos_to_full", maximize=True)
+def cos_to_full(s: SubsetStats) -> np.ndarray:
+    """Cosine between the subset's mean gradient and the whole pool's, ``full_dot / sqrt(total * full_total)``.
+
+    Maximised; 0 when either gradient is zero.
+    """
+    denom = np.sqrt(np.maximum(np.asarray(s.total), 0.0) * np.maximum(s.full_total, 0.0))
+    return _safe_div(s.full_dot, denom, 0.0)
+
+
+def subset_stats(gram: np.ndarray, subset: np.ndarray) -> SubsetStats:
+    """Sums of :class:`SubsetStats` for one subset (array of indices into the pool)."""
+    gram = np.asarray(gram, dtype=np.float64)
+    mask = np.zeros(gram.shape[0])
+    mask[np.asarray(subset, dtype=np.int64)] = 1.0
+    # Matrix-vector products instead of fancy-indexing a (|S|, |S|) block: O(P^2) without a copy.
+    row_in = gram @ mask
+    row_full = gram.sum(1)
+    return SubsetStats(
+        n=float(mask.sum()),
+        total=float(mask @ row_in),
+        trace=float(np.diag(gram) @ mask),
+        full_dot=float(row_full @ mask),
+        full_total=float(row_full.sum()),
+    )
+
+
+def get_metric(name: str) -> Metric:
+    """Look up a metric by name, with an error listing the known ones."""
+    try:
+        return METRICS[name]
+    except KeyError:
+        raise ValueError(f"unknown DBA metric '{name}'; choose one of {sorted(METRICS)}.") from None
+
+
+def subset_score(gram: np.ndarray, subset: np.ndarray, metric: str) -> float:
+    """Value of ``metric`` for ``subset`` of a pool with Gram matrix ``gram`` (shape (P, P))."""
+    return float(get_metric(metric).value(subset_stats(gram, subset)))

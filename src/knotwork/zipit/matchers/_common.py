@@ -1,0 +1,46 @@
+"""Shared pieces of the matchers: input checks and turning clusters of features into (merge, unmerge)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+
+def check_inputs(corr: torch.Tensor, sizes: Sequence[int]) -> None:
+    """Validate a matcher's inputs: a square matrix of side ``sum(sizes)``, equal positive widths."""
+    if len(sizes) < 2:
+        raise ValueError(f"matching needs at least 2 models; got sizes={list(sizes)}")
+    if any(s <= 0 for s in sizes) or len(set(sizes)) != 1:
+        raise ValueError(f"all models must have the same positive width in a feature space; got {list(sizes)}")
+    o = sum(sizes)
+    if corr.ndim != 2 or corr.shape != (o, o):
+        raise ValueError(f"corr must have shape ({o}, {o}) for sizes {list(sizes)}; got {tuple(corr.shape)}")
+
+
+def from_clusters(clusters: Sequence[Sequence[int]], total: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Merge/unmerge matrices from clusters of original features (one cluster per merged feature).
+
+    ``U[f, c] = 1`` when feature ``f`` belongs to cluster ``c`` (each original feature reads its cluster back);
+    ``M[c] = U[:, c]ᵀ / |c|`` averages the members, so ``M U = I`` exactly.
+
+    Returns
+    -------
+    merge : Tensor of shape (len(clusters), total), float64
+    unmerge : Tensor of shape (total, len(clusters)), float64
+    """
+    unmerge = torch.zeros(total, len(clusters), dtype=torch.float64)
+    for c, members in enumerate(clusters):
+        unmerge[list(members), c] = 1.0
+    merge = (unmerge / unmerge.sum(0, keepdim=True)).T.contiguous()
+    return merge, unmerge
+
+
+def split_blocks(merge: torch.Tensor, unmerge: torch.Tensor, sizes: Sequence[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per-model pieces ``(M_i, U_i)``: the column block of M and the row block of U that belong to model i."""
+    out = []
+    start = 0
+    for s in sizes:
+        out.append((merge[:, start : start + s], unmerge[start : start + s]))
+        start += s
+    return out

@@ -1,0 +1,60 @@
+"""`knotwork merge` and `knotwork align` end to end on small adapters."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import torch
+from typer.testing import CliRunner
+
+from knotwork.cli import app
+from knotwork.merge import load_adapter, merge_adapters
+from tests.merge.helpers import random_factors, write_peft_dir
+
+SHAPES = {"enc.0.q": (10, 8), "enc.0.v": (10, 8)}
+
+
+def _adapters(tmp_path):
+    return [
+        write_peft_dir(tmp_path / f"task{i}", random_factors(SHAPES, r, seed=i), r=r, alpha=2 * r)
+        for i, r in enumerate((2, 3, 4))
+    ]
+
+
+def test_merge_command_writes_adapter_and_report(tmp_path):
+    dirs = _adapters(tmp_path)
+    out = tmp_path / "merged"
+    args = ["merge", *map(str, dirs), "--method", "knots-ties", "--scale", "0.6", "--topk", "20", "--out", str(out)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    expected = merge_adapters([load_adapter(d) for d in dirs], method="knots-ties", scale=0.6, topk=20)
+    written = load_adapter(out).deltas()
+    for name, delta in expected.deltas.items():
+        torch.testing.assert_close(written[name], delta, rtol=1e-5, atol=1e-6)
+    report = json.loads((out / "merge_report.json").read_text())
+    assert report["parameters"]["scale"] == 0.6 and report["modules"]["enc.0.q"]["input_ranks"] == [2, 3, 4]
+
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 2 and "output directory exists; pass --force" in again.output
+    assert CliRunner().invoke(app, [*args, "--force"]).exit_code == 0
+
+
+def test_merge_command_rejects_unknown_method_and_bad_adapter(tmp_path):
+    dirs = _adapters(tmp_path)
+    bad = CliRunner().invoke(app, ["merge", *map(str, dirs), "--method", "tiez", "--out", str(tmp_path / "o")])
+    assert bad.exit_code == 2 and "unknown merge method 'tiez'" in bad.output
+    missing = CliRunner().invoke(app, ["merge", str(dirs[0]), str(tmp_path / "nope"), "--out", str(tmp_path / "o")])
+    assert missing.exit_code == 2 and "adapter directory not found" in missing.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_align_command_prints_cka_and_saves_heatmap(tmp_path):
+    dirs = _adapters(tmp_path)
+    inputs = tmp_path / "x.npy"
+    np.save(inputs, np.random.default_rng(0).normal(size=(50, 8)))
+    png = tmp_path / "cka.png"
+    result = CliRunner().invoke(app, ["align", *map(str, dirs), "--inputs", str(inputs), "--heatmap", str(png)])
+    assert result.exit_code == 0, result.output
+    assert "before KnOTS" in result.output and "after KnOTS" in result.output
+    assert png.stat().st_size > 1000

@@ -202,8 +202,10 @@ def render_document(result: StudyResult, *, command: str, meta: dict, heatmap: s
         "",
         "## Alignment (CKA)",
         "",
-        cka_table(result) + ". Linear CKA between the activations X ΔW_iᵀ of task updates (before) and X R_iᵀ "
-        "of the KnOTS representations (after), X = base-model inputs of each adapted module on "
+        cka_table(result) + ". Linear CKA between the activations X ΔW_iᵀ of task updates (before) and X V_i, "
+        "the tasks' blocks of the joint SVD's right singular vectors (after; `knotwork.merge.cka.update_cka` — with "
+        "R_i = ΣV_iᵀ instead the two would be identical, since ΔW_i = U R_i with orthonormal U), X = base-model "
+        "inputs of each adapted module on "
         "16 val sentences per task, averaged over the 24 adapted modules.",
         "",
         f"![CKA before and after KnOTS]({heatmap})" if heatmap else "",

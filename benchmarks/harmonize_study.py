@@ -36,7 +36,7 @@ CACHE = ROOT / ".knotwork-cache" / "harmonize_study"
 # Split of the 260 cases (sorted by name) with numpy RandomState(0): test, D0-train, D1 source.
 N_TEST, N_TRAIN, N_D1 = 40, 20, 60
 CROP = (32, 48, 32)  # loses 0.02 % of label voxels on average (max 1.6 %), centre crop/pad
-ITERATIONS, BATCH, LR, WIDTH = 250, 4, 3e-3, 8
+ITERATIONS, BATCH, LR, WIDTH = 200, 4, 3e-3, 6
 SEEDS = (0, 1, 2)
 CONDITIONS = ("no-D1", "raw", "zscore", "clip", "hm-volume", "hm", "nyul")
 # Simulated scanner change applied to D0-canonical intensities y in [0, 1]:

@@ -7,6 +7,7 @@ preprocessing onto that domain's intensity scale (Stoica, Breaban, Barbu, arXiv:
 from knotwork.harmonize._checks import HarmonizeError
 from knotwork.harmonize.base import HARMONIZERS, Harmonizer, NotFittedError, get_harmonizer
 from knotwork.harmonize.functional import clip_rescale, match_histograms, volume_quantiles, zscore
+from knotwork.harmonize.io import load_harmonizer, read_volume, save_harmonizer, write_volume
 from knotwork.harmonize.matchers import HistogramMatcher, QuantileMatcher
 from knotwork.harmonize.normalizers import ClipRescaleNormalizer, NyulStandardizer, ZScoreNormalizer
 from knotwork.harmonize.transforms import HarmonizeTransform
@@ -24,6 +25,10 @@ __all__ = [
     "ZScoreNormalizer",
     "clip_rescale",
     "get_harmonizer",
+    "load_harmonizer",
+    "read_volume",
+    "save_harmonizer",
+    "write_volume",
     "match_histograms",
     "volume_quantiles",
     "zscore",

@@ -137,7 +137,7 @@ def run_apply(
     if scheduler is not None:
         from dask.distributed import Client, as_completed
 
-        with Client(scheduler, set_as_default=False) as client:
+        with Client(scheduler) as client:
             futures = {client.submit(apply_one, j, model, pure=False, **kwargs): i for i, j in enumerate(jobs)}
             for fut in as_completed(futures):
                 done(futures[fut], fut.result())

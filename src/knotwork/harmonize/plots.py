@@ -1,4 +1,4 @@
-"""Before/after intensity histograms for ``knotwork harmonize apply --plot`` (matplotlib, Agg)."""
+"""Before/after intensity histograms for ``knotwork harmonize apply --plot`` (matplotlib, no pyplot state)."""
 
 from __future__ import annotations
 
@@ -9,26 +9,25 @@ import numpy as np
 
 
 def save_before_after(before: np.ndarray, after: np.ndarray, path: Path, *, title: str = "", bins: int = 128) -> Path:
-    """Save side-by-side histograms of a volume before and after harmonization, atomically."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """Save side-by-side histograms (log counts) of a volume before and after harmonization, atomically."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig, axes = plt.subplots(1, 2, figsize=(8, 3))
-    for ax, data, name in zip(axes, (before, after), ("before", "after"), strict=True):
-        ax.hist(np.asarray(data, dtype=np.float64).ravel(), bins=bins, color="tab:blue")
+    fig = Figure(figsize=(8, 3))
+    FigureCanvasAgg(fig)
+    for ax, data, name in zip(fig.subplots(1, 2), (before, after), ("before", "after"), strict=True):
+        counts, edges = np.histogram(np.asarray(data, dtype=np.float64), bins=bins)
+        ax.stairs(np.maximum(counts, 0.5), edges, fill=True)  # 0.5 floor: empty bins stay drawable on a log axis
+        ax.set_yscale("log")
         ax.set_title(f"{name}: {title}", fontsize=9)
         ax.set_xlabel("intensity")
-        ax.set_yscale("log")
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.partial.png")
     try:
         fig.savefig(tmp, dpi=80)
         os.replace(tmp, path)
     finally:
-        plt.close(fig)
         tmp.unlink(missing_ok=True)
     return path

@@ -119,7 +119,7 @@ def write_report(cache: Path, root: Path):
         "K = 1000, the 1-D Wasserstein barycenter); `nyul` (11 landmarks 1, 10, ..., 90, 99, averaged in D0 units: "
         "`standard_range=None`). `no-D1` trains on D0-train alone.",
         f"- **Model**: a 3D U-Net written here (`benchmarks/harmonize_unet.py`, width {S.WIDTH}, two poolings, "
-        "BatchNorm, 48 k parameters), cross-entropy + soft Dice, Adam lr "
+        "BatchNorm, 21 k parameters), cross-entropy + soft Dice, Adam lr "
         f"{S.LR}, {S.ITERATIONS} iterations of batch {S.BATCH} sampled uniformly from D0-train + T(D1).",
         "- **Reductions, forced by the shared 2-core CPU**: volumes are centre cropped/padded to 32 x 48 x 32 "
         "(loses 0.02 % of label voxels on average) and **down-sampled 2x to 16 x 24 x 16** (2 mm; mean for images, "

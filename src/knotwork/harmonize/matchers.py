@@ -52,8 +52,9 @@ class HistogramMatcher(Harmonizer):
 
     References
     ----------
-    Nyul, Udupa, Zhang (2000), IEEE TMI 19(2); and, for its use on additional training data,
-    """ + _PAPER
+    Stoica, Breaban, Barbu. Analyzing domain shift when using additional data for the MICCAI KiTS23
+    Challenge. arXiv:2309.02001, 2023 (histogram matching of the additional training data).
+    """
 
     name = "hm-volume"
     reference = _PAPER
@@ -112,6 +113,20 @@ class QuantileMatcher(Harmonizer):
     ----------
     levels_ : ndarray of shape (n_levels,)
     reference_quantiles_ : ndarray of shape (n_levels,)
+
+    References
+    ----------
+    Stoica, Breaban, Barbu, arXiv:2309.02001, 2023. The dataset-level reference is our reading of
+    "histogram matching" for many reference volumes; the paper does not publish its recipe.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from knotwork.harmonize import QuantileMatcher
+    >>> x = np.arange(101.0)
+    >>> m = QuantileMatcher(n_levels=101).fit([x, 2 * x])
+    >>> m.transform(np.sqrt(x))[[0, 50, 100]].tolist()
+    [0.0, 75.0, 150.0]
     """
 
     name = "hm"

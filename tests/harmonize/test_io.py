@@ -67,3 +67,17 @@ def test_load_rejects_foreign_json(tmp_path):
     p.write_text('{"format": "something-else"}')
     with pytest.raises(HarmonizeError, match="not a knotwork harmonizer file"):
         load_harmonizer(p)
+
+
+def test_simpleitk_formats_keep_geometry(tmp_path):
+    sitk = pytest.importorskip("SimpleITK")
+    img = sitk.GetImageFromArray(np.arange(60, dtype=np.int16).reshape(3, 4, 5))
+    img.SetSpacing((0.7, 0.8, 2.5))
+    img.SetOrigin((1.0, -2.0, 3.0))
+    sitk.WriteImage(img, str(tmp_path / "a.nrrd"))
+    src = read_volume(tmp_path / "a.nrrd")
+    write_volume(tmp_path / "b.mha", src.data * 2.0, src)
+    back = sitk.ReadImage(str(tmp_path / "b.mha"))
+    assert back.GetSpacing() == pytest.approx((0.7, 0.8, 2.5))
+    assert back.GetOrigin() == pytest.approx((1.0, -2.0, 3.0))
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(back), src.data.astype(np.float32) * 2)

@@ -47,7 +47,7 @@ def _count(flat: np.ndarray, lo: int, n_bins: int, mask_flat: np.ndarray | None)
     counts = np.zeros(n_bins, dtype=np.int64)
     for sl in _chunks(flat.size):
         v = flat[sl] if mask_flat is None else flat[sl][mask_flat[sl]]
-        counts += np.bincount(v.astype(np.intp) - lo, minlength=n_bins)
+        counts += np.bincount(np.subtract(v, lo, dtype=np.intp), minlength=n_bins)
     return counts
 
 
@@ -64,7 +64,7 @@ def _value_table(x: np.ndarray, mask: np.ndarray | None):
         lo, hi = rng
         values = np.arange(lo, hi + 1, dtype=np.float64)
         counts = _count(flat, lo, hi - lo + 1, mflat)
-        return values, counts, lambda sl: flat[sl].astype(np.intp) - lo
+        return values, counts, lambda sl: np.subtract(flat[sl], lo, dtype=np.intp)
     # Floats (and very wide integer ranges): exact distinct values by sorting, as scikit-image does.
     values, inverse = np.unique(flat, return_inverse=True)
     inverse = inverse.reshape(-1)
@@ -111,7 +111,7 @@ def _apply_cdf_map(
         lut[above] = lut[present[-1]] + (values[above] - mhi) * slope
     out = np.empty(x.size, dtype=dtype)
     for sl in _chunks(x.size):
-        out[sl] = lut[index_of(sl)]
+        out[sl] = lut.take(index_of(sl))
     return out.reshape(x.shape)
 
 

@@ -41,6 +41,12 @@ def _median_seconds(runs):
     return float(np.median(secs)) if secs else float("nan")
 
 
+def _study_commit(root):
+    out = subprocess.run(["git", "log", "-1", "--format=%H", "--", "benchmarks/harmonize_study.py",
+                          "benchmarks/harmonize_unet.py"], cwd=root, capture_output=True, text=True)
+    return out.stdout.strip() or "unknown"
+
+
 def _git(root):
     run = lambda *a: subprocess.run(["git", *a], cwd=root, capture_output=True, text=True).stdout.strip()  # noqa: E731
     dirty = run("status", "--porcelain", "--", "src", "benchmarks")
@@ -87,7 +93,8 @@ def write_report(cache: Path, root: Path):
         "python benchmarks/harmonize_study.py report",
         "```",
         "",
-        f"- knotwork {knotwork.__version__}, commit {_git(root)}; torch {__import__('torch').__version__}",
+        f"- knotwork {knotwork.__version__}; study code last changed in commit {_study_commit(root)}; report written "
+        f"at commit {_git(root)}; torch {__import__('torch').__version__}, numpy {np.__version__}",
         f"- machine: {platform.machine()} CPU, {os.cpu_count()} cores **shared with about seven other engineers' jobs** "
         f"(1-minute load average {os.getloadavg()[0]:.0f} when this report was written), one torch thread, "
         f"`nice -n 10`, no GPU; median wall time per training run {_median_seconds(runs):.0f} s.",

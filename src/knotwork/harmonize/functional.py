@@ -18,8 +18,8 @@ from knotwork.harmonize._checks import (
     statistics_mask,
 )
 
-# Voxels per chunk: the int64 index temporaries stay at 32 MB whatever the volume size.
-CHUNK = 1 << 22
+# Voxels per chunk: the reused int64 index buffer (2 MB) stays in cache whatever the volume size.
+CHUNK = 1 << 18
 # Largest integer range counted with bincount; wider ranges (e.g. uint32 data) fall back to sorting.
 MAX_COUNT_BINS = 1 << 22
 
@@ -43,11 +43,19 @@ def _counting_range(x: np.ndarray) -> tuple[int, int] | None:
     return (lo, hi) if hi - lo + 1 <= MAX_COUNT_BINS else None
 
 
+def _shifted(v: np.ndarray, lo: int, buf: np.ndarray) -> np.ndarray:
+    """``v - lo`` as intp in a reused buffer: no fresh allocation (and page faults) per chunk."""
+    out = buf[: v.size]
+    np.subtract(v, lo, out=out, casting="unsafe")  # v is an integer type, so the cast to intp is exact
+    return out
+
+
 def _count(flat: np.ndarray, lo: int, n_bins: int, mask_flat: np.ndarray | None) -> np.ndarray:
     counts = np.zeros(n_bins, dtype=np.int64)
+    buf = np.empty(min(CHUNK, flat.size), dtype=np.intp)
     for sl in _chunks(flat.size):
         v = flat[sl] if mask_flat is None else flat[sl][mask_flat[sl]]
-        counts += np.bincount(np.subtract(v, lo, dtype=np.intp), minlength=n_bins)
+        counts += np.bincount(_shifted(v, lo, buf), minlength=n_bins)
     return counts
 
 
@@ -64,7 +72,8 @@ def _value_table(x: np.ndarray, mask: np.ndarray | None):
         lo, hi = rng
         values = np.arange(lo, hi + 1, dtype=np.float64)
         counts = _count(flat, lo, hi - lo + 1, mflat)
-        return values, counts, lambda sl: np.subtract(flat[sl], lo, dtype=np.intp)
+        buf = np.empty(min(CHUNK, flat.size), dtype=np.intp)
+        return values, counts, lambda sl: _shifted(flat[sl], lo, buf)
     # Floats (and very wide integer ranges): exact distinct values by sorting, as scikit-image does.
     values, inverse = np.unique(flat, return_inverse=True)
     inverse = inverse.reshape(-1)
@@ -111,7 +120,7 @@ def _apply_cdf_map(
         lut[above] = lut[present[-1]] + (values[above] - mhi) * slope
     out = np.empty(x.size, dtype=dtype)
     for sl in _chunks(x.size):
-        out[sl] = lut.take(index_of(sl))
+        np.take(lut, index_of(sl), out=out[sl])
     return out.reshape(x.shape)
 
 

@@ -99,6 +99,6 @@ def apply(
     typer.echo(f"{counts['done']} harmonized, {counts['skipped']} skipped (output existed), {counts['failed']} failed")
     failed = [r for r in results if r.status == "failed"]
     for r in failed:
-        typer.echo(f"FAILED {r.src}: {r.error}", err=True)
+        typer.echo(f"FAILED {r.error}", err=True)
     if failed:
         raise typer.Exit(1)

@@ -90,8 +90,8 @@ def apply_one(job: ApplyJob, model: dict[str, Any], *, dtype: str = "float32", p
                               title=job.src.name)
     except Exception as exc:  # reported per file; the batch goes on
         msg = str(exc) if isinstance(exc, HarmonizeError) else f"{type(exc).__name__}: {exc}"
-        if str(job.src) not in msg:
-            msg = f"{job.src.name}: {msg}"
+        if not msg.startswith(str(job.src)):  # every report starts with the input's path, once
+            msg = f"{job.src}: {msg}"
         return ApplyResult(job.src, job.dst, "failed", msg, time.perf_counter() - t0)
     return ApplyResult(job.src, job.dst, "done", None, time.perf_counter() - t0)
 

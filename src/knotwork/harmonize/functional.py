@@ -118,9 +118,13 @@ def _apply_cdf_map(
         below, above = values < mlo, values > mhi
         lut[below] = lut[present[0]] + (values[below] - mlo) * slope
         lut[above] = lut[present[-1]] + (values[above] - mhi) * slope
+    # Cast the table, not the voxels: same values, and take() into an `out` of another dtype would
+    # first cast out's uninitialised memory (a spurious "invalid value" warning).
+    lut = lut.astype(dtype, copy=False)
     out = np.empty(x.size, dtype=dtype)
     for sl in _chunks(x.size):
-        np.take(lut, index_of(sl), out=out[sl])
+        # mode="clip" skips the bounds check; the indices are in range by construction.
+        np.take(lut, index_of(sl), out=out[sl], mode="clip")
     return out.reshape(x.shape)
 
 

@@ -82,6 +82,14 @@ def _methods():
 
 
 def _child(case, method, conn):
+    try:
+        conn.send(_run_child(case, method))
+    except BaseException as exc:  # the parent must never wait forever on a crashed child
+        conn.send({"error": f"{type(exc).__name__}: {exc}"})
+        raise
+
+
+def _run_child(case, method):
     if case == "ct":
         pairs = [(ct_like(1), ct_like(2))]
     else:
@@ -102,7 +110,7 @@ def _child(case, method, conn):
         np.save(ROOT / ".knotwork-cache" / f"speed_{method}.npy", outs[0])
     else:
         np.save(ROOT / ".knotwork-cache" / f"speed_hippo_{method}.npy", np.concatenate([o.ravel() for o in outs]))
-    conn.send(res)
+    return res
 
 
 def measure(case, method, repeats):
@@ -111,8 +119,11 @@ def measure(case, method, repeats):
         parent, child = mp.Pipe()
         p = mp.get_context("fork").Process(target=_child, args=(case, method, child))
         p.start()
-        runs.append(parent.recv())
+        res = parent.recv()
         p.join()
+        if "error" in res:
+            raise RuntimeError(f"{method} on {case} failed: {res['error']}")
+        runs.append(res)
     return runs
 
 

@@ -36,6 +36,21 @@ def _summary(rs):
         both.std(ddof=1) if len(rs) > 1 else 0.0), len(rs), sorted(r["seed"] for r in rs)
 
 
+def _collapsed(run, threshold=0.05):
+    """A run whose network never learned one label (Dice below ``threshold`` on it)."""
+    return min(run["mean_dice"]) < threshold
+
+
+def _table(table, w):
+    rows = ["| T(D1) | Dice anterior | Dice posterior | mean Dice | runs (seeds) | W1 to D0 |",
+            "|---|---|---|---|---|---|"]
+    for c, (m, s, mm, ms, n, seeds) in table.items():
+        wtxt = "-" if c == "no-D1" else f"{w[c]:.4f}" if c in w else "?"
+        rows.append(f"| {c} | {m[0]:.3f} ± {s[0]:.3f} | {m[1]:.3f} ± {s[1]:.3f} | {mm:.3f} ± {ms:.3f} "
+                    f"| {n} {seeds} | {wtxt} |")
+    return rows
+
+
 def _median_seconds(runs):
     secs = [r["seconds"] for sev in runs.values() for rs in sev.values() for r in rs]
     return float(np.median(secs)) if secs else float("nan")
@@ -63,11 +78,14 @@ def _verdict(table):
     if diff > spread:
         word = "**Yes**: histogram matching beat normalization here"
     elif diff > 0:
-        word = "**Only slightly**: histogram matching scored higher than normalization, but by less than the seed spread"
+        word = "**Not clearly**: histogram matching scored higher than normalization, but by less than the seed spread"
+    elif diff > -spread:
+        word = "**No**: normalization scored as high or slightly higher (within the seed spread, a tie)"
     else:
-        word = "**No**: histogram matching did not beat normalization here"
+        word = "**No**: normalization beat histogram matching here"
+    nyul = f"; Nyul landmarks {table['nyul'][2]:.3f}" if "nyul" in table else ""
     return (f"{word} (best matching `{hm_name}` {hm_mean:.3f} vs best normalization `{nm_name}` {nm_mean:.3f} "
-            f"mean Dice; difference {diff:+.3f}, largest seed std of the two {spread:.3f}).")
+            f"mean Dice{nyul}; difference {diff:+.3f}, largest seed std of the two {spread:.3f}).")
 
 
 def write_report(cache: Path, root: Path):
@@ -76,7 +94,6 @@ def write_report(cache: Path, root: Path):
     runs, w1 = _load(cache)
     out = root / "docs" / "results"
     out.mkdir(parents=True, exist_ok=True)
-    n_expected = len(S.CONDITIONS) * len(S.SEEDS)
     lines = [
         "# Histogram matching vs. normalization for additional 3D training data (hippocampus study)",
         "",
@@ -139,25 +156,47 @@ def write_report(cache: Path, root: Path):
         if sev not in runs:
             lines += [f"## Severity `{sev}`: no finished runs yet", ""]
             continue
-        table = {c: _summary(runs[sev][c]) for c in S.CONDITIONS if runs[sev].get(c)}
-        done = sum(len(runs[sev].get(c, [])) for c in S.CONDITIONS)
-        partial = "" if done >= n_expected else f" (**partial: {done} of {n_expected} runs finished**)"
+        conds = [c for c in S.CONDITIONS if runs[sev].get(c)]
+        seeds_all = sorted({r["seed"] for c in conds for r in runs[sev][c]})
+        missing = [f"{c} seed {sd}" for c in S.CONDITIONS for sd in seeds_all
+                   if sd not in {r["seed"] for r in runs[sev].get(c, [])}]
+        partial = f" (**partial: not finished: {', '.join(missing)}**)" if missing else ""
+        table = {c: _summary(runs[sev][c]) for c in conds}
+        kept = {c: [r for r in runs[sev][c] if not _collapsed(r)] for c in conds}
+        table_kept = {c: _summary(rs) for c, rs in kept.items() if rs}
+        w = w1.get(sev, {}).get("w1", {})
         lines += [
             f"## Severity `{sev}`{partial}",
             "",
             "Dice on D0-test (40 volumes), mean ± std over seeds; W1 = 1-Wasserstein distance between the pooled "
-            "voxel intensities of T(D1) and of D0-train (D0 units, [0, 1] scale).",
+            "voxel intensities of T(D1) and of D0-train (D0 units, [0, 1] scale; raw D1 is in other units).",
             "",
-            "| T(D1) | Dice anterior | Dice posterior | mean Dice | seeds | W1 to D0 |",
-            "|---|---|---|---|---|---|",
+            "**All finished runs:**",
+            "",
         ]
-        w = w1.get(sev, {}).get("w1", {})
-        for c, (m, s, mm, ms, n, seeds) in table.items():
-            wtxt = "-" if c == "no-D1" else f"{w[c]:.4f}" if c in w else "?"
-            lines.append(f"| {c} | {m[0]:.3f} ± {s[0]:.3f} | {m[1]:.3f} ± {s[1]:.3f} | {mm:.3f} ± {ms:.3f} "
-                         f"| {n} {seeds} | {wtxt} |")
-            figure_rows.append((sev, c, mm, ms))
-        lines += ["", "Did histogram matching beat normalization? " + _verdict(table), ""]
+        lines += _table(table, w)
+        figure_rows += [(sev, c, v[2], v[3]) for c, v in table_kept.items()]
+        lines += [
+            "",
+            "**Per seed** (mean Dice of the two labels; `*` = a label collapsed, Dice < 0.05 on it):",
+            "",
+            "| T(D1) | " + " | ".join(f"seed {sd}" for sd in seeds_all) + " |",
+            "|---|" + "---|" * len(seeds_all),
+        ]
+        for c in conds:
+            by_seed = {r["seed"]: r for r in runs[sev][c]}
+            cells = [("-" if sd not in by_seed else f"{np.mean(by_seed[sd]['mean_dice']):.3f}"
+                      + ("*" if _collapsed(by_seed[sd]) else "")) for sd in seeds_all]
+            lines.append(f"| {c} | " + " | ".join(cells) + " |")
+        lines += [
+            "",
+            "**Excluding collapsed runs** (a training failure of the tiny network that hit every condition alike "
+            "for the same seed, not an effect of T):",
+            "",
+        ]
+        lines += _table(table_kept, w)
+        lines += ["", "Did histogram matching beat normalization? " + _verdict(table_kept)
+                  + " With all runs: " + _verdict(table), ""]
     lines += [
         "## Reading the results",
         "",
@@ -166,8 +205,8 @@ def write_report(cache: Path, root: Path):
         "evidence about the mechanism, not a reproduction of their numbers.",
         "- W1 shows how far each transform leaves D1 from D0: matching (hm, hm-volume, nyul) removes the non-linear "
         "curve that per-volume affine normalizations (zscore, clip) cannot; what is left is the bias field and noise.",
-        "- Seeds vary only the network initialisation and batch order (3 seeds); differences smaller than the seed "
-        "std should not be read as real.",
+        "- Seeds vary only the network initialisation and batch order; differences smaller than the seed std should "
+        "not be read as real. The figure shows the runs without collapsed labels.",
         "",
         "![Dice per condition](harmonize_study.png)",
     ]

@@ -51,6 +51,24 @@ def _table(table, w):
     return rows
 
 
+def _paired(runs_sev, conds, threshold=0.05):
+    """Per-condition summary without the (seed, label) pairs that collapsed in any condition."""
+    bad = {(r["seed"], j) for c in conds for r in runs_sev[c] for j, d in enumerate(r["mean_dice"]) if d < threshold}
+    table = {}
+    for c in conds:
+        by = {r["seed"]: r["mean_dice"] for r in runs_sev[c]}
+        per_label = [[by[sd][j] for sd in sorted(by) if (sd, j) not in bad] for j in range(2)]
+        per_seed = [np.mean(v) for sd in sorted(by) if (v := [by[sd][j] for j in range(2) if (sd, j) not in bad])]
+        if not per_seed:
+            continue
+        kept = [v for lab in per_label for v in lab]
+        m = np.array([np.mean(v) if v else np.nan for v in per_label])
+        sd_ = np.array([np.std(v, ddof=1) if len(v) > 1 else 0.0 for v in per_label])
+        table[c] = (m, sd_, float(np.mean(kept)), float(np.std(per_seed, ddof=1)) if len(per_seed) > 1 else 0.0,
+                    len(by), sorted(by))
+    return table, bad
+
+
 def _median_seconds(runs):
     secs = [r["seconds"] for sev in runs.values() for rs in sev.values() for r in rs]
     return float(np.median(secs)) if secs else float("nan")
@@ -162,8 +180,7 @@ def write_report(cache: Path, root: Path):
                    if sd not in {r["seed"] for r in runs[sev].get(c, [])}]
         partial = f" (**partial: not finished: {', '.join(missing)}**)" if missing else ""
         table = {c: _summary(runs[sev][c]) for c in conds}
-        kept = {c: [r for r in runs[sev][c] if not _collapsed(r)] for c in conds}
-        table_kept = {c: _summary(rs) for c, rs in kept.items() if rs}
+        table_kept, bad = _paired(runs[sev], conds)
         w = w1.get(sev, {}).get("w1", {})
         lines += [
             f"## Severity `{sev}`{partial}",
@@ -188,10 +205,13 @@ def write_report(cache: Path, root: Path):
             cells = [("-" if sd not in by_seed else f"{np.mean(by_seed[sd]['mean_dice']):.3f}"
                       + ("*" if _collapsed(by_seed[sd]) else "")) for sd in seeds_all]
             lines.append(f"| {c} | " + " | ".join(cells) + " |")
+        bad_txt = ", ".join(f"seed {sd} {LABELS[j]}" for sd, j in sorted(bad)) or "none"
         lines += [
             "",
-            "**Excluding collapsed runs** (a training failure of the tiny network that hit every condition alike "
-            "for the same seed, not an effect of T):",
+            "**Excluding collapsed labels** (paired): a label that collapsed (Dice < 0.05) for a seed did so in every "
+            "condition with that seed, a training failure of the tiny network rather than an effect of T, so that "
+            f"(seed, label) pair is dropped from all conditions alike. Dropped: {bad_txt}. 'mean Dice' averages the "
+            "kept (seed, label) values; its ± is the std of the per-seed means.",
             "",
         ]
         lines += _table(table_kept, w)

@@ -217,6 +217,10 @@ def write_report(cache: Path, root: Path):
         lines += _table(table_kept, w)
         lines += ["", "Did histogram matching beat normalization? " + _verdict(table_kept)
                   + " With all runs: " + _verdict(table), ""]
+        if "no-D1" in table_kept and len(table_kept) > 1:
+            base = table_kept["no-D1"][2]
+            deltas = ", ".join(f"`{c}` {v[2] - base:+.3f}" for c, v in table_kept.items() if c != "no-D1")
+            lines += [f"Change in mean Dice from adding T(D1), relative to D0-train alone ({base:.3f}): {deltas}.", ""]
     lines += [
         "## Reading the results",
         "",

@@ -134,7 +134,9 @@ def match_histograms(source, reference, mask=None, *, reference_mask=None, dtype
     Each distinct source value ``v`` goes to the reference value at the same cumulative fraction,
     ``F_ref^-1(F_src(v))``, interpolated linearly between reference values. Without masks the result
     equals :func:`skimage.exposure.match_histograms` (same values, same output dtype), but integer
-    volumes are counted rather than sorted, which is 10x or more faster on large CT volumes.
+    volumes are counted rather than sorted: on a 512 x 512 x 200 int16 CT-like volume it took 1.2 s
+    of CPU against scikit-image's 13.8 s, with 400 MB instead of 1450 MB of extra memory
+    (docs/results/harmonize_speed.md).
 
     Parameters
     ----------

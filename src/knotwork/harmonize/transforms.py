@@ -14,7 +14,7 @@ class HarmonizeTransform:
 
     Accepts a numpy array or a torch tensor (any leading channel axes are treated as part of the
     volume) and returns the same kind, on the same device and in float32. The input is never
-    modified (the harmonizers always allocate a new output, so ``copy`` is only informative).
+    modified: the harmonizers always allocate a new output.
 
     Parameters
     ----------

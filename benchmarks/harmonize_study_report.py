@@ -22,7 +22,8 @@ def _load(cache: Path):
         for f in sev_dir.glob("*_seed*.json"):
             r = json.loads(f.read_text())
             runs.setdefault(r["severity"], {}).setdefault(r["condition"], []).append(r)
-    no_d1 = [r for sev in runs.values() for r in sev.get("no-D1", [])]
+    # One D0-only run per seed (the first found), whatever severity folder it was cached in.
+    no_d1 = list({r["seed"]: r for sev in reversed(list(runs.values())) for r in sev.get("no-D1", [])}.values())
     for sev in runs.values():  # the D0-only baseline is shared by every severity
         sev["no-D1"] = no_d1
     w1 = {p.name: json.loads((p / "w1.json").read_text()) for p in cache.iterdir() if (p / "w1.json").exists()}

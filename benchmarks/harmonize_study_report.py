@@ -70,6 +70,20 @@ def _paired(runs_sev, conds, threshold=0.05):
     return table, bad
 
 
+def _pair_counts(runs_sev, bad):
+    """How often each matching method beat each normalization on the same (seed, label) pair."""
+    vals = {c: {(r["seed"], j): d for r in rs for j, d in enumerate(r["mean_dice"]) if (r["seed"], j) not in bad}
+            for c, rs in runs_sev.items()}
+    out = []
+    for m in MATCHING:
+        for n in NORMALIZATION:
+            if m in vals and n in vals:
+                keys = sorted(set(vals[m]) & set(vals[n]))
+                wins = sum(vals[m][k] > vals[n][k] for k in keys)
+                out.append(f"`{m}` > `{n}` in {wins}/{len(keys)}")
+    return ("Paired (seed, label) comparisons, collapsed pairs excluded: " + ", ".join(out) + ".") if out else ""
+
+
 def _median_seconds(runs):
     secs = [r["seconds"] for sev in runs.values() for rs in sev.values() for r in rs]
     return float(np.median(secs)) if secs else float("nan")
@@ -217,7 +231,7 @@ def write_report(cache: Path, root: Path):
         ]
         lines += _table(table_kept, w)
         lines += ["", "Did histogram matching beat normalization? " + _verdict(table_kept)
-                  + " With all runs: " + _verdict(table), ""]
+                  + " With all runs: " + _verdict(table) + " " + _pair_counts(runs[sev], bad), ""]
         if "no-D1" in table_kept and len(table_kept) > 1:
             base = table_kept["no-D1"][2]
             deltas = ", ".join(f"`{c}` {v[2] - base:+.3f}" for c, v in table_kept.items() if c != "no-D1")

@@ -141,16 +141,20 @@ def write_report(cache: Path, root: Path):
         "Commands (resumable; each run is cached under `.knotwork-cache/harmonize_study/`):",
         "",
         "```",
-        "nice -n 10 python benchmarks/harmonize_study.py run --severity strong --severity mild",
+        "nice -n 10 python benchmarks/harmonize_study.py run --severity strong --severity mild   # seeds 0 1 2",
+        "nice -n 10 python benchmarks/harmonize_study.py run --severity strong --severity mild --seeds 3 4 5 6 7 8",
         "python benchmarks/harmonize_study.py report",
         "```",
         "",
-        f"- knotwork {knotwork.__version__}; study code last changed in commit {_study_commit(root)}; report written "
+        f"- knotwork {knotwork.__version__}; study code last changed in commit {_study_commit(root)} (changes made "
+        "while runs were under way only touched which runs are skipped, never data, model or training); report written "
         f"at commit {_git(root)}; torch {__import__('torch').__version__}, numpy {np.__version__}",
         f"- machine: {platform.machine()} CPU, {os.cpu_count()} cores **shared with about seven other engineers' jobs** "
         f"(1-minute load average {os.getloadavg()[0]:.0f} when this report was written), one torch thread, "
         f"`nice -n 10`, no GPU; median wall time per training run {_median_seconds(runs):.0f} s.",
-        f"- seeds: {list(S.SEEDS)} (network initialisation and batch order); the D1 simulation uses seed 12345.",
+        f"- seeds: {sorted({r['seed'] for sev in runs.values() for rs in sev.values() for r in rs})} (network "
+        "initialisation and batch order); the planned 0, 1, 2 were extended to 3-8 after seed 2 lost a label in "
+        "every condition (see below); every finished run is reported. The D1 simulation uses seed 12345.",
         "",
         "## Set-up",
         "",

@@ -1,0 +1,83 @@
+"""NIfTI round trips keep affine and header; saved harmonizers reload exactly; writes are atomic."""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from knotwork.harmonize import HarmonizeError, NyulStandardizer, QuantileMatcher
+from knotwork.harmonize.io import load_harmonizer, read_volume, save_harmonizer, write_volume
+
+
+def _nifti(path, data, affine=None):
+    affine = np.diag([1.5, 1.5, 2.0, 1.0]) if affine is None else affine
+    nib.save(nib.Nifti1Image(data, affine), str(path))
+    return path
+
+
+def test_write_keeps_affine_and_chooses_dtype(tmp_path):
+    affine = np.array([[0, -1.2, 0, 10], [1.1, 0, 0, -5], [0, 0, 3, 2], [0, 0, 0, 1]], dtype=float)
+    src = read_volume(_nifti(tmp_path / "a.nii.gz", np.arange(60, dtype=np.int16).reshape(3, 4, 5), affine))
+    out = src.data * 1.5 + 0.25
+    write_volume(tmp_path / "b.nii.gz", out, src)
+    back = nib.load(str(tmp_path / "b.nii.gz"))
+    # NIfTI stores the affine in float32: equal to the input's stored affine, close to the float64 one.
+    np.testing.assert_array_equal(back.affine, src.image.affine)
+    np.testing.assert_allclose(back.affine, affine, atol=1e-6)
+    assert back.get_data_dtype() == np.float32
+    np.testing.assert_allclose(np.asanyarray(back.dataobj), out.astype(np.float32))
+    write_volume(tmp_path / "c.nii.gz", out, src, dtype="input")
+    back = nib.load(str(tmp_path / "c.nii.gz"))
+    assert back.get_data_dtype() == np.int16
+    np.testing.assert_array_equal(np.asanyarray(back.dataobj), np.rint(out).astype(np.int16))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.nii.gz", "b.nii.gz", "c.nii.gz"]
+
+
+def test_write_refuses_the_input_path(tmp_path):
+    src = read_volume(_nifti(tmp_path / "a.nii", np.ones((2, 2, 2), np.float32)))
+    with pytest.raises(HarmonizeError, match="refusing to write over the input volume"):
+        write_volume(tmp_path / "a.nii", src.data, src)
+
+
+def test_unreadable_file_is_named(tmp_path):
+    bad = tmp_path / "broken.nii.gz"
+    bad.write_bytes(b"not a nifti")
+    with pytest.raises(HarmonizeError, match=r"broken\.nii\.gz: cannot read volume"):
+        read_volume(bad)
+
+
+@pytest.mark.parametrize("suffix", [".json", ".npz"])
+def test_harmonizer_save_load_round_trip(tmp_path, suffix):
+    rng = np.random.default_rng(0)
+    refs = [rng.gamma(2.0, 10.0, (8, 8, 8)) for _ in range(2)]
+    for h in (QuantileMatcher(n_levels=50), NyulStandardizer(standard_range=None)):
+        h.fit(refs)
+        path = save_harmonizer(h, tmp_path / f"{h.name}{suffix}")
+        h2 = load_harmonizer(path)
+        assert repr(h2) == repr(h)
+        x = rng.normal(5, 2, (6, 6, 6))
+        np.testing.assert_array_equal(h2.transform(x), h.transform(x))
+        with pytest.raises(FileExistsError, match="exists; pass overwrite=True"):
+            save_harmonizer(h, path)
+
+
+def test_load_rejects_foreign_json(tmp_path):
+    p = tmp_path / "x.json"
+    p.write_text('{"format": "something-else"}')
+    with pytest.raises(HarmonizeError, match="not a knotwork harmonizer file"):
+        load_harmonizer(p)
+
+
+def test_simpleitk_formats_keep_geometry(tmp_path):
+    sitk = pytest.importorskip("SimpleITK")
+    img = sitk.GetImageFromArray(np.arange(60, dtype=np.int16).reshape(3, 4, 5))
+    img.SetSpacing((0.7, 0.8, 2.5))
+    img.SetOrigin((1.0, -2.0, 3.0))
+    sitk.WriteImage(img, str(tmp_path / "a.nrrd"))
+    src = read_volume(tmp_path / "a.nrrd")
+    write_volume(tmp_path / "b.mha", src.data * 2.0, src)
+    back = sitk.ReadImage(str(tmp_path / "b.mha"))
+    assert back.GetSpacing() == pytest.approx((0.7, 0.8, 2.5))
+    assert back.GetOrigin() == pytest.approx((1.0, -2.0, 3.0))
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(back), src.data.astype(np.float32) * 2)

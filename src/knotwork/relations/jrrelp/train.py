@@ -19,7 +19,13 @@ from knotwork.relations.data import RelationExample
 from knotwork.relations.jrrelp.batching import iterate_batches
 from knotwork.relations.jrrelp.config import TrainConfig
 from knotwork.relations.jrrelp.encoders import MarkerTransformerEncoder, PALSTMEncoder
-from knotwork.relations.jrrelp.features import MarkerFeaturizer, PALSTMFeaturizer, build_vocab, entity_token
+from knotwork.relations.jrrelp.features import (
+    MarkerFeaturizer,
+    PALSTMFeaturizer,
+    Vocab,
+    build_vocab,
+    entity_token,
+)
 from knotwork.relations.jrrelp.kg import RelationKG, build_kg
 from knotwork.relations.jrrelp.model import JRRELPModel, jrrelp_loss
 from knotwork.relations.scorer import Scores, score
@@ -98,34 +104,52 @@ def build_model(
             entity_masking=config.entity_masking,
             extra_words=node_words,
         )
-        featurizer: Any = PALSTMFeaturizer(vocab, lowercase=config.lowercase, entity_masking=config.entity_masking)
-        encoder: nn.Module = PALSTMEncoder(
-            len(vocab),
-            embedding_dim=config.embedding_dim,
-            position_dim=config.position_dim,
-            hidden_dim=config.hidden_dim,
-            attention_dim=config.attention_dim,
-            num_layers=config.num_layers,
-            dropout=config.dropout,
-            word_dropout=config.word_dropout,
-        )
-        pad_id = 0
+        featurizer, encoder, pad_id = palstm_parts(config, vocab)
     else:
         if backbone is None or tokenizer is None:
             raise ValueError("encoder='transformer' needs a pretrained backbone and its tokenizer")
-        markers = tuple(tokenizer.convert_tokens_to_ids([f"[unused{i}]" for i in range(4)]))
-        if tokenizer.unk_token_id in markers:
-            raise ValueError("the tokenizer has no [unused0]..[unused3] tokens to use as entity markers")
-        featurizer = MarkerFeaturizer(
-            tokenize=lambda word: tokenizer.encode(word, add_special_tokens=False),
-            cls_id=tokenizer.cls_token_id,
-            sep_id=tokenizer.sep_token_id,
-            marker_ids=markers,  # type: ignore[arg-type]
-            max_length=config.max_length,
-            pad_id=tokenizer.pad_token_id,
-        )
-        encoder = MarkerTransformerEncoder(backbone)
-        pad_id = tokenizer.pad_token_id
+        featurizer, encoder, pad_id = transformer_parts(config, backbone, tokenizer)
+    return assemble_model(config, kg, featurizer, encoder, pad_id), featurizer, kg
+
+
+def palstm_parts(config: TrainConfig, vocab: Vocab) -> tuple[PALSTMFeaturizer, PALSTMEncoder, int]:
+    """Featurizer, untrained encoder and pad id of a PA-LSTM over ``vocab``."""
+    featurizer = PALSTMFeaturizer(vocab, lowercase=config.lowercase, entity_masking=config.entity_masking)
+    encoder = PALSTMEncoder(
+        len(vocab),
+        embedding_dim=config.embedding_dim,
+        position_dim=config.position_dim,
+        hidden_dim=config.hidden_dim,
+        attention_dim=config.attention_dim,
+        num_layers=config.num_layers,
+        dropout=config.dropout,
+        word_dropout=config.word_dropout,
+    )
+    return featurizer, encoder, 0
+
+
+def transformer_parts(
+    config: TrainConfig, backbone: nn.Module, tokenizer: Any
+) -> tuple[MarkerFeaturizer, MarkerTransformerEncoder, int]:
+    """Featurizer (entity markers ``[unused0..3]``), encoder and pad id around a pretrained transformer."""
+    if backbone is None or tokenizer is None:
+        raise ValueError("encoder='transformer' needs a pretrained backbone and its tokenizer")
+    markers = tuple(tokenizer.convert_tokens_to_ids([f"[unused{i}]" for i in range(4)]))
+    if tokenizer.unk_token_id in markers:
+        raise ValueError("the tokenizer has no [unused0]..[unused3] tokens to use as entity markers")
+    featurizer = MarkerFeaturizer(
+        tokenize=lambda word: tokenizer.encode(word, add_special_tokens=False),
+        cls_id=tokenizer.cls_token_id,
+        sep_id=tokenizer.sep_token_id,
+        marker_ids=markers,  # type: ignore[arg-type]
+        max_length=config.max_length,
+        pad_id=tokenizer.pad_token_id,
+    )
+    return featurizer, MarkerTransformerEncoder(backbone), tokenizer.pad_token_id
+
+
+def assemble_model(config: TrainConfig, kg: RelationKG, featurizer: Any, encoder: nn.Module, pad_id: int) -> JRRELPModel:
+    """Wrap an encoder into a :class:`JRRELPModel` whose node tables come from ``kg`` and ``featurizer``."""
     for name, dim in (("entity", encoder.embedding_dim), ("relation", encoder.output_dim)):
         if dim % config.conve_width:
             raise ValueError(f"the {name} size {dim} is not a multiple of conve_width={config.conve_width}")
@@ -140,7 +164,7 @@ def build_model(
         feature_dropout=config.conve_feature_dropout,
         hidden_dropout=config.conve_hidden_dropout,
     )
-    return model, featurizer, kg
+    return model
 
 
 def _optimizer(model: JRRELPModel, config: TrainConfig) -> torch.optim.Optimizer:

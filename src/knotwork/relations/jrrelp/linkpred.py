@@ -117,6 +117,7 @@ class ConvEConfig:
     lr: float = 0.003
     batch_size: int = 128
     epochs: int = 10
+    max_steps: int | None = None  # stop after this many batches in total (a partial epoch on a small budget)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -179,16 +180,17 @@ def train_conve(
         )
         opt = torch.optim.Adam(model.parameters(), lr=config.lr)
         n_batches = -(-len(keys) // config.batch_size)
+        steps_left = config.max_steps if config.max_steps is not None else n_batches * config.epochs
         bar = None
         if progress:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=n_batches * config.epochs, desc="ConvE", unit="batch")
+            bar = tqdm(total=min(steps_left, n_batches * config.epochs), desc="ConvE", unit="batch")
         for epoch in range(1, config.epochs + 1):
-            start, total = time.perf_counter(), 0.0
+            start, total, done = time.perf_counter(), 0.0, 0
             model.train()
             order = rng.permutation(len(keys))
-            for b in range(n_batches):
+            for b in range(min(n_batches, steps_left)):
                 idx = order[b * config.batch_size : (b + 1) * config.batch_size]
                 batch = keys[idx]
                 target = torch.zeros(len(idx), triples.n_entities)
@@ -200,14 +202,19 @@ def train_conve(
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
-                total += float(loss.detach()) / n_batches
+                total += float(loss.detach())
+                done += 1
                 if bar is not None:
                     bar.update(1)
-            record = {"epoch": epoch, "loss": total, "seconds": time.perf_counter() - start}
+            steps_left -= done
+            record = {"epoch": epoch, "loss": total / max(done, 1), "batches": done, "batches_per_epoch": n_batches,
+                      "seconds": time.perf_counter() - start}
             history.append(record)
             logger.info("ConvE epoch %d loss %.5f", epoch, total)
             if callback is not None:
                 callback(record)
+            if steps_left <= 0:
+                break
         if bar is not None:
             bar.close()
     model.eval()

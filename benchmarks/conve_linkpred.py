@@ -161,7 +161,10 @@ def main(argv: list[str] | None = None) -> None:
 
         hh, mm = map(int, args.deadline.split(":"))
         now = dt.datetime.now(dt.timezone.utc)
-        deadline = now.replace(hour=hh, minute=mm, second=0, microsecond=0).timestamp()
+        target = now.replace(hour=hh, minute=mm, second=0, microsecond=0)
+        if target < now:  # a time earlier than now means tomorrow
+            target += dt.timedelta(days=1)
+        deadline = target.timestamp()
     results = {}
     for name in names:
         results[name] = run_dataset(name, args.data, args.cache, args.rounds, args.steps, args.valid_subset,

@@ -16,7 +16,7 @@ _BENCH = Path(__file__).resolve().parents[3] / "benchmarks"
 def train_command(
     data: Path = typer.Option(..., "--data", help="Folder with train.json and dev.json (test.json optional), TACRED format."),
     out: Path = typer.Option(..., "--out", help="Run folder for model.safetensors, config, KG, history, metrics."),
-    encoder: str = typer.Option("palstm", "--encoder", help="palstm or transformer (MiniLM with entity markers)."),
+    encoder: str = typer.Option("palstm", "--encoder", help="palstm, transformer (MiniLM with entity markers); cgcn only reports why it is skipped."),
     jrrelp: bool = typer.Option(False, "--jrrelp", help="Train jointly with ConvE link prediction (JRRELP)."),
     lam: float | None = typer.Option(None, "--lambda", help="JRRELP λ for both KG terms (default 1 for palstm, 0.01 for transformer)."),
     lambda_kglp: float | None = typer.Option(None, "--lambda-kglp", help="Override λ of the link-prediction loss (0 = off)."),
@@ -42,6 +42,8 @@ def train_command(
     for name in ("train.json", "dev.json"):
         if not (data / name).is_file():
             raise typer.BadParameter(f"{data / name} does not exist", param_hint="--data")
+    if encoder == "cgcn":
+        _explain_cgcn(data / "train.json")
     if encoder not in ("palstm", "transformer"):
         raise typer.BadParameter(f"unknown encoder {encoder!r}; expected palstm or transformer", param_hint="--encoder")
     try:
@@ -95,6 +97,22 @@ def train_command(
     save_run(result, out, metrics=metrics, force=force)
     typer.echo(json.dumps(metrics, indent=2))
     typer.echo(f"saved run to {out}")
+
+
+def _explain_cgcn(train_file: Path) -> None:
+    """C-GCN needs dependency parses; say whether the data has them, then stop."""
+    import json
+
+    first = json.loads(train_file.read_text(encoding="utf-8"))[:1]
+    has_parse = bool(first) and "stanford_head" in first[0] and "stanford_deprel" in first[0]
+    if not has_parse:
+        msg = (f"C-GCN skipped: {train_file} has no dependency parses (fields 'stanford_head', 'stanford_deprel'), "
+               "which the graph convolution runs over. Use --encoder palstm or --encoder transformer.")
+    else:
+        msg = (f"C-GCN skipped: {train_file} has dependency parses, but the C-GCN encoder is not implemented in this "
+               "version of knotwork. Use --encoder palstm or --encoder transformer.")
+    typer.echo(msg, err=True)
+    raise typer.Exit(code=2)
 
 
 def _git_commit() -> str | None:

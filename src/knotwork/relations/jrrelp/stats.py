@@ -33,11 +33,14 @@ def paired_bootstrap(
     n_resamples: int = 1000,
     negative_label: str = "no_relation",
     seed: int | np.random.Generator = 0,
+    resample_seeds: bool = True,
 ) -> dict[str, float]:
     """Paired bootstrap (Koehn 2004; Berg-Kirkpatrick et al. 2012) of the seed-averaged micro-F1 difference.
 
-    Test examples are resampled with replacement; on each resample the mean F1 over the baseline's seeds is
-    subtracted from the mean over the system's seeds, so both seed noise and test-set noise enter the spread.
+    Test examples are resampled with replacement; on each resample the mean F1 over the baseline's runs is
+    subtracted from the mean over the system's runs. With ``resample_seeds`` (and as many runs on both sides,
+    paired by position, i.e. by training seed) the seed pairs are resampled too, so the interval covers seed
+    variance as well as test-set variance; without it, the seeds are held fixed and only test noise is covered.
 
     Parameters
     ----------
@@ -45,6 +48,8 @@ def paired_bootstrap(
     baseline, system : sequences of prediction lists, each of length N (one list per seed)
     n_resamples : int, default 1000
     seed : int or numpy Generator
+    resample_seeds : bool, default True
+        Also resample the (baseline, system) run pairs; needs ``len(baseline) == len(system)``.
 
     Returns
     -------
@@ -59,6 +64,8 @@ def paired_bootstrap(
         for r in runs:
             if len(r) != n:
                 raise ValueError(f"a prediction list has {len(r)} entries, gold has {n}")
+    if resample_seeds and len(baseline) != len(system):
+        raise ValueError(f"resample_seeds pairs runs by seed but got {len(baseline)} baseline and {len(system)} runs")
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     labels = sorted(set(gold).union(*map(set, baseline), *map(set, system)))
     index = {lab: i for i, lab in enumerate(labels)}
@@ -80,9 +87,12 @@ def paired_bootstrap(
     sys_ = np.stack([counts(r) for r in system])
     observed = float(f1(sys_.sum(1)).mean() - f1(base.sum(1)).mean())
     deltas = np.empty(n_resamples)
+    n_runs = len(system)
     for i in range(n_resamples):
         idx = rng.integers(0, n, n)
-        deltas[i] = f1(sys_[:, idx].sum(1)).mean() - f1(base[:, idx].sum(1)).mean()
+        runs = rng.integers(0, n_runs, n_runs) if resample_seeds else np.arange(n_runs)
+        deltas[i] = f1(sys_[runs][:, idx].sum(1)).mean() - f1(base[runs if resample_seeds else slice(None)][:, idx]
+                                                                .sum(1)).mean()
     # The scorer is the oracle for the observed value; the vectorised counts must agree with it.
     check = np.mean([score(gold, r, negative_label=negative_label).f1 for r in system])
     if not np.isclose(check, f1(sys_.sum(1)).mean()):

@@ -121,7 +121,7 @@ def report(results: dict, command: str, steps: int, valid_subset: int, plot_name
         f"- **Reduction: a few rounds of {steps} batches of 128 queries each, i.e. a fraction of one epoch or a few "
         "epochs at most** (the paper trains for up to 1,000 epochs with early stopping), one seed; the number of "
         "rounds was set by a wall-clock budget. Each round reshuffles and restarts Adam's moment estimates (a "
-        "checkpoint holds only the weights). Learning curve on a random {valid_subset}-triple subset of valid; the results table is "
+        f"checkpoint holds only the weights). Learning curve on a random {valid_subset}-triple subset of valid; the results table is "
         "the full test set, filtered, both sides (heads via inverse relations), ties counted half.",
         "",
         "| data | epochs trained | test MRR | Hits@1 | Hits@10 | MR | paper MRR | paper Hits@1 | paper Hits@10 |",

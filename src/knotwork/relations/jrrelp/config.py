@@ -1,0 +1,108 @@
+"""The frozen training configuration of a JRRELP (or baseline) relation-extraction run."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+ENCODERS = ("palstm", "transformer")
+OPTIMIZERS = ("sgd", "adam", "adamw")
+
+# The paper's λ per backbone (§4): 1 for PA-LSTM, 0.01 for the pretrained transformer (SpanBERT).
+DEFAULT_LAMBDA = {"palstm": 1.0, "transformer": 0.01}
+
+
+def _help(text: str) -> dict:
+    return {"help": text}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a run; defaults follow the paper's PA-LSTM configuration where it has one.
+
+    ``lambda_kglp = lambda_coupling = 0`` is the plain RE baseline; the paper ties both to one λ
+    (:func:`TrainConfig.jrrelp`), and setting one of them to 0 gives the paper's ablations.
+    """
+
+    encoder: str = field(default="palstm", metadata=_help("palstm or transformer"))
+    lambda_kglp: float = field(default=0.0, metadata=_help("weight of the link-prediction loss"))
+    lambda_coupling: float = field(default=0.0, metadata=_help("weight of the coupling loss"))
+    node_key: str = field(default="type", metadata=_help("KG nodes: 'type' (paper), 'head' or an extra field"))
+    min_node_count: int = field(default=1, metadata=_help("rarer nodes map to <unk>"))
+    negative_policy: str = field(default="observed", metadata=_help("'observed' or 'all_ones' for no_relation"))
+    label_smoothing: float = field(default=0.0, metadata=_help("KG target smoothing (C-GCN used 0.1)"))
+    negative_label: str = "no_relation"
+    epochs: int = 100
+    batch_size: int = 50
+    optimizer: str = "sgd"
+    lr: float = 1.0
+    head_lr: float | None = field(default=None, metadata=_help("lr of non-backbone parameters; None = lr"))
+    weight_decay: float = 0.0
+    lr_decay: float = field(default=0.9, metadata=_help("SGD: multiply lr when dev F1 stalls"))
+    decay_after: int = 5
+    warmup: float = field(default=0.1, metadata=_help("transformer: linear warm-up fraction"))
+    max_grad_norm: float = 5.0
+    patience: int = field(default=10, metadata=_help("stop after this many epochs without a better dev F1"))
+    seed: int = 0
+    # PA-LSTM
+    vocab_min_count: int = 2
+    lowercase: bool = True
+    entity_masking: str = field(default="type", metadata=_help("'type' replaces spans by SUBJ-/OBJ-<type>"))
+    embedding_dim: int = 300
+    position_dim: int = 30
+    hidden_dim: int = 200
+    attention_dim: int = 200
+    num_layers: int = 2
+    dropout: float = 0.5
+    word_dropout: float = 0.04
+    # transformer
+    max_length: int = 128
+    # ConvE
+    conve_width: int = 10
+    conve_channels: int = 32
+    conve_input_dropout: float = 0.2
+    conve_feature_dropout: float = 0.2
+    conve_hidden_dropout: float = 0.3
+
+    def __post_init__(self) -> None:
+        if self.encoder not in ENCODERS:
+            raise ValueError(f"The 'encoder' parameter of TrainConfig must be one of {ENCODERS}. Got {self.encoder!r}.")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(
+                f"The 'optimizer' parameter of TrainConfig must be one of {OPTIMIZERS}. Got {self.optimizer!r}."
+            )
+        for name in ("lambda_kglp", "lambda_coupling", "weight_decay"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"The {name!r} parameter of TrainConfig must be >= 0. Got {getattr(self, name)}.")
+        for name in ("epochs", "batch_size", "patience", "hidden_dim", "embedding_dim", "conve_width"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"The {name!r} parameter of TrainConfig must be >= 1. Got {getattr(self, name)}.")
+        if self.lr <= 0:
+            raise ValueError(f"The 'lr' parameter of TrainConfig must be > 0. Got {self.lr}.")
+        if self.encoder == "palstm":
+            for name, dim in (("embedding_dim", self.embedding_dim), ("hidden_dim", self.hidden_dim)):
+                if dim % self.conve_width:
+                    raise ValueError(
+                        f"{name}={dim} must be a multiple of conve_width={self.conve_width} (ConvE reshapes it)."
+                    )
+
+    @property
+    def uses_kg(self) -> bool:
+        return self.lambda_kglp > 0 or self.lambda_coupling > 0
+
+    @classmethod
+    def jrrelp(cls, encoder: str = "palstm", lam: float | None = None, **kwargs) -> TrainConfig:
+        """JRRELP with the paper's tied λ (default per encoder: 1 for PA-LSTM, 0.01 for a transformer)."""
+        lam = DEFAULT_LAMBDA[encoder] if lam is None else lam
+        return cls(encoder=encoder, lambda_kglp=lam, lambda_coupling=lam, **kwargs)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainConfig:
+        """Rebuild from :meth:`to_dict` output; unknown keys are an error naming them."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise KeyError(f"unknown TrainConfig keys: {unknown}")
+        return cls(**data)

@@ -1,0 +1,331 @@
+"""Train and evaluate a JRRELP (or baseline) RE model with early stopping on dev F1."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+import knotwork
+from knotwork.relations.data import RelationExample
+from knotwork.relations.jrrelp.batching import iterate_batches
+from knotwork.relations.jrrelp.config import TrainConfig
+from knotwork.relations.jrrelp.encoders import MarkerTransformerEncoder, PALSTMEncoder
+from knotwork.relations.jrrelp.features import (
+    MarkerFeaturizer,
+    PALSTMFeaturizer,
+    Vocab,
+    build_vocab,
+    entity_token,
+)
+from knotwork.relations.jrrelp.kg import RelationKG, build_kg
+from knotwork.relations.jrrelp.model import JRRELPModel, jrrelp_loss
+from knotwork.relations.scorer import Scores, score
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    """What a run produced, with what is needed to reproduce it (cf. PyKEEN's ``PipelineResult``).
+
+    ``model`` holds the weights of the epoch with the best dev F1.
+    """
+
+    model: JRRELPModel
+    featurizer: Any
+    kg: RelationKG
+    config: TrainConfig
+    best_epoch: int
+    dev_scores: Scores
+    history: list[dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0
+    version: str = knotwork.__version__
+    commit: str | None = None
+
+    @property
+    def relations(self) -> tuple[str, ...]:
+        return self.kg.relations
+
+    @property
+    def seed(self) -> int:
+        return self.config.seed
+
+
+def _check_examples(examples: Sequence[RelationExample], relations: Sequence[str], split: str) -> None:
+    known = set(relations)
+    for ex in examples:
+        if ex.relation not in known:
+            raise ValueError(f"{split} example {ex.id}: relation {ex.relation!r} does not occur in the training data")
+
+
+def _node_token_table(featurizer: Any, kg: RelationKG, side: str, pad_id: int) -> torch.Tensor:
+    names = kg.subjects if side == "subj" else kg.objects
+    rows = [featurizer.node_tokens(side, name, kg.node_key) for name in names]
+    table = torch.full((len(rows), max(len(r) for r in rows)), pad_id, dtype=torch.long)
+    for i, r in enumerate(rows):
+        table[i, : len(r)] = torch.tensor(r)
+    return table
+
+
+def build_model(
+    train_examples: Sequence[RelationExample],
+    config: TrainConfig,
+    *,
+    backbone: nn.Module | None = None,
+    tokenizer: Any = None,
+) -> tuple[JRRELPModel, Any, RelationKG]:
+    """Build the KG (train split only), the featurizer and an untrained model for ``config``.
+
+    ``backbone`` and ``tokenizer`` are the pretrained transformer and its Hugging Face tokenizer, required for
+    ``encoder="transformer"`` (the library never loads weights itself). Call it inside a seeded context: the
+    parameters are initialised from torch's current random state.
+    """
+    kg = build_kg(train_examples, node_key=config.node_key, min_count=config.min_node_count)
+    if config.encoder == "palstm":
+        # Every KG node gets its own row of the word table: this row is what the encoder and ConvE share.
+        node_words = [
+            entity_token(side, name) if config.node_key == "type" else (name.lower() if config.lowercase else name)
+            for side, names in (("subj", kg.subjects[1:]), ("obj", kg.objects[1:]))
+            for name in names
+        ]
+        vocab = build_vocab(
+            train_examples,
+            min_count=config.vocab_min_count,
+            lowercase=config.lowercase,
+            entity_masking=config.entity_masking,
+            extra_words=node_words,
+        )
+        featurizer, encoder, pad_id = palstm_parts(config, vocab)
+    else:
+        if backbone is None or tokenizer is None:
+            raise ValueError("encoder='transformer' needs a pretrained backbone and its tokenizer")
+        featurizer, encoder, pad_id = transformer_parts(config, backbone, tokenizer)
+    return assemble_model(config, kg, featurizer, encoder, pad_id), featurizer, kg
+
+
+def palstm_parts(config: TrainConfig, vocab: Vocab) -> tuple[PALSTMFeaturizer, PALSTMEncoder, int]:
+    """Featurizer, untrained encoder and pad id of a PA-LSTM over ``vocab``."""
+    featurizer = PALSTMFeaturizer(vocab, lowercase=config.lowercase, entity_masking=config.entity_masking)
+    encoder = PALSTMEncoder(
+        len(vocab),
+        embedding_dim=config.embedding_dim,
+        position_dim=config.position_dim,
+        hidden_dim=config.hidden_dim,
+        attention_dim=config.attention_dim,
+        num_layers=config.num_layers,
+        dropout=config.dropout,
+        word_dropout=config.word_dropout,
+    )
+    return featurizer, encoder, 0
+
+
+def transformer_parts(
+    config: TrainConfig, backbone: nn.Module, tokenizer: Any
+) -> tuple[MarkerFeaturizer, MarkerTransformerEncoder, int]:
+    """Featurizer (entity markers ``[unused0..3]``), encoder and pad id around a pretrained transformer."""
+    if backbone is None or tokenizer is None:
+        raise ValueError("encoder='transformer' needs a pretrained backbone and its tokenizer")
+    markers = tuple(tokenizer.convert_tokens_to_ids([f"[unused{i}]" for i in range(4)]))
+    if tokenizer.unk_token_id in markers:
+        raise ValueError("the tokenizer has no [unused0]..[unused3] tokens to use as entity markers")
+    featurizer = MarkerFeaturizer(
+        tokenize=lambda word: tokenizer.encode(word, add_special_tokens=False),
+        cls_id=tokenizer.cls_token_id,
+        sep_id=tokenizer.sep_token_id,
+        marker_ids=markers,  # type: ignore[arg-type]
+        max_length=config.max_length,
+        pad_id=tokenizer.pad_token_id,
+    )
+    return featurizer, MarkerTransformerEncoder(backbone), tokenizer.pad_token_id
+
+
+def assemble_model(config: TrainConfig, kg: RelationKG, featurizer: Any, encoder: nn.Module, pad_id: int) -> JRRELPModel:
+    """Wrap an encoder into a :class:`JRRELPModel` whose node tables come from ``kg`` and ``featurizer``."""
+    for name, dim in (("entity", encoder.embedding_dim), ("relation", encoder.output_dim)):
+        if dim % config.conve_width:
+            raise ValueError(f"the {name} size {dim} is not a multiple of conve_width={config.conve_width}")
+    model = JRRELPModel(
+        encoder,
+        len(kg.relations),
+        _node_token_table(featurizer, kg, "subj", pad_id),
+        _node_token_table(featurizer, kg, "obj", pad_id),
+        conve_width=config.conve_width,
+        conve_channels=config.conve_channels,
+        input_dropout=config.conve_input_dropout,
+        feature_dropout=config.conve_feature_dropout,
+        hidden_dropout=config.conve_hidden_dropout,
+    )
+    return model
+
+
+def _optimizer(model: JRRELPModel, config: TrainConfig) -> torch.optim.Optimizer:
+    backbone = [p for n, p in model.named_parameters() if n.startswith("encoder.backbone.")]
+    rest = [p for n, p in model.named_parameters() if not n.startswith("encoder.backbone.")]
+    groups = [{"params": rest, "lr": config.head_lr or config.lr}]
+    if backbone:
+        groups.append({"params": backbone, "lr": config.lr})
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=config.lr, weight_decay=config.weight_decay)
+    if config.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def predict(
+    model: JRRELPModel, featurizer: Any, examples: Sequence[RelationExample], relations: Sequence[str], *,
+    batch_size: int = 100,
+) -> list[str]:
+    """Predicted relation labels, in the order of ``examples``; uses only the RE model (no KG inputs)."""
+    if not examples:
+        return []
+    feats = [featurizer(ex) for ex in examples]
+    out = [""] * len(examples)
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        for batch in iterate_batches(feats, [0] * len(feats), featurizer.collate, batch_size=batch_size):
+            pred = model(batch.inputs).re_logits.argmax(1).tolist()
+            for i, p in zip(batch.indices, pred, strict=True):
+                out[int(i)] = relations[p]
+    model.train(was_training)
+    return out
+
+
+def evaluate(result: TrainResult, examples: Sequence[RelationExample]) -> tuple[Scores, list[str]]:
+    """Official-scorer micro P/R/F1 of a trained run on ``examples``, and its predictions."""
+    _check_examples(examples, result.relations, "evaluation")
+    pred = predict(result.model, result.featurizer, examples, result.relations)
+    return score([ex.relation for ex in examples], pred, negative_label=result.config.negative_label), pred
+
+
+def train(
+    train_examples: Sequence[RelationExample],
+    dev_examples: Sequence[RelationExample],
+    config: TrainConfig,
+    *,
+    backbone: nn.Module | None = None,
+    tokenizer: Any = None,
+    progress: bool = False,
+    callback: Callable[[dict[str, float]], None] | None = None,
+) -> TrainResult:
+    """Train with ``L_RE + λ_KGLP L_KGLP + λ_COUPLING L_COUPLING`` and keep the epoch with the best dev F1.
+
+    The KG is built from ``train_examples`` only. Randomness (initialisation, dropout, batch order) comes from
+    ``config.seed``; torch's global RNG is forked and restored, never left seeded.
+
+    Parameters
+    ----------
+    train_examples, dev_examples : sequences of RelationExample
+    config : TrainConfig
+    backbone, tokenizer : optional
+        Required for ``config.encoder == "transformer"``; see :func:`build_model`.
+    progress : bool, default False
+        Show a tqdm bar over batches.
+    callback : callable, optional
+        Called with each epoch's record (epoch, losses, dev precision/recall/F1, lr).
+
+    Returns
+    -------
+    TrainResult
+    """
+    if not train_examples or not dev_examples:
+        raise ValueError("train and dev examples must both be non-empty")
+    relations = sorted({ex.relation for ex in train_examples})
+    if config.negative_label not in relations:
+        logger.warning("negative label %r never occurs in training", config.negative_label)
+    _check_examples(dev_examples, relations, "dev")
+    start = time.perf_counter()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        rng = np.random.default_rng(config.seed)
+        model, featurizer, kg = build_model(train_examples, config, backbone=backbone, tokenizer=tokenizer)
+        feats = [featurizer(ex) for ex in train_examples]
+        subjects, labels = kg.example_queries(train_examples)
+        opt = _optimizer(model, config)
+        n_batches = math.ceil(len(feats) / config.batch_size)
+        total_steps = n_batches * config.epochs
+        scheduler = None
+        if config.encoder == "transformer":
+            warm = max(1, int(config.warmup * total_steps))
+            scheduler = torch.optim.lr_scheduler.LambdaLR(
+                opt, lambda s: min((s + 1) / warm, max(0.0, (total_steps - s) / max(1, total_steps - warm)))
+            )
+        neg = kg.relations.index(config.negative_label) if config.negative_label in kg.relations else None
+        target_options = {
+            "negative_relation": neg,
+            "negative_policy": config.negative_policy,
+            "label_smoothing": config.label_smoothing,
+        }
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=total_steps, desc="train", unit="batch")
+        best_f1, best_epoch, best_state, best_scores = -1.0, 0, None, Scores(1.0, 0.0, 0.0)
+        history: list[dict[str, float]] = []
+        prev_f1, stale = -1.0, 0
+        for epoch in range(1, config.epochs + 1):
+            model.train()
+            sums = {"loss": 0.0, "re": 0.0, "kglp": 0.0, "coupling": 0.0}
+            for batch in iterate_batches(
+                feats, labels, featurizer.collate, batch_size=config.batch_size, rng=rng,
+                kg=kg if config.uses_kg else None, subject_nodes=subjects, target_options=target_options,
+            ):
+                out = model(
+                    batch.inputs, batch.subject_nodes, batch.labels,
+                    kglp=config.lambda_kglp > 0, coupling=config.lambda_coupling > 0,
+                )
+                terms = jrrelp_loss(
+                    out, batch.labels, batch.targets,
+                    lambda_kglp=config.lambda_kglp, lambda_coupling=config.lambda_coupling,
+                )
+                opt.zero_grad()
+                terms.total.backward()
+                nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+                opt.step()
+                if scheduler is not None:
+                    scheduler.step()
+                for k, v in (("loss", terms.total), ("re", terms.re), ("kglp", terms.kglp), ("coupling", terms.coupling)):
+                    sums[k] += float(v.detach()) / n_batches
+                if bar is not None:
+                    bar.update(1)
+            dev_pred = predict(model, featurizer, dev_examples, kg.relations)
+            dev = score([ex.relation for ex in dev_examples], dev_pred, negative_label=config.negative_label)
+            record = {"epoch": epoch, **sums, "dev_p": dev.precision, "dev_r": dev.recall, "dev_f1": dev.f1,
+                      "lr": opt.param_groups[0]["lr"]}
+            history.append(record)
+            logger.info("epoch %d: loss %.4f dev F1 %.4f", epoch, sums["loss"], dev.f1)
+            if bar is not None:
+                bar.set_postfix(dev_f1=f"{dev.f1:.3f}", best=f"{max(best_f1, dev.f1):.3f}")
+            if callback is not None:
+                callback(record)
+            if dev.f1 > best_f1:
+                best_f1, best_epoch, best_scores, stale = dev.f1, epoch, dev, 0
+                best_state = copy.deepcopy(model.state_dict())
+            else:
+                stale += 1
+            # PA-LSTM's schedule: decay the SGD learning rate when dev F1 stops improving.
+            if config.optimizer == "sgd" and epoch > config.decay_after and dev.f1 <= prev_f1:
+                for g in opt.param_groups:
+                    g["lr"] *= config.lr_decay
+            prev_f1 = dev.f1
+            if stale >= config.patience:
+                logger.info("early stop after epoch %d (best %d)", epoch, best_epoch)
+                break
+        if bar is not None:
+            bar.close()
+        if best_state is not None:
+            model.load_state_dict(best_state)
+        model.eval()
+    return TrainResult(
+        model, featurizer, kg, config, best_epoch, best_scores, history, seconds=time.perf_counter() - start
+    )

@@ -20,13 +20,22 @@ def topk_threshold(values: torch.Tensor, topk: float) -> float:
     As the reference ``topk_values_mask``: with D entries the (D - floor(D·K))-th smallest |value| is the cut and
     every entry >= it is kept, so ties at the cut are all kept. ``topk >= 100`` keeps everything (returns 0).
     """
-    n = values.numel()
-    k = n - int(n * topk / 100.0)
+    return _kth_magnitude(_magnitudes([values]), topk)
+
+
+def _magnitudes(tensors) -> np.ndarray:
+    """One float32 array of |values| over all tensors (the only full-size copy a cut needs)."""
+    return np.concatenate([t.detach().reshape(-1).abs().float().cpu().numpy() for t in tensors])
+
+
+def _kth_magnitude(flat: np.ndarray, topk: float) -> float:
+    """The cut of :func:`topk_threshold`, selecting in place in ``flat`` (which it reorders)."""
+    k = flat.size - int(flat.size * topk / 100.0)
     if topk >= 100 or k < 1:
         return 0.0
     # numpy's introselect is ~3x faster than torch.kthvalue on CPU for the tens of millions of entries of a model.
-    flat = values.detach().reshape(-1).abs().float().cpu().numpy()
-    return float(np.partition(flat, k - 1)[k - 1])
+    flat.partition(k - 1)
+    return float(flat[k - 1])
 
 
 def task_thresholds(reps: list[Reps], topk: float, *, scope: str = "global") -> list[dict[str, float]]:
@@ -37,7 +46,7 @@ def task_thresholds(reps: list[Reps], topk: float, *, scope: str = "global") -> 
     out = []
     for task in reps:
         if scope == "global":
-            cut = topk_threshold(torch.cat([t.reshape(-1) for t in task.values()]), topk) if topk < 100 else 0.0
+            cut = _kth_magnitude(_magnitudes(task.values()), topk) if topk < 100 else 0.0
             out.append(dict.fromkeys(task, cut))
         elif scope == "module":
             out.append({name: topk_threshold(t, topk) for name, t in task.items()})

@@ -78,12 +78,12 @@ def write_llama_adapters(root: Path, n_tasks: int, n_layers: int, r: int = 16) -
     return dirs
 
 
-def llama_merge(n_tasks: int, n_layers: int) -> dict:
+def llama_merge(n_tasks: int, n_layers: int, threads: int) -> dict:
     with tempfile.TemporaryDirectory(dir="/tmp") as tmp:
         dirs = write_llama_adapters(Path(tmp), n_tasks, n_layers)
         out = Path(tmp) / "merged"
         cmd = [sys.executable, "-m", "knotwork.cli", "merge", *map(str, dirs), "--method", "knots-ties",
-               "--scale", "0.5", "--topk", "20", "--out", str(out), "--threads", str(torch.get_num_threads())]
+               "--scale", "0.5", "--topk", "20", "--out", str(out), "--threads", str(threads)]
         start = time.perf_counter()
         proc = subprocess.run(["/usr/bin/time", "-f", "%M", *cmd], capture_output=True, text=True)
         seconds = time.perf_counter() - start
@@ -91,7 +91,7 @@ def llama_merge(n_tasks: int, n_layers: int) -> dict:
             raise RuntimeError(proc.stderr)
         peak_mib = int(proc.stderr.strip().splitlines()[-1]) / 1024
         report = json.loads((out / "merge_report.json").read_text())
-    return dict(n_tasks=n_tasks, modules=len(report["modules"]), seconds=seconds, peak_mib=peak_mib,
+    return dict(n_tasks=n_tasks, threads=threads, modules=len(report["modules"]), seconds=seconds, peak_mib=peak_mib,
                 merge_seconds=report["seconds"], ranks=sorted({m["merged_rank"] for m in report["modules"].values()}))
 
 
@@ -170,7 +170,7 @@ def render(align, llama, peft_row, command: str) -> str:
             "",
             "## Whole merge: six Llama-3-8B-shaped r=16 adapters (q, k, v, o of 32 layers)",
             "",
-            "`knotwork merge task0..task5 --method knots-ties --scale 0.5 --topk 20 --out merged` on bf16 adapters",
+            f"`knotwork merge task0..task5 --method knots-ties --scale 0.5 --topk 20 --out merged --threads {llama['threads']}` on bf16 adapters",
             "(q/o 4096x4096, k/v 1024x4096, grouped-query shapes), global top-K over the whole model as in the paper.",
             "",
             "| tasks | modules | wall s (CLI, incl. load + write) | merge s (align + TIES) | peak RSS MiB | merged ranks | target |",
@@ -211,7 +211,10 @@ def render(align, llama, peft_row, command: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small shapes only (for a smoke run)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is stable on a shared machine)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads of the forked alignment measurements (a fork after a multi-threaded "
+                             "OpenMP pool can hang, so 1 is the safe choice)")
+    parser.add_argument("--merge-threads", type=int, default=2, help="torch threads of the whole-merge CLI run")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results" / "knots-speed.md")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -220,11 +223,13 @@ def main() -> None:
     if args.quick:
         configs, n_layers = [("ViT-B", 768, 768, 8, 16)], 2
     align = alignment_rows(configs)
-    llama = llama_merge(6, n_layers)
+    llama = llama_merge(6, n_layers, args.merge_threads)
     print(llama, flush=True)
     peft_row = peft_comparison()
     print(peft_row, flush=True)
-    command = f"python benchmarks/knots_speed.py --threads {args.threads}" + (" --quick" if args.quick else "")
+    command = f"python benchmarks/knots_speed.py --threads {args.threads} --merge-threads {args.merge_threads}" + (
+        " --quick" if args.quick else ""
+    )
     write_atomic(args.out, render(align, llama, peft_row, command))
     print(f"wrote {args.out}; peak of this process {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
 

@@ -1,13 +1,19 @@
-"""What every relations results page must name: machine, package version, git commit; plus atomic writes."""
+"""What every relations results page must name: machine, package version, git commit; plus atomic writes.
+
+Reuses the shared benchmark helpers; only the machine line differs (relations pages do not need torch).
+"""
 
 from __future__ import annotations
 
 import os
 import platform
-import subprocess
+import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import ROOT, git_commit, write_atomic  # noqa: E402
+
+__all__ = ["ROOT", "git_commit", "machine", "version", "write_atomic"]
 
 
 def machine() -> str:
@@ -26,25 +32,7 @@ def machine() -> str:
     )
 
 
-def git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True)
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True
-        )
-        return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def version() -> str:
     import knotwork
 
     return knotwork.__version__
-
-
-def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)

@@ -15,21 +15,27 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo (or platform's guess)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def memory_gib() -> float:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+
+
 def machine() -> str:
     """CPU model, cores, memory, and versions: what a results page must name."""
     import torch
 
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return (
-        f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB RAM; Python {platform.python_version()}, "
+        f"{cpu_name()}, {os.cpu_count()} cores, {memory_gib():.0f} GiB RAM; Python {platform.python_version()}, "
         f"torch {torch.__version__} ({torch.get_num_threads()} threads)"
     )
 

@@ -11,23 +11,14 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, git_commit, write_atomic  # noqa: E402
+from _common import ROOT, cpu_name, git_commit, memory_gib, write_atomic  # noqa: E402
 
 __all__ = ["ROOT", "git_commit", "machine", "version", "write_atomic"]
 
 
 def machine() -> str:
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return (
-        f"{cpu}, {os.cpu_count()} cores shared with other jobs (load varied), {mem:.0f} GiB RAM; "
+        f"{cpu_name()}, {os.cpu_count()} cores shared with other jobs (load varied), {memory_gib():.0f} GiB RAM; "
         f"Python {platform.python_version()}"
     )
 

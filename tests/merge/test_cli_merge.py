@@ -34,6 +34,8 @@ def test_merge_command_writes_adapter_and_report(tmp_path):
         torch.testing.assert_close(written[name], delta, rtol=1e-5, atol=1e-6)
     report = json.loads((out / "merge_report.json").read_text())
     assert report["parameters"]["scale"] == 0.6 and report["modules"]["enc.0.q"]["input_ranks"] == [2, 3, 4]
+    # The report records the parameters knots-ties reads, and not DARE's, which did not affect the result.
+    assert set(report["parameters"]) == {"scale", "topk", "topk_scope", "task_scales", "rel_tol"}
 
     again = CliRunner().invoke(app, args)
     assert again.exit_code == 2 and "output directory exists; pass --force" in again.output

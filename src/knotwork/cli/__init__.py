@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import typer
 
-from knotwork.cli import bench, harmonize, jrrelp, lora, merge, relations, train, zipit
+from knotwork.cli import harmonize, jrrelp, lora, merge, relations, train, zipit
 from knotwork.cli._app import app
 
 # Each module registers its commands on `app` (or its own sub-app) when imported.
-_MODULES = (merge, lora, zipit, train, harmonize, relations, jrrelp, bench)
+_MODULES = (merge, lora, zipit, train, harmonize, relations, jrrelp)
 
 
 def main() -> None:  # pragma: no cover - thin entry point

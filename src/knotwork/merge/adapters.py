@@ -17,7 +17,7 @@ import shutil
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +74,6 @@ class LoraAdapter:
     source: str = ""
     sha256: str = ""
     dtype: torch.dtype = torch.float32
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def base_model(self) -> str | None:

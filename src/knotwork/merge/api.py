@@ -76,10 +76,12 @@ class MergeResult:
         return out
 
     def report(self) -> dict[str, Any]:
-        """A JSON-able summary: method, parameters, per-module ranks, time."""
+        """A JSON-able summary: method, the parameters it read (``MergeMethod.uses``), per-module ranks, time."""
+        spec = get_method(self.method)
+        used = set(spec.uses) | ({"rel_tol"} if spec.aligned else set())
         return {
             "method": self.method,
-            "parameters": self.config.to_dict(),
+            "parameters": {k: v for k, v in self.config.to_dict().items() if k in used},
             "modules": {m: {"input_ranks": self.input_ranks.get(m), "merged_rank": k} for m, k in self.ranks.items()},
             "seconds": round(self.seconds, 4),
         }

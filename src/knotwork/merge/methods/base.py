@@ -29,7 +29,7 @@ class MergeMethod:
     aligned : bool
         Whether the representations are KnOTS-aligned (``R_i``) rather than dense updates (``ΔW_i``).
     uses : tuple of str
-        The :class:`MergeConfig` fields the method reads, for validation and reports.
+        The :class:`MergeConfig` fields the method reads; the merge report records exactly these.
     """
 
     name: str

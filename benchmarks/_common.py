@@ -1,52 +1,119 @@
-"""Helpers shared by benchmark scripts: machine description, peak memory of a child process, atomic writes."""
+"""Helpers shared by benchmark scripts: the provenance header of a results page, one result record per unit
+(stamped with a code fingerprint, committed under benchmarks/results/<study>/), peak memory of a child process."""
 
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 import os
-import platform
 import resource
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from knotwork._io import write_scratch
+from knotwork._provenance import code_fingerprint, commit_label
+from knotwork._provenance import machine as _machine
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def cpu_name() -> str:
-    """The CPU model from /proc/cpuinfo (or platform's guess)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
-def memory_gib() -> float:
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
 
 
 def machine() -> str:
     """CPU model, cores, memory, and versions: what a results page must name."""
     import torch
 
+    m = _machine()
     return (
-        f"{cpu_name()}, {os.cpu_count()} cores, {memory_gib():.0f} GiB RAM; Python {platform.python_version()}, "
+        f"{m['processor']}, {m['cpus']} cores, {m.get('memory_gib', 0):.0f} GiB RAM; Python {m['python']}, "
         f"torch {torch.__version__} ({torch.get_num_threads()} threads)"
     )
 
 
 def git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True)
-        return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+    """The commit for a results page: ``abc1234`` or ``abc1234+dirty`` (knotwork._provenance's one meaning)."""
+    return commit_label(ROOT)
+
+
+def fingerprint(script: str | Path) -> str:
+    """The code fingerprint of a study: a hash of ``src/knotwork`` and the study script."""
+    return code_fingerprint(script)
+
+
+# ------------------------------------------------------------------------------ result records (one per unit)
+
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def record_path(study: str, unit: str) -> Path:
+    """``benchmarks/results/<study>/<unit>.json``: one small committed record per unit (seed, pair, method)."""
+    safe = "".join(c if c.isalnum() or c in "-_.=" else "_" for c in unit)
+    return RESULTS / study / f"{safe}.json"
+
+
+def write_record(study: str, unit: str, data: dict[str, Any], *, script: str | Path) -> Path:
+    """Write one unit's result record, stamped with the code fingerprint, commit, machine and time.
+
+    Records hold numbers, never weights. A study skips a unit whose record exists (resumable across sessions).
+    """
+    path = record_path(study, unit)
+    body = {
+        "study": study,
+        "unit": unit,
+        "fingerprint": fingerprint(script),
+        "commit": git_commit(),
+        "machine": machine(),
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "data": data,
+    }
+    write_scratch(path, json.dumps(body, indent=2, default=str) + "\n")
+    return path
+
+
+def load_records(study: str) -> dict[str, dict[str, Any]]:
+    """Every record of ``study``, keyed by unit."""
+    folder = RESULTS / study
+    out = {}
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        body = json.loads(path.read_text(encoding="utf-8"))
+        out[body["unit"]] = body
+    return out
+
+
+def fingerprint_line(records: dict[str, dict[str, Any]], *, script: str | Path) -> str:
+    """One line for a results page: do all records share one fingerprint, and is it today's code?"""
+    prints: dict[str, list[str]] = {}
+    for unit, rec in records.items():
+        prints.setdefault(rec["fingerprint"], []).append(unit)
+    now = fingerprint(script)
+    if not prints:
+        return "- Code fingerprint: no records yet."
+    if len(prints) == 1:
+        (fp,) = prints
+        same = "the current code" if fp == now else f"not the current code ({now})"
+        return f"- Code fingerprint: all {len(records)} records share `{fp}` ({same})."
+    parts = "; ".join(f"`{fp}`: {len(units)} ({', '.join(sorted(units)[:4])}{', ...' if len(units) > 4 else ''})"
+                      for fp, units in sorted(prints.items(), key=lambda kv: -len(kv[1])))
+    return f"- Code fingerprint: records differ ({parts}); current code `{now}`."
+
+
+def header(title: str, *, command: str, script: str | Path, records: dict[str, dict[str, Any]] | None = None,
+           data: str = "", extra: list[str] | None = None) -> str:
+    """The provenance header every results page opens with: command, data, machine, version, commit, fingerprint."""
+    from knotwork import __version__
+
+    lines = [
+        f"# {title}",
+        "",
+        f"- Command: `{command}`",
+        *([f"- Data: {data}"] if data else []),
+        f"- Machine: {machine()}",
+        f"- Package: knotwork {__version__}, commit `{git_commit()}`",
+    ]
+    if records is not None:
+        lines.append(fingerprint_line(records, script=script))
+    lines += list(extra or [])
+    return "\n".join(lines) + "\n"
 
 
 def _rss_mib() -> float:
@@ -78,7 +145,5 @@ def measure(fn: Callable[..., Any], setup: Callable[[], Any] | None = None) -> t
 
 
 def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    """Write a results page or record atomically (benchmarks own docs/results and benchmarks/results)."""
+    write_scratch(path, text)

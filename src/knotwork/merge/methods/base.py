@@ -30,6 +30,12 @@ class MergeMethod:
         Whether the representations are KnOTS-aligned (``R_i``) rather than dense updates (``ΔW_i``).
     uses : tuple of str
         The :class:`MergeConfig` fields the method reads; the merge report records exactly these.
+    combine : {"ta", "ties"}
+        How the per-module streaming engine (``knotwork.merge.stream``) combines tasks.
+    drop : bool
+        Whether DARE's random drop comes first.
+    default_topk : float or None
+        TIES's top-K percent when ``MergeConfig.topk`` is None.
     """
 
     name: str
@@ -37,3 +43,6 @@ class MergeMethod:
     merge: MergeFn
     aligned: bool = False
     uses: tuple[str, ...] = ("scale",)
+    combine: str = "ta"
+    drop: bool = False
+    default_topk: float | None = None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import torch
 
 from knotwork.merge.config import MergeConfig
@@ -13,10 +15,26 @@ from knotwork.merge.primitives import dare
 REFERENCE = "Yu et al., Language Models are Super Mario (DARE), ICML 2024 (arXiv 2311.03099)"
 
 
+def dare_generator(seed: int, task: int, module: str) -> torch.Generator:
+    """The CPU generator of one (task, module) mask, derived from ``seed`` alone.
+
+    Masks do not depend on the order modules are visited, the device, or which worker merges a module, so the
+    in-memory, streaming, Dask and GPU routes draw identical masks.
+    """
+    digest = hashlib.sha256(f"{int(seed)}/{int(task)}/{module}".encode()).digest()
+    return torch.Generator(device="cpu").manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
+
+
+def drop_module(rep: torch.Tensor, config: MergeConfig, task: int, module: str) -> torch.Tensor:
+    """DARE on one task's representation of one module; the mask is drawn on the CPU, then moved to ``rep``."""
+    if config.drop_rate <= 0:
+        return rep
+    return dare(rep.cpu(), config.drop_rate, dare_generator(config.seed, task, module)).to(rep.device)
+
+
 def drop_and_rescale(reps: list[TaskReps], config: MergeConfig) -> list[dict[str, torch.Tensor]]:
-    """DARE on every task and module, from one generator seeded with ``config.seed`` (modules in sorted order)."""
-    generator = torch.Generator().manual_seed(config.seed)
-    return [{name: dare(task[name], config.drop_rate, generator) for name in sorted(task)} for task in reps]
+    """DARE on every task and module, each mask from :func:`dare_generator`."""
+    return [{name: drop_module(t[name], config, i, name) for name in t} for i, t in enumerate(reps)]
 
 
 def dare_linear(reps: list[TaskReps], config: MergeConfig) -> dict[str, torch.Tensor]:
@@ -31,11 +49,15 @@ def dare_ties(reps: list[TaskReps], config: MergeConfig) -> dict[str, torch.Tens
 
 
 DARE = MergeMethod(
-    name="dare", reference=REFERENCE, merge=dare_linear, uses=("scale", "drop_rate", "seed", "reduce", "task_scales")
+    name="dare", reference=REFERENCE, merge=dare_linear, combine="ta", drop=True,
+    uses=("scale", "drop_rate", "seed", "reduce", "task_scales"),
 )
 DARE_TIES = MergeMethod(
     name="dare-ties",
     reference=REFERENCE,
     merge=dare_ties,
+    combine="ties",
+    drop=True,
+    default_topk=100.0,
     uses=("scale", "drop_rate", "seed", "topk", "topk_scope", "task_scales"),
 )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from knotwork.merge.config import MergeConfig
@@ -10,16 +12,20 @@ from knotwork.merge.methods.base import MergeMethod, TaskReps
 REFERENCE = "Ilharco et al., Editing Models with Task Arithmetic, ICLR 2023 (arXiv 2212.04089)"
 
 
-def task_arithmetic(reps: list[TaskReps], config: MergeConfig) -> dict[str, torch.Tensor]:
-    """Sum (``reduce="sum"``) or mean of the per-task representations, times ``scale``."""
+def ta_module(reps: Sequence[torch.Tensor], config: MergeConfig) -> torch.Tensor:
+    """One module: sum (``reduce="sum"``) or mean of the tasks' representations, times ``scale``."""
     weights = config.task_weights(len(reps))
-    out = {}
-    for name in reps[0]:
-        total = sum(w * task[name] for w, task in zip(weights, reps, strict=True))
-        if config.reduce == "mean":
-            total = total / len(reps)
-        out[name] = config.scale * total
-    return out
+    total = sum(w * rep for w, rep in zip(weights, reps, strict=True))
+    if config.reduce == "mean":
+        total = total / len(reps)
+    return config.scale * total
 
 
-TA = MergeMethod(name="ta", reference=REFERENCE, merge=task_arithmetic, uses=("scale", "reduce", "task_scales"))
+def task_arithmetic(reps: list[TaskReps], config: MergeConfig) -> dict[str, torch.Tensor]:
+    """Whole model: :func:`ta_module` on every module."""
+    return {name: ta_module([task[name] for task in reps], config) for name in reps[0]}
+
+
+TA = MergeMethod(
+    name="ta", reference=REFERENCE, merge=task_arithmetic, combine="ta", uses=("scale", "reduce", "task_scales")
+)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from knotwork.merge.config import MergeConfig
@@ -12,33 +14,58 @@ DEFAULT_TOPK = 20.0  # the KnOTS paper's KnOTS-TIES choice on ViT-B/32 (its TIES
 REFERENCE = "Yadav et al., TIES-Merging: Resolving Interference When Merging Models, NeurIPS 2023 (arXiv 2306.01708)"
 
 
+def ties_trimmed(reps: Sequence[torch.Tensor], cuts: Sequence[float], weights: Sequence[float]) -> torch.Tensor:
+    """One module's trimmed, weighted representations, stacked: (n_tasks, *shape)."""
+    return torch.stack([w * trim(rep, cut) for w, rep, cut in zip(weights, reps, cuts, strict=True)])
+
+
+def ties_combine(stacked: torch.Tensor, majority: torch.Tensor, scale: float) -> torch.Tensor:
+    """Elect signs (zero sums take ``majority``) and take the disjoint mean, times ``scale``."""
+    sign = elect_sign(stacked)
+    sign = torch.where(sign == 0, majority, sign)
+    return scale * disjoint_mean(stacked, sign)
+
+
+def majority_sign(sign_total: torch.Tensor | float) -> torch.Tensor:
+    """The model-wide majority of elected signs; + when they balance exactly (the reference's rule)."""
+    majority = torch.sign(torch.as_tensor(sign_total, dtype=torch.float32))
+    return majority if majority != 0 else torch.tensor(1.0)
+
+
+def has_sign_ties(stacked: torch.Tensor) -> bool:
+    """Whether some entry's trimmed values cancel exactly (sum 0, not all 0): only there does the majority matter."""
+    return bool(((stacked.sum(dim=0) == 0) & (stacked != 0).any(dim=0)).any())
+
+
+def resolve_topk(config: MergeConfig, default: float) -> float:
+    return config.topk if config.topk is not None else default
+
+
 def ties_merge(reps: list[TaskReps], config: MergeConfig, *, topk: float | None = None) -> dict[str, torch.Tensor]:
-    """TIES over whole-model statistics, as KnOTS's reference code does.
+    """TIES over whole-model statistics, as KnOTS's reference code does (the one-pass, in-memory reference).
 
     1. Trim: keep each task's top ``topk`` percent magnitudes (one cut over all modules, or per module).
     2. Elect: σ = sign(Σ_i trimmed_i); entries where the sum is exactly 0 take the model-wide majority sign.
     3. Disjoint mean of the entries whose sign agrees with σ, times ``scale``.
     """
-    if topk is None:
-        topk = config.topk if config.topk is not None else DEFAULT_TOPK
+    topk = resolve_topk(config, DEFAULT_TOPK) if topk is None else topk
     weights = config.task_weights(len(reps))
     cuts = task_thresholds(reps, topk, scope=config.topk_scope)
     names = list(reps[0])
 
-    def trimmed(name: str) -> torch.Tensor:  # (n_tasks, *shape); rebuilt in each pass to hold one module at a time
-        return torch.stack([w * trim(task[name], cut[name]) for w, task, cut in zip(weights, reps, cuts, strict=True)])
+    def trimmed(name: str) -> torch.Tensor:  # rebuilt in each pass to hold one module at a time
+        return ties_trimmed([task[name] for task in reps], [cut[name] for cut in cuts], weights)
 
-    signs = {name: elect_sign(trimmed(name)) for name in names}
-    majority = torch.sign(sum(s.sum() for s in signs.values()))
-    majority = majority if majority != 0 else torch.tensor(1.0)
-    out = {}
-    for name in names:
-        sign = signs.pop(name)
-        sign = torch.where(sign == 0, majority, sign)
-        out[name] = config.scale * disjoint_mean(trimmed(name), sign)
-    return out
+    total = sum(elect_sign(trimmed(name)).sum() for name in names)
+    majority = majority_sign(total)
+    return {name: ties_combine(trimmed(name), majority, config.scale) for name in names}
 
 
 TIES = MergeMethod(
-    name="ties", reference=REFERENCE, merge=ties_merge, uses=("scale", "topk", "topk_scope", "task_scales")
+    name="ties",
+    reference=REFERENCE,
+    merge=ties_merge,
+    combine="ties",
+    default_topk=DEFAULT_TOPK,
+    uses=("scale", "topk", "topk_scope", "task_scales"),
 )

@@ -8,7 +8,7 @@ import torch
 from knotwork.merge import METHODS, MergeConfig, get_method
 from knotwork.merge.align import knots_align
 from knotwork.merge.primitives import task_thresholds
-from knotwork.merge.stream import global_cuts, merge_stream
+from knotwork.merge.stream import ModuleMerger, global_cuts, merge_stream
 from tests.merge.helpers import random_factors
 
 SHAPES = {"l0.q": (24, 20), "l0.v": (24, 20), "l1.q": (20, 24), "l1.o": (16, 24)}
@@ -81,7 +81,10 @@ def test_global_cuts_equal_the_full_partition(topk, sample):
     mods["m0"][1][:10] = 0.0  # ties at zero
     names = sorted(mods)
     want = task_thresholds([{n: mods[n][t] for n in names} for t in range(2)], topk)
-    got = global_cuts(names, mods.__getitem__, 2, topk, sample=sample)
+    # Factors (dense, I) reproduce the given vectors exactly as ΔW_i = dense @ I.
+    factors = {n: [(v[:, None], torch.eye(1)) for v in mods[n]] for n in names}
+    merger = ModuleMerger("ties", MergeConfig(topk=topk), factors.__getitem__)
+    got = global_cuts(merger, names, sample=sample)
     assert got == [want[0][names[0]], want[1][names[0]]]
 
 

@@ -11,13 +11,17 @@ module's tasks at a time, whatever the number of layers:
   trimmed values cancel exactly; such (rare) modules are held back until the last module has voted.
 
 Representations are recomputed in each pass rather than kept (the KnOTS alignment of a module is cheap; a dense
-ΔW_i is a matmul), which is what makes memory independent of the number of modules.
+ΔW_i is a matmul), which is what makes memory independent of the number of modules. Each pass is a ``map`` of a
+per-module function of :class:`ModuleMerger` followed by a small reduction, so a Dask client's ``map`` spreads the
+modules over workers (``knotwork.merge.distributed``) and gives the same result as one process.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -34,7 +38,7 @@ from knotwork.merge.registry import get_method
 Factors = tuple[torch.Tensor, torch.Tensor]  # (B scaled, A): (d_out, r), (r, d_in)
 Loader = Callable[[str], Sequence[Factors]]
 
-_SAMPLE = 1 << 20  # magnitudes sampled per task for the bracket; its width shrinks as 1/sqrt(_SAMPLE)
+_SAMPLE = 1 << 20  # magnitudes sampled per task (at most) for the bracket; its width shrinks as 1/sqrt(_SAMPLE)
 _Z = 6.0  # bracket half-width in binomial standard deviations: a miss (then one more pass) is ~1e-9 likely
 
 
@@ -71,19 +75,50 @@ class MergedModule:
         return self.right.float() if self.left is None else self.left.float() @ self.right.float()
 
 
-# --------------------------------------------------------------------------------------- representations
+# ------------------------------------------------------------------------------------ per-module work
 
 
-class _Reps:
-    """Per module: the representation of every task the method merges (aligned R_i or dense ΔW_i, after DARE)."""
+def _module_generator(seed: int, name: str) -> torch.Generator:
+    digest = hashlib.sha256(f"sample/{int(seed)}/{name}".encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
 
-    def __init__(self, spec: MergeMethod, config: MergeConfig, load: Loader, device: str) -> None:
-        self.spec, self.config, self.load, self.device = spec, config, load, torch.device(device)
+
+@dataclass
+class ModuleMerger:
+    """The per-module operations of one merge; picklable when ``load`` is (so Dask workers can run them).
+
+    Attributes
+    ----------
+    method : str
+    config : MergeConfig
+    load : callable
+        ``load(name) -> [(B_i scaled, A_i), ...]``, one pair per task.
+    device : str
+    """
+
+    method: str
+    config: MergeConfig
+    load: Loader
+    device: str = "cpu"
+
+    @property
+    def spec(self) -> MergeMethod:
+        return get_method(self.method)
+
+    @property
+    def topk(self) -> float | None:
+        return resolve_topk(self.config, self.spec.default_topk) if self.spec.combine == "ties" else None
+
+    @property
+    def needs_global_cuts(self) -> bool:
+        return self.spec.combine == "ties" and self.config.topk_scope == "global" and self.topk < 100
 
     def factors(self, name: str) -> list[Factors]:
-        return [(B.to(self.device, torch.float32), A.to(self.device, torch.float32)) for B, A in self.load(name)]
+        dev = torch.device(self.device)
+        return [(B.to(dev, torch.float32), A.to(dev, torch.float32)) for B, A in self.load(name)]
 
-    def __call__(self, name: str) -> tuple[torch.Tensor | None, list[torch.Tensor], list[Factors]]:
+    def reps(self, name: str) -> tuple[torch.Tensor | None, list[torch.Tensor], list[Factors]]:
+        """The basis (KnOTS) or None, every task's representation (after DARE), and the factors."""
         pairs = self.factors(name)
         if self.spec.aligned:
             alignment = knots_align(pairs, rel_tol=self.config.rel_tol)
@@ -94,10 +129,30 @@ class _Reps:
             reps = [drop_module(rep, self.config, i, name) for i, rep in enumerate(reps)]
         return basis, reps, pairs
 
-    def sample(self, name: str, rates: Sequence[float], gen: torch.Generator):
-        """Sampled magnitudes of each task's representation; dense ΔW entries come straight from the factors."""
+    def size_bound(self, name: str) -> list[int]:
+        """Per task, an upper bound on the number of entries of the representation (exact for dense ΔW_i)."""
+        pairs = self.load(name)
+        d_out, d_in, total_r = pairs[0][0].shape[0], pairs[0][1].shape[1], sum(A.shape[0] for _, A in pairs)
+        rows = min(d_out, total_r) if self.spec.aligned else d_out
+        return [rows * d_in] * len(pairs)
+
+    def sample(self, name: str, rates: Sequence[float], seed: int = 0) -> tuple[list[int], list[torch.Tensor]]:
+        """Pass 1: each task's entry count and magnitudes sampled at ``rates`` (all of them at rate 1).
+
+        Dense ΔW_i entries are computed straight from the factors, without the matmul.
+        """
+        gen = _module_generator(seed, name)
         if self.spec.aligned or self.spec.drop:
-            return _sample_reps(self(name)[1], rates, gen)
+            numels, out = [], []
+            for rep, rate in zip(self.reps(name)[1], rates, strict=True):
+                flat = rep.reshape(-1)
+                numels.append(flat.numel())
+                if rate >= 1.0:
+                    out.append(flat.abs().float().cpu())
+                else:
+                    idx = torch.randint(flat.numel(), (math.ceil(flat.numel() * rate),), generator=gen)
+                    out.append(flat[idx.to(flat.device)].abs().float().cpu())
+            return numels, out
         numels, out = [], []
         for (B, A), rate in zip(self.factors(name), rates, strict=True):
             d_out, d_in = B.shape[0], A.shape[1]
@@ -109,8 +164,50 @@ class _Reps:
             out.append((B[idx // d_in] * A[:, idx % d_in].T).sum(dim=1).abs().cpu())
         return numels, out
 
+    def count(self, name: str, brackets: Sequence[tuple[float, float] | None]) -> list[tuple[int, torch.Tensor]]:
+        """Pass 2: per task with a bracket (lo, hi), how many magnitudes lie below lo, and those inside it."""
+        reps = self.reps(name)[1]
+        out = []
+        for rep, bracket in zip(reps, brackets, strict=True):
+            if bracket is None:
+                out.append((0, torch.zeros(0)))
+                continue
+            lo, hi = bracket
+            mag = rep.reshape(-1).abs().float()
+            out.append((int((mag < lo).sum()), mag[(mag >= lo) & (mag <= hi)].cpu()))
+        return out
+
+    def merge(self, name: str, cuts: Sequence[float] | None) -> tuple[MergedModule | None, torch.Tensor, tuple]:
+        """Pass 3: the merged module, its elected-sign total, and, when its result waits for the model-wide
+        majority sign (exact cancellations), what is needed to finish it (the module is then None)."""
+        config, spec = self.config, self.spec
+        basis, reps, pairs = self.reps(name)
+        ranks = tuple(int(A.shape[0]) for _, A in pairs)
+        zero = torch.zeros(())
+        if spec.combine == "ta":
+            if spec.aligned or spec.drop:
+                return MergedModule(name, basis, ta_module(reps, config), ranks), zero, ()
+            return _ta_factors(name, pairs, config, ranks), zero, ()  # plain TA: an exact LoRA, no dense update
+        module_cuts = cuts if cuts is not None else [topk_threshold(rep, self.topk) for rep in reps]
+        stacked = ties_trimmed(reps, module_cuts, config.task_weights(len(reps)))
+        signs = elect_sign(stacked).sum().cpu()
+        if has_sign_ties(stacked):
+            return None, signs, (name, basis, stacked, ranks)
+        plus = torch.tensor(1.0, device=stacked.device)
+        return MergedModule(name, basis, ties_combine(stacked, plus, config.scale), ranks), signs, ()
+
+
+def _ta_factors(name: str, pairs: Sequence[Factors], config: MergeConfig, ranks: tuple[int, ...]) -> MergedModule:
+    coef = config.scale / (len(pairs) if config.reduce == "mean" else 1)
+    weights = config.task_weights(len(pairs))
+    left = torch.cat([coef * w * B for w, (B, _) in zip(weights, pairs, strict=True)], dim=1)
+    right = torch.cat([A for _, A in pairs], dim=0)
+    return MergedModule(name, left, right, ranks)
+
 
 # ------------------------------------------------------------------------------- exact global top-K cuts
+
+MapFn = Callable[[Callable, Iterable], Iterable]  # map(fn, names) -> results in order (builtin map, Dask, ...)
 
 
 def _kth(sorted_sample: torch.Tensor, index: float) -> float:
@@ -118,79 +215,44 @@ def _kth(sorted_sample: torch.Tensor, index: float) -> float:
     return float(sorted_sample[i])
 
 
-def _sample_reps(reps: Sequence[torch.Tensor], rates: Sequence[float], gen: torch.Generator):
-    """Numels, and magnitudes sampled at ``rates`` (with replacement; all entries at rate 1), of one module."""
-    out = []
-    for rep, rate in zip(reps, rates, strict=True):
-        flat = rep.reshape(-1)
-        if rate >= 1.0:
-            out.append(flat.abs().float().cpu())
-        else:
-            idx = torch.randint(flat.numel(), (math.ceil(flat.numel() * rate),), generator=gen)
-            out.append(flat[idx.to(flat.device)].abs().float().cpu())
-    return [rep.numel() for rep in reps], out
-
-
-def global_cuts(
-    names: Sequence[str],
-    reps_of: Callable[[str], list[torch.Tensor]],
-    n_tasks: int,
-    topk: float,
-    *,
-    sample_of: Callable[[str, Sequence[float], torch.Generator], tuple[list[int], list[torch.Tensor]]] | None = None,
-    sample: int = _SAMPLE,
-    seed: int = 0,
-) -> list[float]:
+def global_cuts(merger: ModuleMerger, names: Sequence[str], *, map_fn: MapFn = map, sample: int = _SAMPLE,
+                seed: int = 0) -> list[float]:
     """Per task, the magnitude cut of TIES's global top-K over every module, without holding the modules.
 
     Equal to ``primitives.task_thresholds(..., scope="global")`` (the same k-th smallest float32 magnitude), found
     in two passes: a sample brackets the cut, then one pass counts what lies below the bracket and keeps what lies
-    inside it. A bracket that misses (probability ~1e-9) is widened and the second pass repeated. ``sample_of``
-    may sample a module without building its representations (dense ΔW entries straight from the factors).
+    inside it. A bracket that misses (probability ~1e-9; certain with a tiny ``sample``) is widened to the side
+    it missed and the second pass repeated, so the cut is always exact.
     """
-    if topk >= 100:
-        return [0.0] * n_tasks
-    sample_of = sample_of or (lambda name, rates, gen: _sample_reps(reps_of(name), rates, gen))
-    gen = torch.Generator().manual_seed(seed)
-    sizes = [0] * n_tasks
-    rates = [1.0] * n_tasks
-    samples: list[list[torch.Tensor]] = [[] for _ in range(n_tasks)]
-    for name in names:  # Pass 1: sizes and a Bernoulli-like sample whose rate halves whenever it grows past 2x
-        numels, drawn = sample_of(name, rates, gen)
-        for t in range(n_tasks):
-            sizes[t] += numels[t]
-            samples[t].append(drawn[t])
-            while sum(x.numel() for x in samples[t]) > 2 * sample:
-                rates[t] /= 2
-                samples[t] = [x[torch.rand(x.numel(), generator=gen) < 0.5] for x in samples[t]]
+    topk = merger.topk
+    bounds = [merger.size_bound(n) for n in names]
+    n_tasks = len(bounds[0])
+    rates = [min(1.0, sample / max(1, sum(b[t] for b in bounds))) for t in range(n_tasks)]
+    passed = list(map_fn(functools.partial(merger.sample, rates=rates, seed=seed), names))
+    sizes = [sum(numels[t] for numels, _ in passed) for t in range(n_tasks)]
     brackets: list[list[float] | None] = []
     for t in range(n_tasks):
         k = sizes[t] - int(sizes[t] * topk / 100.0)  # 1-based rank of the cut among ascending magnitudes
-        if k < 1:
+        if topk >= 100 or k < 1:
             brackets.append(None)
             continue
-        s = torch.sort(torch.cat(samples[t]))[0]
+        s = torch.sort(torch.cat([drawn[t] for _, drawn in passed]))[0]
         q, m = k / sizes[t], s.numel()
         half = _Z * math.sqrt(max(m * q * (1 - q), 1.0)) + 2
         lo = _kth(s, q * m - half) if q * m - half >= 1 else -math.inf
         hi = _kth(s, q * m + half) if q * m + half < m - 1 else math.inf
         brackets.append([float(k), lo, hi])
+    del passed
     cuts: list[float | None] = [0.0 if b is None else None for b in brackets]
     while any(c is None for c in cuts):
-        todo = [t for t in range(n_tasks) if cuts[t] is None]
-        below = dict.fromkeys(todo, 0)
-        inside: dict[int, list[torch.Tensor]] = {t: [] for t in todo}
-        for name in names:  # Pass 2
-            reps = reps_of(name)
-            for t in todo:
-                _, lo, hi = brackets[t]
-                mag = reps[t].reshape(-1).abs().float()
-                below[t] += int((mag < lo).sum())
-                inside[t].append(mag[(mag >= lo) & (mag <= hi)].cpu())
-        for t in todo:
-            k, lo, hi = brackets[t]
-            band = torch.cat(inside[t])
-            r = int(k) - below[t]
+        ask = [None if cuts[t] is not None else (brackets[t][1], brackets[t][2]) for t in range(n_tasks)]
+        counted = list(map_fn(functools.partial(merger.count, brackets=ask), names))
+        for t in range(n_tasks):
+            if ask[t] is None:
+                continue
+            below = sum(c[t][0] for c in counted)
+            band = torch.cat([c[t][1] for c in counted])
+            r = int(brackets[t][0]) - below
             if 1 <= r <= band.numel():
                 cuts[t] = float(torch.kthvalue(band, r).values)
             elif r < 1:
@@ -209,9 +271,8 @@ def merge_stream(
     *,
     method: str,
     config: MergeConfig | None = None,
-    n_tasks: int | None = None,
     device: str = "cpu",
-    cuts: Sequence[float] | None = None,
+    map_fn: MapFn = map,
     progress: Callable[[str], None] | None = None,
 ) -> Iterator[MergedModule]:
     """Merge module by module; yields one :class:`MergedModule` per name (held-back modules come last).
@@ -219,7 +280,7 @@ def merge_stream(
     Parameters
     ----------
     names : sequence of str
-        The modules, in the order they are visited (sorted order reproduces the in-memory route bit for bit).
+        The modules, in the order they are visited (any order gives the same merged modules).
     load : callable
         ``load(name)`` returns that module's ``[(B_i scaled, A_i), ...]``, one pair per task; it may read lazily
         from files. It is called once per pass.
@@ -228,54 +289,31 @@ def merge_stream(
     config : MergeConfig, optional
     device : str, default "cpu"
         Where the alignment and merge run; DARE masks are drawn on the CPU whatever the device.
-    cuts : sequence of float, optional
-        Precomputed global top-K cuts (one per task), e.g. reduced over Dask workers; computed here when needed
-        and not given.
+    map_fn : callable, default builtin ``map``
+        How each pass visits the modules: ``map_fn(fn, names)`` yields ``fn(name)`` in order (lazily is best:
+        the merge pass then holds one module at a time). ``knotwork.merge.distributed`` passes a Dask map.
     progress : callable, optional
         Called with each module's name once it is merged.
     """
-    spec = get_method(method)
-    config = config or MergeConfig()
-    reps_of = _Reps(spec, config, load, device)
+    merger = ModuleMerger(method, config or MergeConfig(), load, device)
     names = list(names)
     if not names:
         return
-    if n_tasks is None:
-        n_tasks = len(load(names[0]))
-    weights = config.task_weights(n_tasks)
-    topk = resolve_topk(config, spec.default_topk) if spec.combine == "ties" else None
-    if spec.combine == "ties" and config.topk_scope == "global" and cuts is None:
-        cuts = global_cuts(names, lambda n: reps_of(n)[1], n_tasks, topk, sample_of=reps_of.sample)
+    cuts = global_cuts(merger, names, map_fn=map_fn) if merger.needs_global_cuts else None
+    if merger.spec.combine == "ties" and merger.config.topk_scope == "global" and cuts is None:
+        cuts = [0.0] * len(load(names[0]))  # top-K 100%: nothing trimmed
     sign_total: torch.Tensor | int = 0
-    held: list[tuple[str, torch.Tensor | None, torch.Tensor, tuple[int, ...]]] = []
-    for name in names:
-        basis, reps, pairs = reps_of(name)
-        ranks = tuple(int(A.shape[0]) for _, A in pairs)
-        if spec.combine == "ta":
-            if spec.aligned or spec.drop:
-                yield MergedModule(name, basis, ta_module(reps, config), ranks)
-            else:  # plain TA is an exact LoRA: stack the weighted B_i and the A_i, no dense update needed
-                yield _ta_factors(name, pairs, config, weights, ranks)
+    held = []
+    for name, (module, signs, pending) in zip(names, map_fn(functools.partial(merger.merge, cuts=cuts), names), strict=True):
+        sign_total = sign_total + signs
+        if module is None:
+            held.append(pending)
         else:
-            module_cuts = cuts if config.topk_scope == "global" else [topk_threshold(rep, topk) for rep in reps]
-            stacked = ties_trimmed(reps, module_cuts, weights)
-            sign_total = sign_total + elect_sign(stacked).sum().cpu()
-            if has_sign_ties(stacked):
-                held.append((name, basis, stacked, ranks))
-            else:
-                yield MergedModule(name, basis, ties_combine(stacked, torch.tensor(1.0, device=stacked.device),
-                                                             config.scale), ranks)
+            yield module
         if progress is not None:
             progress(name)
     if held:
         majority = majority_sign(sign_total)
         for name, basis, stacked, ranks in held:
-            yield MergedModule(name, basis, ties_combine(stacked, majority.to(stacked.device), config.scale), ranks)
-
-
-def _ta_factors(name: str, pairs: Sequence[Factors], config: MergeConfig, weights: Sequence[float],
-                ranks: tuple[int, ...]) -> MergedModule:
-    coef = config.scale / (len(pairs) if config.reduce == "mean" else 1)
-    left = torch.cat([coef * w * B for w, (B, _) in zip(weights, pairs, strict=True)], dim=1)
-    right = torch.cat([A for _, A in pairs], dim=0)
-    return MergedModule(name, left, right, ranks)
+            yield MergedModule(name, basis, ties_combine(stacked, majority.to(stacked.device), merger.config.scale),
+                               ranks)

@@ -4,85 +4,94 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from knotwork._errors import MergeError
 from knotwork.merge.adapters import LoraAdapter, check_compatible
-from knotwork.merge.align import knots_align
 from knotwork.merge.config import MergeConfig
 from knotwork.merge.registry import get_method
+from knotwork.merge.stream import MergedModule, merge_stream
+from knotwork.merge.truncate import factor_module
 
 Factors = tuple[torch.Tensor, torch.Tensor]  # (B scaled, A): (d_out, r), (r, d_in)
 
 
 @dataclass
 class MergeResult:
-    """The merged update of every module, kept factored where the method allows.
+    """The merged update of every module, kept factored where the method allows (see :class:`MergedModule`).
 
-    For a KnOTS method, module ``m``'s update is ``bases[m] @ merged[m]`` (d_out x k times k x d_in), an exact
-    rank-k LoRA. For a dense method, ``bases[m]`` is None and ``merged[m]`` is the (d_out, d_in) update.
+    KnOTS methods give ``U @ R_merged`` and plain task arithmetic ``[w_i B_i] @ [A_i]``: exact LoRAs of rank at most
+    Σ r_i. TIES and DARE give a dense (d_out, d_in) update, which an adapter can hold only with a rank policy
+    (:meth:`factors`).
     """
 
     method: str
     config: MergeConfig
-    merged: dict[str, torch.Tensor]
-    bases: dict[str, torch.Tensor | None]
-    input_ranks: dict[str, list[int]] = field(default_factory=dict)
+    modules: dict[str, MergedModule]
     seconds: float = 0.0
 
     @property
+    def merged(self) -> dict[str, torch.Tensor]:
+        """Per module, the merged representation: R_merged (KnOTS), stacked A_i (TA) or the dense update."""
+        return {m: mod.right for m, mod in self.modules.items()}
+
+    @property
+    def bases(self) -> dict[str, torch.Tensor | None]:
+        """Per module, the left factor (KnOTS basis U, TA's stacked B_i), or None for a dense update."""
+        return {m: mod.left for m, mod in self.modules.items()}
+
+    @property
+    def input_ranks(self) -> dict[str, list[int]]:
+        return {m: list(mod.input_ranks) for m, mod in self.modules.items()}
+
+    @property
     def ranks(self) -> dict[str, int]:
-        """Rank of each module's merged update as stored (k for KnOTS, min(d_out, d_in) for dense methods)."""
-        return {m: (b.shape[1] if b is not None else min(self.merged[m].shape)) for m, b in self.bases.items()}
+        """Rank of each module's merged update as stored (k when factored, min(d_out, d_in) when dense)."""
+        return {m: (mod.left.shape[1] if mod.left is not None else min(mod.shape)) for m, mod in self.modules.items()}
+
+    @property
+    def dense(self) -> bool:
+        """Whether the merge is full rank (TIES, DARE): an adapter then needs a rank policy."""
+        return any(mod.dense for mod in self.modules.values())
 
     def delta(self, module: str) -> torch.Tensor:
         """The dense merged update of one module, (d_out, d_in), float32."""
-        basis = self.bases[module]
-        rep = self.merged[module].float()
-        return rep if basis is None else basis.float() @ rep
+        return self.modules[module].delta()
 
     def iter_deltas(self) -> Iterator[tuple[str, torch.Tensor]]:
         """Yield ``(module, delta)`` one at a time, so large models never hold every dense update at once."""
-        for module in self.merged:
-            yield module, self.delta(module)
+        for module, mod in self.modules.items():
+            yield module, mod.delta()
 
     @property
     def deltas(self) -> dict[str, torch.Tensor]:
         return dict(self.iter_deltas())
 
-    def factors(self, rank: int | None = None) -> dict[str, Factors]:
-        """Factor each update as (B, A) with B @ A = delta, optionally truncated to ``rank``.
+    def factors(self, rank: int | str | None = None, *, dtype: torch.dtype = torch.float32) -> dict[str, Factors]:
+        """Each update as LoRA factors ``(B, A)`` under the rank policy of :func:`knotwork.merge.truncate.factor_module`.
 
-        KnOTS results are exact LoRAs (B = U, A = R_merged); truncation takes an SVD of the small (k, d_in) A only.
-        Dense results are factored by a truncated SVD (rank defaults to the sum of the input ranks, which is exact
-        for TA and DARE+TA, and an approximation after TIES trimming).
+        ``rank=None`` is exact and refuses a dense result; ``"full"`` is exact at full rank; an int truncates.
         """
         out = {}
-        for module, rep in self.merged.items():
-            basis = self.bases[module]
-            if basis is not None and (rank is None or rank >= rep.shape[0]):
-                out[module] = (basis, rep)  # exact: no copy
-                continue
-            left = basis.double() if basis is not None else None
-            U, S, Vh = torch.linalg.svd(rep.double(), full_matrices=False)
-            k = rank if rank is not None else min(sum(self.input_ranks.get(module, [])) or len(S), len(S))
-            k = max(1, min(k, len(S)))
-            B = U[:, :k] * S[:k]
-            if left is not None:
-                B = left @ B
-            out[module] = (B.float(), Vh[:k].float())
+        for module, mod in self.modules.items():
+            f = factor_module(mod, rank, dtype=dtype)
+            out[module] = (f.B, f.A)
         return out
 
     def report(self) -> dict[str, Any]:
-        """A JSON-able summary: method, the parameters it read (``MergeMethod.uses``), per-module ranks, time."""
+        """A JSON-able summary: method, the effective value of every parameter it reads, per-module ranks, time."""
         spec = get_method(self.method)
         used = set(spec.uses) | ({"rel_tol"} if spec.aligned else set())
+        params = {k: v for k, v in self.config.to_dict().items() if k in used}
+        if "topk" in params and params["topk"] is None:
+            params["topk"] = spec.default_topk
         return {
             "method": self.method,
-            "parameters": {k: v for k, v in self.config.to_dict().items() if k in used},
-            "modules": {m: {"input_ranks": self.input_ranks.get(m), "merged_rank": k} for m, k in self.ranks.items()},
+            "parameters": params,
+            "modules": {m: {"input_ranks": self.input_ranks[m], "merged_rank": k} for m, k in self.ranks.items()},
             "seconds": round(self.seconds, 4),
         }
 
@@ -92,9 +101,10 @@ def merge_modules(
     *,
     method: str,
     config: MergeConfig | None = None,
+    device: str = "cpu",
     progress: Callable[[str], None] | None = None,
 ) -> MergeResult:
-    """Merge several tasks' LoRA updates module by module.
+    """Merge several tasks' LoRA updates module by module, in memory (the streaming engine over a dict).
 
     Parameters
     ----------
@@ -103,46 +113,25 @@ def merge_modules(
     method : str
         A registered method name, e.g. ``"knots-ties"`` (see ``knotwork.merge.available_methods()``).
     config : MergeConfig, optional
+    device : str, default "cpu"
+        Where the alignment and merge run (``"cuda"``, ``"mps"``); results come back on that device.
     progress : callable, optional
-        Called with each module's name after its alignment (for progress bars).
+        Called with each module's name once it is merged (for progress bars).
 
     Returns
     -------
     MergeResult
     """
-    spec = get_method(method)
     config = config or MergeConfig()
     start = time.perf_counter()
     names = sorted(factors)
     n_tasks = {len(factors[m]) for m in names}
-    if len(n_tasks) != 1:
-        raise ValueError(f"every module needs the same number of tasks; got {sorted(n_tasks)}")
-    (n,) = n_tasks
-    reps: list[dict[str, torch.Tensor]] = [{} for _ in range(n)]
-    bases: dict[str, torch.Tensor | None] = {}
-    for name in names:
-        pairs = factors[name]
-        if spec.aligned:
-            alignment = knots_align(pairs, rel_tol=config.rel_tol)
-            bases[name] = alignment.basis
-            for i, rep in enumerate(alignment.reps):
-                reps[i][name] = rep
-        else:
-            bases[name] = None
-            for i, (B, A) in enumerate(pairs):
-                reps[i][name] = B.float() @ A.float()
-        if progress is not None:
-            progress(name)
-    merged = spec.merge(reps, config)
-    input_ranks = {m: [int(A.shape[0]) for _, A in factors[m]] for m in names}
-    return MergeResult(
-        method=spec.name,
-        config=config,
-        merged={m: merged[m] for m in names},
-        bases=bases,
-        input_ranks=input_ranks,
-        seconds=time.perf_counter() - start,
-    )
+    if len(n_tasks) > 1:
+        raise MergeError(f"every module needs the same number of tasks; got {sorted(n_tasks)}")
+    merged = {m.name: m for m in merge_stream(names, factors.__getitem__, method=method, config=config,
+                                              device=device, progress=progress)}
+    return MergeResult(method=get_method(method).name, config=config, modules={m: merged[m] for m in names},
+                       seconds=time.perf_counter() - start)
 
 
 def adapter_factors(adapters: Sequence[LoraAdapter]) -> dict[str, list[Factors]]:

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from knotwork._errors import OutputError
 from knotwork.relations import (
     RETACRED_LABELS,
     TACRED_LABELS,
@@ -89,10 +90,13 @@ def test_opennre_round_trip_uses_end_exclusive_spans(tacred_file, tmp_path):
     assert from_opennre(obj) == examples[0]
     out = save_opennre(examples, tmp_path / "x.jsonl")
     assert load_opennre(out) == examples
-    with pytest.raises(FileExistsError, match="already exists"):
+    with pytest.raises(OutputError, match="exists; pass --force"):
         save_opennre(examples, out)
+    with pytest.raises(OutputError, match="the output is an input"):
+        save_opennre(examples, out, inputs=[out], force=True)
     back = save_tacred(load_opennre(out), tmp_path / "back.json")
     assert load_tacred(back) == examples
+    assert load_opennre(save_opennre(examples[:1], out, force=True)) == examples[:1]  # knotwork's own output
 
 
 def test_opennre_bad_pos(tmp_path):

@@ -97,7 +97,8 @@ def test_cli_reevaluate(tmp_path):
         f.write_text("".join(f"{p[i]}\n" for i in ids))
         files.append(str(f))
     result = CliRunner().invoke(
-        app, ["relations", "reevaluate", str(tmp_path / "before.json"), str(tmp_path / "after.json"), *files, "--n-bootstrap", "20", "--json"]
+        app, ["relations", "reevaluate", str(tmp_path / "before.json"), str(tmp_path / "after.json"), *files, "--n-bootstrap", "20",
+              "--json", "-"]
     )
     assert result.exit_code == 0, result.output
     out = json.loads(result.output)

@@ -71,10 +71,13 @@ def annotate_cmd(
         examples = [ex for ex in examples if ex.id in keep]
     if not examples:
         raise RelationsError(f"{data}: no sentence to annotate")
-    tasks = build_tasks(
-        examples, gold_examples, stage=stage, items_per_task=items_per_task, gold_per_task=gold_per_task,
-        max_choices=max_choices, seed=seed,
-    )
+    try:
+        tasks = build_tasks(
+            examples, gold_examples, stage=stage, items_per_task=items_per_task, gold_per_task=gold_per_task,
+            max_choices=max_choices, seed=seed,
+        )
+    except RelationsError as err:  # a group without usable gold, or ids both to annotate and gold: GOLD is at fault
+        raise RelationsError(f"{gold}: {err}") from None
     gold_labels = {g.id: g.relation for g in gold_examples}
     key = {it.example_id: gold_labels[it.example_id] for t in tasks for it in t.items if it.is_gold}
     report = {"stage": stage, "items_per_task": items_per_task, "gold_per_task": gold_per_task,

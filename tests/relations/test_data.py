@@ -145,3 +145,25 @@ def test_label_ids_are_fixed_and_categories():
     assert relation_category("per:title") == "PER:*" and relation_category("org:website") == "ORG:*"
     assert relation_category("Cause-Effect") == "Cause-Effect" and relation_category("no_relation") == "no_relation"
     assert {r for rels in REFINED_FAMILIES.values() for r in rels} <= set(RETACRED_LABELS)
+
+
+def test_label_set_files_keep_their_id_order(tmp_path):
+    from knotwork.relations.io import load_label_set
+    from knotwork.relations.labels import covering_label_set
+
+    as_map = tmp_path / "labels.json"
+    as_map.write_text(json.dumps({"per:title": 1, "no_relation": 0, "org:founded_by": 2}))  # tacred-relation's LABEL_TO_ID
+    as_list = tmp_path / "list.json"
+    as_list.write_text(json.dumps(["no_relation", "per:title", "org:founded_by"]))
+    as_lines = write(tmp_path / "labels.txt", "no_relation\nper:title\norg:founded_by\n")
+    assert load_label_set(as_map) == load_label_set(as_list) == load_label_set(as_lines) == [
+        "no_relation", "per:title", "org:founded_by"
+    ]
+    assert covering_label_set(["per:title"]) == list(TACRED_LABELS)
+    assert covering_label_set(["per:identity"]) == list(RETACRED_LABELS)
+    assert covering_label_set(["b", "a"]) == ["a", "b"]
+
+
+def write(path, text):
+    path.write_text(text)
+    return path

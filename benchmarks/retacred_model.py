@@ -114,15 +114,15 @@ class SoftmaxRegression:
 
 
 def fit_predict_proba(train: list[RelationExample], y: np.ndarray, test: list[RelationExample], n_classes: int, *,
-                      feature_set: str = "full", l2: float = 1e-4, seed: int = 0) -> np.ndarray:
+                      feature_set: str = "full", l2: float = 1e-4, steps: int = 200, seed: int = 0) -> np.ndarray:
     """Fit features and model on ``train`` (labels ``y``) and return probabilities on ``test``, shape (n, K)."""
     feat = Featurizer(feature_set).fit(train)
-    model = SoftmaxRegression(n_classes, l2=l2, seed=seed).fit(feat.transform(train), y)
+    model = SoftmaxRegression(n_classes, l2=l2, steps=steps, seed=seed).fit(feat.transform(train), y)
     return model.predict_proba(feat.transform(test))
 
 
 def out_of_fold_probs(examples: list[RelationExample], y: np.ndarray, n_classes: int, *, folds: int = 5,
-                      feature_set: str = "full", seed: int = 0) -> np.ndarray:
+                      feature_set: str = "full", steps: int = 200, seed: int = 0) -> np.ndarray:
     """K-fold out-of-sample predicted probabilities, shape (n, n_classes), as confident learning requires."""
     probs = np.zeros((len(y), n_classes))
     order = np.random.default_rng(seed).permutation(len(y))
@@ -130,5 +130,5 @@ def out_of_fold_probs(examples: list[RelationExample], y: np.ndarray, n_classes:
         held = order[k::folds]
         train = np.setdiff1d(order, held)
         probs[held] = fit_predict_proba([examples[i] for i in train], y[train], [examples[i] for i in held],
-                                        n_classes, feature_set=feature_set, seed=seed + k)
+                                        n_classes, feature_set=feature_set, steps=steps, seed=seed + k)
     return probs

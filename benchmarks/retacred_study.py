@@ -10,9 +10,11 @@ For each seed:
 4. apply the resulting patches and train / evaluate the simple RE model on noisy, cleaned and true labels;
 5. re-evaluate five models of different strength on the noisy and the cleaned test labels.
 
-Run:  nice -n 10 python benchmarks/retacred_study.py --seeds 0 1 2 3 4
-Per-seed results are cached under .knotwork-cache/retacred_study/ so a rerun resumes; the page is written to
-docs/results/retacred.md.
+Run:  python benchmarks/retacred_study.py --seeds 0 1 2 3 4
+Each seed's result is one record in benchmarks/results/retacred_study/ (benchmarks/_common.write_record), so a
+rerun resumes; the page docs/results/retacred.md is rendered from the records (``--render-only`` renders without
+running). ``--max-examples``, ``--steps``, ``--folds`` and ``--bootstrap`` shrink the budget (the smoke test runs
+it in seconds with ``--out`` and ``--records`` in a temporary folder).
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ import pandas as pd
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from retacred_common import ROOT, git_commit, machine, version, write_atomic  # noqa: E402
+import _common  # noqa: E402
+from _common import ROOT, header, load_records, write_atomic, write_record  # noqa: E402
 from retacred_model import FEATURE_SETS, fit_predict_proba, out_of_fold_probs  # noqa: E402
 
 from knotwork.relations import (  # noqa: E402
@@ -48,33 +51,44 @@ from knotwork.relations.scorer import confusion_matrix  # noqa: E402
 from knotwork.relations.simulate import confusion_noise_weights, inject_label_noise, simulate_task_answers  # noqa: E402
 
 log = logging.getLogger("retacred_study")
+STUDY = "retacred_study"
 DATA = ROOT.parent / "shared" / "data" / "re" / "semeval2010"
-CACHE = ROOT / ".knotwork-cache" / "retacred_study"
 OUT = ROOT / "docs" / "results" / "retacred.md"
+#: The full budget; the page's command names any option that differs from it.
+BUDGET = {"max_examples": 0, "steps": 200, "folds": 5, "bootstrap": 300}
 NOISE_RATE = 0.20
 N_WORKERS = (24, 10, 6)  # good, mediocre, poor
 ACCURACY_RANGES = ((0.85, 0.97), (0.60, 0.80), (0.30, 0.50))
 MAX_ROUNDS = 4
 
 
-def load():
+def load(max_examples: int = 0):
+    """Train, dev and test splits and the label list; ``max_examples`` > 0 keeps that many train examples (and a
+    quarter as many test and dev examples) for a tiny run."""
     train, dev, test = (load_tacred(DATA / f"{s}.json") for s in ("train", "dev", "test"))
+    if max_examples:
+        train, dev, test = train[:max_examples], dev[: max(max_examples // 4, 5)], test[: max(max_examples // 4, 5)]
     labels = ["no_relation", *sorted({ex.relation for ex in train} - {"no_relation"})]
     return train, dev, test, labels
 
 
-def noise_weights(train, labels) -> np.ndarray:
-    """Flip weights from out-of-fold confusions of the clean training labels (computed once, cached)."""
-    path = CACHE / "noise_weights.npy"
-    if path.exists():
-        return np.load(path)
+def cached_record(unit: str, budget: dict):
+    """The data of ``unit``'s record when one exists for this budget, else None."""
+    rec = load_records(STUDY).get(unit)
+    return rec["data"] if rec is not None and rec["data"].get("budget") == budget else None
+
+
+def noise_weights(train, labels, budget: dict) -> np.ndarray:
+    """Flip weights from out-of-fold confusions of the clean training labels (computed once, kept as a record)."""
+    cached = cached_record("noise_weights", budget)
+    if cached is not None:
+        return np.asarray(cached["weights"])
     idx = {lab: i for i, lab in enumerate(labels)}
     y = np.array([idx[ex.relation] for ex in train])
-    probs = out_of_fold_probs(train, y, len(labels), seed=1234)
+    probs = out_of_fold_probs(train, y, len(labels), folds=budget["folds"], steps=budget["steps"], seed=1234)
     conf = confusion_matrix([labels[i] for i in y], [labels[i] for i in probs.argmax(1)], labels)
     w = confusion_noise_weights(conf, negative_index=0, negative_share=0.5)
-    CACHE.mkdir(parents=True, exist_ok=True)
-    np.save(path, w)
+    write_record(STUDY, "noise_weights", {"budget": budget, "labels": labels, "weights": w.tolist()}, script=__file__)
     return w
 
 
@@ -144,7 +158,7 @@ def aggregation_quality(answers: pd.DataFrame, res: pd.DataFrame, truth: dict, g
     return out
 
 
-def run_seed(seed: int, train, dev, test, labels, weights) -> dict:
+def run_seed(seed: int, train, dev, test, labels, weights, budget: dict) -> dict:
     rng = np.random.default_rng(seed)
     idx = {lab: i for i, lab in enumerate(labels)}
     data = [*train, *test]
@@ -154,7 +168,7 @@ def run_seed(seed: int, train, dev, test, labels, weights) -> dict:
     truth = {ex.id: ex.relation for ex in [*data, *dev]}
 
     t0 = time.time()
-    probs = out_of_fold_probs(noisy, y_noisy, len(labels), seed=seed)
+    probs = out_of_fold_probs(noisy, y_noisy, len(labels), folds=budget["folds"], steps=budget["steps"], seed=seed)
     mask = find_label_issues(y_noisy, probs)
     quality = label_quality_scores(y_noisy, probs)
     det = detection_quality(flipped, flagged=mask, scores=quality, at=(100, 500, 1000))
@@ -163,7 +177,8 @@ def run_seed(seed: int, train, dev, test, labels, weights) -> dict:
     # Annotators confuse a relation with its two most frequent model confusions.
     confusable = {labels[i]: [labels[j] for j in np.argsort(-weights[i])[:2]] for i in range(len(labels))}
     pool = workers(rng)
-    result: dict = {"seed": seed, "n_examples": len(data), "n_flipped": int(flipped.sum()), "detection": vars(det)}
+    result: dict = {"seed": seed, "budget": budget, "n_examples": len(data), "n_flipped": int(flipped.sum()),
+                    "detection": vars(det)}
     patched: dict[str, list] = {}
     for condition, chosen in (("cl", [noisy[i] for i in np.flatnonzero(mask)]), ("all", noisy)):
         answers, res, screening = run_rounds(chosen, dev, truth, pool, confusable, rng)
@@ -191,7 +206,8 @@ def run_seed(seed: int, train, dev, test, labels, weights) -> dict:
     preds: dict[str, dict[str, str]] = {}
     for name, version_ in versions.items():
         tr = [ex for ex in version_ if ex.id in train_ids]
-        p = fit_predict_proba(tr, np.array([idx[ex.relation] for ex in tr]), test, len(labels), seed=seed)
+        p = fit_predict_proba(tr, np.array([idx[ex.relation] for ex in tr]), test, len(labels), steps=budget["steps"],
+                              seed=seed)
         preds[name] = {i: labels[k] for i, k in zip(test_ids, p.argmax(1), strict=True)}
     f1 = {}
     for tr_name in versions:
@@ -210,14 +226,14 @@ def run_seed(seed: int, train, dev, test, labels, weights) -> dict:
     for fs in FEATURE_SETS:
         p = preds["noisy"] if fs == "full" else None
         if p is None:
-            probs_fs = fit_predict_proba(tr, y_tr, test, len(labels), feature_set=fs, seed=seed)
+            probs_fs = fit_predict_proba(tr, y_tr, test, len(labels), feature_set=fs, steps=budget["steps"], seed=seed)
             p = {i: labels[k] for i, k in zip(test_ids, probs_fs.argmax(1), strict=True)}
         models[fs] = p
     before = {ex.id: ex.relation for ex in noisy if ex.id in test_by_id}
     reev = {}
     for after_name in ("cleaned_all", "true"):
         after = {ex.id: ex.relation for ex in versions[after_name] if ex.id in test_by_id}
-        r = reevaluate(models, before, after, n_bootstrap=300, seed=seed)
+        r = reevaluate(models, before, after, n_bootstrap=budget["bootstrap"], seed=seed)
         reev[after_name] = {
             "kendall_tau": r.kendall_tau,
             "n_flips": r.n_flips,
@@ -225,7 +241,7 @@ def run_seed(seed: int, train, dev, test, labels, weights) -> dict:
             "per_relation": {rel: v["full"] for rel, v in r.per_relation.items()},
         }
     result["reevaluation"] = reev
-    return result
+    return json.loads(json.dumps(result, default=float))  # as stored in a record: string keys, plain floats
 
 
 def mean_sd(values) -> str:
@@ -233,26 +249,32 @@ def mean_sd(values) -> str:
     return f"{100 * v.mean():.1f} ± {100 * v.std(ddof=1):.1f}" if len(v) > 1 else f"{100 * v.mean():.1f}"
 
 
-def render(results: list[dict], command: str, elapsed: float | None, *, missing=(), computed_at: str | None = None) -> str:
+def p_at(det: list[dict], k: int) -> str:
+    """Mean ± sd of precision@k over seeds ("–" when the run had fewer than k examples)."""
+    values = [d["precision_at"].get(str(k)) for d in det]
+    return "–" if None in values else mean_sd(values)
+
+
+def render(results: list[dict], records: dict, command: str, sizes: dict, *, elapsed: float | None = None,
+           missing=()) -> str:
     seeds = [r["seed"] for r in results]
-    wall = f"Wall time of this run: {elapsed / 60:.1f} min" if elapsed is not None else "Rendered from the per-seed cache"
-    lines = [
-        "# Re-TACRED study on SemEval-2010 Task 8: noisy labels, detection, re-annotation, patch, retraining",
-        "",
-        f"- **Command:** `{command}`",
-        "- **Data:** `../shared/data/re/semeval2010/` (SemEval-2010 Task 8 in TACRED format; train 7,200, dev 800, "
-        "test 2,717; 10 labels). Train + test get the noise and the cleaning; dev is the pool of hidden gold sentences.",
-        f"- **Seeds:** {seeds} (noise, folds, workers, task packing, model initialisation all derive from the seed).",
-        f"- **Machine:** {machine()}. {wall} (not a benchmark of speed).",
-        f"- **Package:** knotwork {version()}, git commit `{git_commit()}`."
-        + (f" The per-seed results were computed by the run started at commit `{computed_at}`; the code that computes "
-           "them (`run_seed`, `retacred_model.py`, `src/knotwork/relations/`) is identical at both commits." if computed_at else ""),
+    budget = results[0]["budget"]
+    wall = f"wall time of this run {elapsed / 60:.1f} min" if elapsed is not None else "rendered from the records"
+    data = (
+        f"`../shared/data/re/semeval2010/` (SemEval-2010 Task 8 in TACRED format; train {sizes['train']:,}, dev "
+        f"{sizes['dev']:,}, test {sizes['test']:,}; {sizes['labels']} labels). Train + test get the noise and the "
+        "cleaning; dev is the pool of hidden gold sentences."
+    )
+    extra = [
+        f"- Seeds: {seeds} (noise, folds, workers, task packing, model initialisation all derive from the seed); "
+        f"{wall} (not a benchmark of speed).",
         "- Numbers are mean ± standard deviation over seeds, in percent.",
-        *(
-            [f"- **PARTIAL:** seeds {list(missing)} did not finish; resume with `{command}` (finished seeds are cached).", ]
-            if missing else []
-        ),
-        "",
+        *([f"- **PARTIAL:** seeds {list(missing)} did not finish; rerun `{command}` to resume (finished seeds are "
+           "kept as records)."] if missing else []),
+    ]
+    lines = [
+        header("Re-TACRED study on SemEval-2010 Task 8: noisy labels, detection, re-annotation, patch, retraining",
+               command=command, script=__file__, records=records, data=data, extra=extra),
         "## Setup (what is simulated, and what is reduced)",
         "",
         f"- **Noise:** exactly {NOISE_RATE:.0%} of train + test labels flipped. Flip targets follow out-of-fold "
@@ -260,10 +282,10 @@ def render(results: list[dict], command: str, elapsed: float | None, *, missing=
         "flips go to `no_relation`, `no_relation` flips to positives in proportion to the confusions. This mimics "
         "TACRED's error profile (swaps between confusable relations, and to/from no_relation) but not its "
         "definition change (`per:identity`), which no detector trained on the old labels can see.",
-        "- **Detector:** `find_label_issues` (confident learning, prune_by_noise_rate) on 5-fold out-of-fold "
+        f"- **Detector:** `find_label_issues` (confident learning, prune_by_noise_rate) on {budget['folds']}-fold out-of-fold "
         "probabilities of the model over train + test; AUC and precision@k rank by self-confidence.",
         "- **Model:** softmax regression over sparse binary features (sentence words, entity heads, words and "
-        "bigrams between the entities, entity order), 200 full-batch Adam steps, L2 1e-4; a deliberately cheap "
+        f"bigrams between the entities, entity order), {budget['steps']} full-batch Adam steps, L2 1e-4; a deliberately cheap "
         "stand-in for PA-LSTM/C-GCN/SpanBERT so the whole study runs in minutes on 2 shared cores.",
         f"- **Workers:** {sum(N_WORKERS)} simulated annotators: {N_WORKERS[0]} with accuracy U{ACCURACY_RANGES[0]}, "
         f"{N_WORKERS[1]} U{ACCURACY_RANGES[1]}, {N_WORKERS[2]} U{ACCURACY_RANGES[2]}; a wrong answer goes to one of "
@@ -287,8 +309,7 @@ def render(results: list[dict], command: str, elapsed: float | None, *, missing=
         f"| {np.mean([r['n_flipped'] for r in results]):.0f} of {results[0]['n_examples']} "
         f"| {np.mean([d['n_flagged'] for d in det]):.0f} | {mean_sd([d['precision'] for d in det])} "
         f"| {mean_sd([d['recall'] for d in det])} | {mean_sd([d['f1'] for d in det])} | {mean_sd([d['auc'] for d in det])} "
-        f"| {mean_sd([d['precision_at']['100'] for d in det])} | {mean_sd([d['precision_at']['500'] for d in det])} "
-        f"| {mean_sd([d['precision_at']['1000'] for d in det])} |",
+        f"| {p_at(det, 100)} | {p_at(det, 500)} | {p_at(det, 1000)} |",
         "",
         "For comparison, the method note's crude detector on real TACRED (share of 49 models disagreeing with the "
         "gold) ranks Re-TACRED's changes with AUC 0.55–0.60 and P@500 ≈ 0.70; real TACRED errors are harder "
@@ -339,7 +360,8 @@ def render(results: list[dict], command: str, elapsed: float | None, *, missing=
         "## 4. Re-evaluation: the same five models on noisy vs cleaned test labels",
         "",
         "Five feature sets, all trained on the noisy train labels; the same predictions are scored on the noisy "
-        "test labels and on the cleaned (all) labels. 95% paired-bootstrap intervals (300 resamples) of one seed "
+        "test labels and on the cleaned (all) labels. 95% paired-bootstrap intervals "
+        f"({budget['bootstrap']} resamples) of one seed "
         f"(seed {results[0]['seed']}); τ and flips are mean over seeds.",
         "",
         "| model | F1 noisy | F1 cleaned (all) | Δ F1 | 95% CI of Δ |",
@@ -383,42 +405,54 @@ def render(results: list[dict], command: str, elapsed: float | None, *, missing=
     return "\n".join(lines)
 
 
-def main() -> None:
+def command_line(args: argparse.Namespace) -> str:
+    """The command that makes this page: the seeds, and every budget option that differs from the full budget."""
+    parts = ["python benchmarks/retacred_study.py --seeds", *map(str, args.seeds)]
+    for key, full in BUDGET.items():
+        if getattr(args, key) != full:
+            parts += [f"--{key.replace('_', '-')}", str(getattr(args, key))]
+    return " ".join(parts)
+
+
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    parser.add_argument("--out", type=Path, default=OUT)
-    parser.add_argument("--render-only", action="store_true", help="Write the page from cached seeds; run nothing.")
-    parser.add_argument("--computed-at", default=None, help="Commit of the run that filled the cache (named on the page).")
-    args = parser.parse_args()
+    parser.add_argument("--out", type=Path, default=OUT, help="The results page.")
+    parser.add_argument("--records", type=Path, default=_common.RESULTS, help="Folder of the per-seed records.")
+    parser.add_argument("--render-only", action="store_true", help="Write the page from the records; run nothing.")
+    for key, full in BUDGET.items():
+        parser.add_argument(f"--{key.replace('_', '-')}", type=int, default=full,
+                            help=f"Budget (default {full}{', all' if key == 'max_examples' else ''}).")
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(1)
     if not DATA.is_dir():
         raise SystemExit(f"data not found at {DATA}; see shared/data/README.md")
-    command = "nice -n 10 python benchmarks/retacred_study.py --seeds " + " ".join(map(str, args.seeds))
-    if args.render_only:
-        cached = [CACHE / f"seed{s}.json" for s in args.seeds]
-        results = [json.loads(p.read_text()) for p in cached if p.exists()]
-        missing = [s for s, p in zip(args.seeds, cached, strict=True) if not p.exists()]
-        if not results:
-            raise SystemExit(f"no cached seed under {CACHE}")
-        write_atomic(args.out, render(results, command, None, missing=missing, computed_at=args.computed_at))
-        return
+    _common.RESULTS = args.records  # write_record and load_records read it: a tiny run writes elsewhere
+    budget = {key: getattr(args, key) for key in BUDGET}
+    command = command_line(args)
     start = time.time()
-    train, dev, test, labels = load()
-    weights = noise_weights(train, labels)
-    results = []
+    train, dev, test, labels = load(args.max_examples)
+    sizes = {"train": len(train), "dev": len(dev), "test": len(test), "labels": len(labels)}
+    results, missing = [], []
+    weights = None
     for seed in args.seeds:
-        path = CACHE / f"seed{seed}.json"
-        if path.exists():
-            results.append(json.loads(path.read_text()))
+        res = cached_record(f"seed{seed}", budget)
+        if res is None and not args.render_only:
+            weights = noise_weights(train, labels, budget) if weights is None else weights
+            res = run_seed(seed, train, dev, test, labels, weights, budget)
+            write_record(STUDY, f"seed{seed}", res, script=__file__)
+            log.info("seed %d written", seed)
+        if res is None:
+            missing.append(seed)
             continue
-        res = run_seed(seed, train, dev, test, labels, weights)
-        write_atomic(path, json.dumps(res, default=float))
-        results.append(json.loads(path.read_text()))
-        missing = args.seeds[len(results):]
-        write_atomic(args.out, render(results, command, time.time() - start, missing=missing))  # after every seed
-        log.info("seed %d written", seed)
-    write_atomic(args.out, render(results, command, time.time() - start))
+        results.append(res)
+    if not results:
+        raise SystemExit(f"no record of seeds {args.seeds} with this budget under {args.records / STUDY}")
+    units = {f"seed{r['seed']}" for r in results}
+    records = {u: rec for u, rec in load_records(STUDY).items() if u in units}
+    elapsed = None if args.render_only else time.time() - start
+    write_atomic(args.out, render(results, records, command, sizes, elapsed=elapsed, missing=missing))
 
 
 if __name__ == "__main__":

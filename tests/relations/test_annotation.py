@@ -16,6 +16,7 @@ from knotwork.relations.annotation import (
     annotation_group,
     answers_from_platform,
     build_tasks,
+    check_round_answers,
     filter_answers,
     resolve,
     round_to_patch,
@@ -80,12 +81,28 @@ def test_mturk_layout_is_read_back():
         }
     )
     long = answers_from_platform(results)
-    assert long[["task", "worker", "label"]].values.tolist() == [
-        ["s1", "w1", "per:employee_of"], ["s1", "w2", "no_relation"], ["g1", "w1", "no_relation"]
+    assert long[["task", "worker", "label", "row"]].values.tolist() == [
+        ["s1", "w1", "per:employee_of", 1], ["s1", "w2", "no_relation", 2], ["g1", "w1", "no_relation", 1]
     ]
     results.loc[0, "Answer.item_2"] = ""
-    with pytest.raises(ValueError, match=r"results row 0, item 2 \(id 'g1'\): no answer"):
+    with pytest.raises(ValueError, match=r"row 1, item 2 \(id 'g1'\): no answer"):
         answers_from_platform(results)
+    results.loc[0, "Answer.item_2"] = "per:title"
+    results["Input.choices"] = "per:employee_of|no_relation|wrong_type"
+    with pytest.raises(ValueError, match=r"row 1, item 2 \(id 'g1'\), worker w1: answer 'per:title' is not one of"):
+        answers_from_platform(results)
+
+
+def test_round_answers_refuse_duplicates_and_unknown_labels():
+    answers = pd.DataFrame(
+        {"task": ["s1", "g1", "s1", "g1", "s1"], "worker": ["a", "a", "b", "a", "a"], "label": ["x", "x", "y", "x", "y"]}
+    )
+    # gold g1 met twice by worker a is allowed; sentence s1 answered twice by a (rows 1 and 5) is not
+    with pytest.raises(ValueError, match=r"worker a answered sentence s1 2 times \(rows 1, 5\)"):
+        check_round_answers(answers, gold={"g1"})
+    check_round_answers(answers.iloc[:4], gold={"g1"})
+    with pytest.raises(ValueError, match=r"row 3: worker b answered 'y' for sentence s1, which is not in the label set"):
+        check_round_answers(answers.iloc[:4], labels={"x"}, gold={"g1"})
 
 
 def test_screening_and_filtering():
@@ -137,7 +154,7 @@ def test_cli_round_on_tacred_sample(tmp_path):
     runner = CliRunner()
     out = tmp_path / "round"
     train_file = sample / "train.json"
-    result = runner.invoke(app, ["relations", "annotate", str(train_file), str(sample / "dev.json"), str(out)])
+    result = runner.invoke(app, ["relations", "annotate", str(train_file), str(sample / "dev.json"), "--out", str(out)])
     # The sample's dev split has no gold sentence for org2locmulti / org2per: the error names the group.
     assert result.exit_code == 2 and "group 'org2locmulti' (stage 0) has no gold sentence" in result.output
     covered = {annotation_group(g) for g in gold_examples}
@@ -146,7 +163,7 @@ def test_cli_round_on_tacred_sample(tmp_path):
     ids_file = tmp_path / "ids.txt"
     ids_file.write_text("".join(f"{e.id}\n" for e in data))
     result = runner.invoke(
-        app, ["relations", "annotate", str(train_file), str(sample / "dev.json"), str(out), "--ids", str(ids_file)]
+        app, ["relations", "annotate", str(train_file), str(sample / "dev.json"), "--out", str(out), "--ids", str(ids_file)]
     )
     assert result.exit_code == 0, result.output
     tasks_csv = pd.read_csv(out / "tasks.csv", dtype=str, keep_default_na=False)
@@ -166,7 +183,7 @@ def test_cli_round_on_tacred_sample(tmp_path):
             rows.append(row)
     pd.DataFrame(rows).to_csv(tmp_path / "results.csv", index=False)
     result = runner.invoke(
-        app, ["relations", "aggregate", str(tmp_path / "results.csv"), str(train_file), str(tmp_path / "agg"),
+        app, ["relations", "aggregate", str(tmp_path / "results.csv"), str(train_file), "--out", str(tmp_path / "agg"),
               "--gold-key", str(out / "gold_key.json")]
     )
     assert result.exit_code == 0, result.output
@@ -176,15 +193,16 @@ def test_cli_round_on_tacred_sample(tmp_path):
     patch = json.loads((tmp_path / "agg" / "patch.json").read_text())
     assert patch == []  # perfect answers agree with the current labels: nothing to relabel
     result = runner.invoke(
-        app, ["relations", "aggregate", str(tmp_path / "results.csv"), str(train_file), str(tmp_path / "agg")]
+        app, ["relations", "aggregate", str(tmp_path / "results.csv"), str(train_file), "--out", str(tmp_path / "agg")]
     )
     assert result.exit_code == 2 and "exists; pass --force" in result.output
     result = runner.invoke(  # without the gold key, the gold ids are unknown sentences: refused, not skipped
-        app, ["relations", "aggregate", str(tmp_path / "results.csv"), str(train_file), str(tmp_path / "agg"), "--force"]
+        app, ["relations", "aggregate", str(tmp_path / "results.csv"), str(train_file), "--out", str(tmp_path / "agg"),
+              "--force"]
     )
     assert result.exit_code == 2 and "answered id(s) are neither in" in result.output
     result = runner.invoke(
-        app, ["relations", "aggregate", str(tmp_path / "results.csv"), str(train_file), str(tmp_path / "agg"),
+        app, ["relations", "aggregate", str(tmp_path / "results.csv"), str(train_file), "--out", str(tmp_path / "agg"),
               "--gold-key", str(out / "gold_key.json"), "--method", "dawid-skene", "--force"]
     )
     assert result.exit_code == 0, result.output

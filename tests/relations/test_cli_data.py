@@ -18,14 +18,17 @@ def test_validate_and_convert(tacred_file, tmp_path):
     result = runner.invoke(app, ["relations", "validate", str(tacred_file), "--labels", "tacred"])
     assert result.exit_code == 0 and "4 valid examples, 3 relations" in result.output
     out = tmp_path / "x.jsonl"
-    result = runner.invoke(app, ["relations", "convert", str(tacred_file), str(out), "--to", "opennre"])
+    result = runner.invoke(app, ["relations", "convert", str(tacred_file), "--out", str(out), "--to", "opennre"])
     assert result.exit_code == 0, result.output
     assert load_opennre(out) == load_tacred(tacred_file)
     assert json.loads(out.read_text().splitlines()[0])["h"]["pos"] == [0, 2]
-    result = runner.invoke(app, ["relations", "convert", str(tacred_file), str(out), "--to", "opennre"])
+    result = runner.invoke(app, ["relations", "convert", str(tacred_file), "--out", str(out), "--to", "opennre"])
     assert result.exit_code == 2 and "exists; pass --force" in result.output
-    result = runner.invoke(app, ["relations", "convert", str(tacred_file), str(tacred_file), "--to", "tacred", "--force"])
-    assert result.exit_code == 2 and "must differ" in result.output
+    # --force replaces knotwork's own output: converting back and forth gives the same file
+    result = runner.invoke(app, ["relations", "convert", str(out), "--out", str(out.with_suffix(".json")), "--to", "tacred"])
+    assert result.exit_code == 0 and load_tacred(out.with_suffix(".json")) == load_tacred(tacred_file)
+    result = runner.invoke(app, ["relations", "convert", str(tacred_file), "--out", str(out), "--to", "opennre", "--force"])
+    assert result.exit_code == 0, result.output
 
 
 def test_validate_names_bad_example(tmp_path):
@@ -44,7 +47,8 @@ def test_find_issues_cli_matches_library(tacred_file, tmp_path):
     np.save(tmp_path / "p.npy", probs)
     out = tmp_path / "issues.csv"
     result = CliRunner().invoke(
-        app, ["relations", "find-issues", str(tacred_file), str(tmp_path / "p.npy"), str(out), "--labels", str(tmp_path / "labels.txt")]
+        app, ["relations", "find-issues", str(tacred_file), str(tmp_path / "p.npy"), "--out", str(out),
+              "--label-file", str(tmp_path / "labels.txt")]
     )
     assert result.exit_code == 0, result.output
     y = np.array([1, 0, 2, 0])
@@ -54,6 +58,7 @@ def test_find_issues_cli_matches_library(tacred_file, tmp_path):
     assert lines[1].startswith("61b3a65fb90000000003,no_relation,per:employee_of,")
     np.save(tmp_path / "bad.npy", probs[:, :2] / probs[:, :2].sum(1, keepdims=True))
     result = CliRunner().invoke(
-        app, ["relations", "find-issues", str(tacred_file), str(tmp_path / "bad.npy"), str(tmp_path / "o2.csv"), "--labels", str(tmp_path / "labels.txt")]
+        app, ["relations", "find-issues", str(tacred_file), str(tmp_path / "bad.npy"), "--out", str(tmp_path / "o2.csv"),
+              "--label-file", str(tmp_path / "labels.txt")]
     )
-    assert result.exit_code == 2 and "has 2 columns but the label set has 3" in result.output
+    assert result.exit_code == 2 and "bad.npy: shape (4, 2), expected (4, 3)" in result.output

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from knotwork._errors import OutputError
 from knotwork.relations import (
     RETACRED_LABELS,
     TACRED_LABELS,
@@ -89,10 +90,13 @@ def test_opennre_round_trip_uses_end_exclusive_spans(tacred_file, tmp_path):
     assert from_opennre(obj) == examples[0]
     out = save_opennre(examples, tmp_path / "x.jsonl")
     assert load_opennre(out) == examples
-    with pytest.raises(FileExistsError, match="already exists"):
+    with pytest.raises(OutputError, match="exists; pass --force"):
         save_opennre(examples, out)
+    with pytest.raises(OutputError, match="the output is an input"):
+        save_opennre(examples, out, inputs=[out], force=True)
     back = save_tacred(load_opennre(out), tmp_path / "back.json")
     assert load_tacred(back) == examples
+    assert load_opennre(save_opennre(examples[:1], out, force=True)) == examples[:1]  # knotwork's own output
 
 
 def test_opennre_bad_pos(tmp_path):
@@ -141,3 +145,25 @@ def test_label_ids_are_fixed_and_categories():
     assert relation_category("per:title") == "PER:*" and relation_category("org:website") == "ORG:*"
     assert relation_category("Cause-Effect") == "Cause-Effect" and relation_category("no_relation") == "no_relation"
     assert {r for rels in REFINED_FAMILIES.values() for r in rels} <= set(RETACRED_LABELS)
+
+
+def test_label_set_files_keep_their_id_order(tmp_path):
+    from knotwork.relations.io import load_label_set
+    from knotwork.relations.labels import covering_label_set
+
+    as_map = tmp_path / "labels.json"
+    as_map.write_text(json.dumps({"per:title": 1, "no_relation": 0, "org:founded_by": 2}))  # tacred-relation's LABEL_TO_ID
+    as_list = tmp_path / "list.json"
+    as_list.write_text(json.dumps(["no_relation", "per:title", "org:founded_by"]))
+    as_lines = write(tmp_path / "labels.txt", "no_relation\nper:title\norg:founded_by\n")
+    assert load_label_set(as_map) == load_label_set(as_list) == load_label_set(as_lines) == [
+        "no_relation", "per:title", "org:founded_by"
+    ]
+    assert covering_label_set(["per:title"]) == list(TACRED_LABELS)
+    assert covering_label_set(["per:identity"]) == list(RETACRED_LABELS)
+    assert covering_label_set(["b", "a"]) == ["a", "b"]
+
+
+def write(path, text):
+    path.write_text(text)
+    return path

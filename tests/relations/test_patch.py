@@ -79,13 +79,13 @@ def test_cli_patch(tmp_path):
     test = load_tacred(data_dir / "test.json")
     (patch_dir / "dev_id2label.json").write_text(json.dumps({dev[2].id: "per:identity", dev[4].id: "no_relation"}))
     (patch_dir / "test_patch.json").write_text(json.dumps([{"id": test[0].id, "relation": "per:title"}]))
-    result = CliRunner().invoke(app, ["relations", "patch", str(data_dir), str(patch_dir), str(out_dir)])
+    result = CliRunner().invoke(app, ["relations", "patch", str(data_dir), str(patch_dir), "--out", str(out_dir)])
     assert result.exit_code == 0, result.output
     out_dev, out_test = load_tacred(out_dir / "dev.json"), load_tacred(out_dir / "test.json")
     assert [(ex.id, ex.relation) for ex in out_dev] == [(dev[2].id, "per:identity"), (dev[4].id, "no_relation")]
     assert len(out_test) == 20 and out_test[0].relation == "per:title"
-    result = CliRunner().invoke(app, ["relations", "patch", str(data_dir), str(patch_dir), str(out_dir)])
+    result = CliRunner().invoke(app, ["relations", "patch", str(data_dir), str(patch_dir), "--out", str(out_dir)])
     assert result.exit_code == 2 and "exists; pass --force" in result.output
     (patch_dir / "dev_id2label.json").write_text(json.dumps({"nope": "no_relation"}))
-    result = CliRunner().invoke(app, ["relations", "patch", str(data_dir), str(patch_dir), str(out_dir), "--force"])
+    result = CliRunner().invoke(app, ["relations", "patch", str(data_dir), str(patch_dir), "--out", str(out_dir), "--force"])
     assert result.exit_code == 2 and "dev_id2label.json: 1 patch id(s) not in the data set, e.g. ['nope']" in result.output

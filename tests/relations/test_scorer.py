@@ -101,17 +101,21 @@ def test_report_per_relation_and_confusion():
 def test_cli_score_json_and_table(tacred_file, tmp_path):
     pred = tmp_path / "pred.txt"
     pred.write_text("org:founded_by\nper:employee_of\nper:employee_of\nno_relation\n")
-    result = CliRunner().invoke(app, ["relations", "score", str(tacred_file), str(pred), "--json"])
+    result = CliRunner().invoke(app, ["relations", "score", str(tacred_file), str(pred), "--json", "-"])
     assert result.exit_code == 0, result.output
     out = json.loads(result.output)
     assert (out["precision"], out["recall"]) == (2 / 3, 1.0)
+    result = CliRunner().invoke(app, ["relations", "score", str(tacred_file), str(pred), "--json", str(tmp_path / "s.json")])
+    assert result.exit_code == 0 and "F1 (micro): 80.000%" in result.output
+    written = json.loads((tmp_path / "s.json").read_text())
+    assert written["f1"] == out["f1"] and "knotwork" in written
     result = CliRunner().invoke(app, ["relations", "score", str(tacred_file), str(pred)])
     assert "F1 (micro): 80.000%" in result.output
     bad = tmp_path / "bad.txt"
     bad.write_text("org:founded_by\nper:nonsense\nno_relation\nno_relation\n")
     result = CliRunner().invoke(app, ["relations", "score", str(tacred_file), str(bad)])
-    assert result.exit_code == 2 and "unknown predicted label 'per:nonsense' at position 1" in result.output
+    assert result.exit_code == 2 and "bad.txt:2: predicted label 'per:nonsense' is not in the label set" in result.output
     short = tmp_path / "short.txt"
     short.write_text("no_relation\n")
     result = CliRunner().invoke(app, ["relations", "score", str(tacred_file), str(short)])
-    assert result.exit_code == 2 and "has 4 labels but" in result.output
+    assert result.exit_code == 2 and "short.txt: 1 predictions but" in result.output

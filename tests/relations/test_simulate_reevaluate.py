@@ -97,9 +97,18 @@ def test_cli_reevaluate(tmp_path):
         f.write_text("".join(f"{p[i]}\n" for i in ids))
         files.append(str(f))
     result = CliRunner().invoke(
-        app, ["relations", "reevaluate", str(tmp_path / "before.json"), str(tmp_path / "after.json"), *files, "--n-bootstrap", "20", "--json"]
+        app, ["relations", "reevaluate", str(tmp_path / "before.json"), str(tmp_path / "after.json"), *files, "--n-bootstrap", "20",
+              "--json", "-"]
     )
     assert result.exit_code == 0, result.output
     out = json.loads(result.output)
     direct = reevaluate(preds, before, after, n_bootstrap=20, seed=0)
     assert [m["f1_after"] for m in out["models"]] == [m.f1_after for m in direct.models]
+
+
+def test_reevaluate_reports_progress_through_a_callback():
+    ids, before, after, preds = _toy()
+    done = []
+    quiet = reevaluate(preds, before, after, n_bootstrap=7, seed=3)
+    loud = reevaluate(preds, before, after, n_bootstrap=7, seed=3, progress=done.append)
+    assert sum(done) == 7 and loud == quiet  # reporting progress changes nothing

@@ -8,12 +8,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from knotwork._errors import RelationsError
+
 _REQUIRED = ("id", "token", "relation", "subj_start", "subj_end", "obj_start", "obj_end", "subj_type", "obj_type")
 _REQUIRED_SET = frozenset(_REQUIRED)
 _STR_TYPES = {str}
 
 
-class TacredFormatError(ValueError):
+class TacredFormatError(RelationsError):
     """A TACRED-format example is malformed; the message names the example id and field."""
 
 
@@ -149,11 +151,23 @@ def load_tacred(path: str | Path, *, labels: Collection[str] | None = None) -> l
         For malformed JSON or an invalid example; the message names the file, example id and field.
     """
     path = Path(path)
+    return examples_from_list(read_json(path, TacredFormatError), source=str(path), labels=labels)
+
+
+def read_text(path: str | Path, error: type[RelationsError] = RelationsError) -> str:
+    """The UTF-8 text of ``path``; a binary or wrongly encoded file is ``error`` naming the file and byte offset."""
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise error(f"{path}: not UTF-8 text (byte {err.start}); is this the right file?") from None
+
+
+def read_json(path: str | Path, error: type[RelationsError] = RelationsError) -> Any:
+    """The parsed JSON of ``path``; malformed JSON is ``error`` naming the file, line and column."""
+    try:
+        return json.loads(read_text(path, error))
     except json.JSONDecodeError as err:
-        raise TacredFormatError(f"{path}: malformed JSON ({err})") from err
-    return examples_from_list(raw, source=str(path), labels=labels)
+        raise error(f"{path}: malformed JSON ({err.msg} at line {err.lineno}, column {err.colno})") from None
 
 
 def example_to_dict(example: RelationExample) -> dict[str, Any]:
@@ -219,5 +233,5 @@ def with_relations(examples: Iterable[RelationExample], relations: Iterable[str]
 
     examples, relations = list(examples), list(relations)
     if len(examples) != len(relations):
-        raise ValueError(f"got {len(examples)} examples but {len(relations)} relations; they must be equal")
+        raise RelationsError(f"got {len(examples)} examples but {len(relations)} relations; they must be equal")
     return [replace(ex, relation=rel) for ex, rel in zip(examples, relations, strict=True)]

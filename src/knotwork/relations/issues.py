@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from knotwork._errors import RelationsError
+
 _FILTERS = ("prune_by_noise_rate", "confident_joint", "both")
 _RANKINGS = ("self_confidence", "normalized_margin")
 
@@ -19,21 +21,39 @@ def _check(labels, pred_probs) -> tuple[np.ndarray, np.ndarray]:
     labels = np.asarray(labels)
     probs = np.asarray(pred_probs, dtype=float)
     if probs.ndim != 2:
-        raise ValueError(f"pred_probs must have shape (n_examples, n_classes), got {probs.shape}")
+        raise RelationsError(f"pred_probs must have shape (n_examples, n_classes), got {probs.shape}")
     if labels.ndim != 1 or len(labels) != len(probs):
-        raise ValueError(f"labels must have shape ({len(probs)},) to match pred_probs, got {labels.shape}")
+        raise RelationsError(f"labels must have shape ({len(probs)},) to match pred_probs, got {labels.shape}")
     if not np.issubdtype(labels.dtype, np.integer):
         raise TypeError(f"labels must be integer class ids 0..{probs.shape[1] - 1}, got dtype {labels.dtype}")
     bad = np.flatnonzero((labels < 0) | (labels >= probs.shape[1]))
     if len(bad):
-        raise ValueError(f"label {labels[bad[0]]} of example {bad[0]} is outside 0..{probs.shape[1] - 1}")
-    if not np.all(np.isfinite(probs)) or (probs < 0).any():
-        raise ValueError("pred_probs must be finite and non-negative")
-    rows = probs.sum(axis=1)
-    off = np.flatnonzero(np.abs(rows - 1.0) > 1e-3)  # loose: float32 softmax outputs rarely sum to 1 exactly
-    if len(off):
-        raise ValueError(f"pred_probs row {off[0]} sums to {rows[off[0]]:.4f}, not 1")
+        raise RelationsError(f"label {labels[bad[0]]} of example {bad[0]} is outside 0..{probs.shape[1] - 1}")
+    bad_row = first_invalid_row(probs)
+    if bad_row is not None:
+        raise RelationsError(f"pred_probs row {bad_row[0]} {bad_row[1]}")
     return labels.astype(np.int64), probs
+
+
+#: How far a row of probabilities may sum from 1: float32 softmax outputs rarely sum to 1 exactly.
+ROW_SUM_TOLERANCE = 1e-3
+
+
+def first_invalid_row(probs: np.ndarray) -> tuple[int, str] | None:
+    """The first row (0-based) of a (n, K) float array that is not a probability vector, and what is wrong."""
+    finite = np.isfinite(probs)
+    if not finite.all():
+        row = int(np.flatnonzero(~finite.all(axis=1))[0])
+        return row, f"holds a non-finite value ({probs[row][~finite[row]][0]})"
+    negative = probs < 0
+    if negative.any():
+        row = int(np.flatnonzero(negative.any(axis=1))[0])
+        return row, f"holds a negative probability ({probs[row].min():.4g})"
+    sums = probs.sum(axis=1)
+    off = np.flatnonzero(np.abs(sums - 1.0) > ROW_SUM_TOLERANCE)
+    if len(off):
+        return int(off[0]), f"sums to {sums[off[0]]:.4f}, not 1 (tolerance {ROW_SUM_TOLERANCE:g})"
+    return None
 
 
 def per_class_thresholds(labels, pred_probs) -> np.ndarray:
@@ -123,7 +143,7 @@ def find_label_issues(
     [False, False, False, False, True]
     """
     if filter_by not in _FILTERS:
-        raise ValueError(f"The 'filter_by' parameter of find_label_issues must be one of {_FILTERS}. Got {filter_by!r} instead.")
+        raise RelationsError(f"The 'filter_by' parameter of find_label_issues must be one of {_FILTERS}. Got {filter_by!r} instead.")
     labels, probs = _check(labels, pred_probs)
     return _find_label_issues(labels, probs, filter_by=filter_by, min_examples_per_class=min_examples_per_class)
 
@@ -167,7 +187,7 @@ def label_quality_scores(labels, pred_probs, *, method: str = "self_confidence")
     ndarray of float, shape (n,)
     """
     if method not in _RANKINGS:
-        raise ValueError(f"The 'method' parameter of label_quality_scores must be one of {_RANKINGS}. Got {method!r} instead.")
+        raise RelationsError(f"The 'method' parameter of label_quality_scores must be one of {_RANKINGS}. Got {method!r} instead.")
     labels, probs = _check(labels, pred_probs)
     given = probs[np.arange(len(labels)), labels]
     if method == "self_confidence":

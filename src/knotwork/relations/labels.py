@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
+from knotwork._errors import RelationsError
+
 NEGATIVE_LABEL = "no_relation"
 
 #: TACRED's 42 labels in the order of ``LABEL_TO_ID`` in tacred-relation / C-GCN / JRRELP (``no_relation`` = 0).
@@ -140,13 +142,13 @@ def label_to_id(labels: Sequence[str]) -> dict[str, int]:
 
     Raises
     ------
-    ValueError
+    RelationsError
         When a label appears twice.
     """
     mapping: dict[str, int] = {}
     for i, label in enumerate(labels):
         if label in mapping:
-            raise ValueError(f"label {label!r} appears twice in the label list (positions {mapping[label]} and {i})")
+            raise RelationsError(f"label {label!r} appears twice in the label list (positions {mapping[label]} and {i})")
         mapping[label] = i
     return mapping
 
@@ -159,3 +161,23 @@ def relation_category(label: str) -> str:
     if label == NEGATIVE_LABEL or ":" not in label:
         return label
     return label.split(":", 1)[0].upper() + ":*"
+
+
+def covering_label_set(observed: Iterable[str]) -> list[str]:
+    """The label set that ``observed`` labels imply: TACRED's or Re-TACRED's when one covers them, else their sorted set.
+
+    This is what ``--labels auto`` means on the command line: predictions and answers are then checked against the
+    fixed set of the scheme the gold labels come from, or against the gold labels themselves.
+
+    Examples
+    --------
+    >>> len(covering_label_set(["per:title", "no_relation"]))
+    42
+    >>> covering_label_set(["Cause-Effect(e1,e2)", "Other"])
+    ['Cause-Effect(e1,e2)', 'Other']
+    """
+    seen = set(observed)
+    for fixed in (TACRED_LABELS, RETACRED_LABELS):
+        if seen <= set(fixed):
+            return list(fixed)
+    return sorted(seen)

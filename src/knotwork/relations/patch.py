@@ -6,18 +6,16 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from knotwork._errors import RelationsError
 from knotwork.relations.data import RelationExample
 
 
-class PatchFormatError(ValueError):
+class PatchFormatError(RelationsError):
     """A patch file is malformed; the message names the entry."""
 
 
-class UnknownPatchIdError(KeyError):
-    """A patch names ids that the data set does not contain."""
-
-    def __str__(self) -> str:  # KeyError would repr() the message and add quotes
-        return str(self.args[0])
+class UnknownPatchIdError(RelationsError, KeyError):
+    """A patch names ids that the data set does not contain (also a KeyError: a lookup by id that failed)."""
 
 
 @dataclass(frozen=True)
@@ -96,7 +94,7 @@ def apply_patch(
     ------
     UnknownPatchIdError
         When patch ids are absent from the data set (the message names up to five of them).
-    ValueError
+    RelationsError
         When a patched relation is not in ``labels``.
 
     Examples
@@ -118,7 +116,7 @@ def apply_patch(
         allowed = frozenset(labels)
         for ident, rel in patch.labels.items():
             if rel not in allowed:
-                raise ValueError(f"patch id {ident!r}: relation {rel!r} is not in the label set")
+                raise RelationsError(f"patch id {ident!r}: relation {rel!r} is not in the label set")
     out = []
     for ex in dataset:
         new = patch.labels.get(ex.id)

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import kendalltau
 
+from knotwork._errors import RelationsError, check_positive_int
+from knotwork._progress import as_callback
 from knotwork.relations.labels import NEGATIVE_LABEL, relation_category
 from knotwork.relations.scorer import score
 
@@ -84,23 +86,25 @@ def reevaluate(
         0 disables intervals (they are then NaN).
     ci : float, default 0.95
     seed : int or numpy Generator
-    progress : bool, default False
-        Show a tqdm bar over the bootstrap resamples (the slow part with many models and large test sets).
+    progress : bool or callable, default False
+        Report the bootstrap resamples (the slow part with many models and large test sets): True draws a bar on
+        stderr, a callable is called with the number of resamples just finished.
 
     Raises
     ------
-    ValueError
+    RelationsError
         When no model is given, or a model lacks a prediction for some id (naming the model and the id).
     """
     if not predictions:
-        raise ValueError("predictions is empty; give at least one model")
+        raise RelationsError("predictions is empty; give at least one model")
+    check_positive_int(n_bootstrap, "n_bootstrap", minimum=0, error=RelationsError)
     if not 0 < ci < 1:
-        raise ValueError(f"ci must be in (0, 1), got {ci}")
+        raise RelationsError(f"ci must be in (0, 1), got {ci}")
     ids = sorted(set(gold_before) | set(gold_after))
     for model, pred in predictions.items():
         missing = [i for i in ids if i not in pred]
         if missing:
-            raise ValueError(f"model {model!r} has no prediction for {len(missing)} id(s), e.g. {missing[:3]}")
+            raise RelationsError(f"model {model!r} has no prediction for {len(missing)} id(s), e.g. {missing[:3]}")
     cat = category_of.get if isinstance(category_of, Mapping) else category_of
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
 
@@ -114,14 +118,15 @@ def reevaluate(
     pos_a = np.cumsum(in_a) - 1
 
     boot: dict[str, np.ndarray] = {m: np.full((n_bootstrap, 2), np.nan) for m in predictions}
-    from tqdm.auto import tqdm
-
-    for r in tqdm(range(n_bootstrap), desc="bootstrap", disable=not progress):
+    update, close = as_callback(progress, total=n_bootstrap, desc="bootstrap")
+    for r in range(n_bootstrap):
         sample = rng.integers(len(ids), size=len(ids))
         sb, sa = pos_b[sample[in_b[sample]]], pos_a[sample[in_a[sample]]]
         for m in predictions:
             boot[m][r, 0] = score([gb[j] for j in sb], [preds_b[m][j] for j in sb], negative_label=negative_label).f1
             boot[m][r, 1] = score([ga[j] for j in sa], [preds_a[m][j] for j in sa], negative_label=negative_label).f1
+        update(1)
+    close()
     lo, hi = (1 - ci) / 2 * 100, (1 + ci) / 2 * 100
 
     def interval(x: np.ndarray) -> tuple[float, float]:

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from knotwork._errors import RelationsError
+
 
 @dataclass(frozen=True)
 class Scores:
@@ -47,7 +49,7 @@ def score(
 
     Raises
     ------
-    ValueError
+    RelationsError
         When the sequences differ in length, or a label is outside ``labels`` (naming the label and position).
 
     Examples
@@ -62,7 +64,7 @@ def score(
 
 def _check(gold: Sequence[str], predicted: Sequence[str], labels: Collection[str] | None) -> None:
     if len(gold) != len(predicted):
-        raise ValueError(f"gold has {len(gold)} labels but predicted has {len(predicted)}; they must be equal.")
+        raise RelationsError(f"gold has {len(gold)} labels but predicted has {len(predicted)}; they must be equal.")
     if labels is None:
         return
     allowed = frozenset(labels)
@@ -70,7 +72,7 @@ def _check(gold: Sequence[str], predicted: Sequence[str], labels: Collection[str
         unknown = set(seq) - allowed
         if unknown:
             first = next(i for i, lab in enumerate(seq) if lab in unknown)
-            raise ValueError(
+            raise RelationsError(
                 f"unknown {name} label {seq[first]!r} at position {first} ({len(unknown)} unknown label(s): "
                 f"{sorted(unknown)[:5]}); expected one of the {len(allowed)} labels of the label set"
             )
@@ -159,7 +161,7 @@ def confusion_matrix(gold: Sequence[str], predicted: Sequence[str], labels: Sequ
 
     Raises
     ------
-    ValueError
+    RelationsError
         For unequal lengths or a label outside ``labels``.
     """
     _check(gold, predicted, labels)

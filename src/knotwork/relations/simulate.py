@@ -7,6 +7,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from knotwork._errors import RelationsError
+
 
 def _rng(seed: int | np.random.Generator | None) -> np.random.Generator:
     return seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
@@ -34,9 +36,9 @@ def confusion_noise_weights(confusion: np.ndarray, *, negative_index: int | None
     """
     conf = np.asarray(confusion, dtype=float)
     if conf.ndim != 2 or conf.shape[0] != conf.shape[1]:
-        raise ValueError(f"confusion must be square, got shape {conf.shape}")
+        raise RelationsError(f"confusion must be square, got shape {conf.shape}")
     if not 0.0 <= negative_share <= 1.0:
-        raise ValueError(f"negative_share must be in [0, 1], got {negative_share}")
+        raise RelationsError(f"negative_share must be in [0, 1], got {negative_share}")
     w = conf + 1.0
     np.fill_diagonal(w, 0.0)
     if negative_index is not None:
@@ -72,13 +74,13 @@ def inject_label_noise(
     """
     y = np.asarray(labels, dtype=np.int64)
     if not 0.0 <= rate < 1.0:
-        raise ValueError(f"rate must be in [0, 1), got {rate}")
+        raise RelationsError(f"rate must be in [0, 1), got {rate}")
     k = int(y.max()) + 1 if weights is None else len(weights)
     if weights is None:
         weights = np.ones((k, k)) - np.eye(k)
     w = np.asarray(weights, dtype=float)
     if (y >= len(w)).any():
-        raise ValueError(f"labels go up to {y.max()} but weights has {len(w)} rows")
+        raise RelationsError(f"labels go up to {y.max()} but weights has {len(w)} rows")
     rng = _rng(seed)
     n_flip = int(round(rate * len(y)))
     idx = rng.choice(len(y), size=n_flip, replace=False)
@@ -123,11 +125,11 @@ def simulate_annotations(
     """
     rng = _rng(seed)
     if n_per_task > len(worker_accuracy):
-        raise ValueError(f"n_per_task={n_per_task} exceeds the {len(worker_accuracy)} workers")
+        raise RelationsError(f"n_per_task={n_per_task} exceeds the {len(worker_accuracy)} workers")
     choices = list(choices) if choices is not None else sorted(set(true_labels))
     unknown = set(true_labels) - set(choices)
     if unknown:
-        raise ValueError(f"true labels {sorted(unknown)[:5]} are not among the choices")
+        raise RelationsError(f"true labels {sorted(unknown)[:5]} are not among the choices")
     workers = worker_accuracy.index.to_numpy()
     acc = worker_accuracy.to_numpy(dtype=float)
     n = len(true_labels)
@@ -184,7 +186,7 @@ def simulate_task_answers(
 
     Raises
     ------
-    ValueError
+    RelationsError
         When a task cannot get ``n_workers`` eligible workers (naming the task) or an item has no true label.
     """
     from knotwork.relations.annotation.tasks import WRONG_TYPE
@@ -198,13 +200,13 @@ def simulate_task_answers(
         banned = set().union(*(exclude.get(it.example_id, set()) for it in task.items))
         eligible = [w for w in pool if w not in banned]
         if len(eligible) < n_workers:
-            raise ValueError(f"task {task.task_id}: only {len(eligible)} eligible workers for {n_workers} assignments")
+            raise RelationsError(f"task {task.task_id}: only {len(eligible)} eligible workers for {n_workers} assignments")
         chosen = rng.choice(len(eligible), size=n_workers, replace=False)
         for c in chosen:
             worker = eligible[c]
             for item in task.items:
                 if item.example_id not in true_labels:
-                    raise ValueError(f"task {task.task_id}: sentence {item.example_id!r} has no true label")
+                    raise RelationsError(f"task {task.task_id}: sentence {item.example_id!r} has no true label")
                 truth = true_labels[item.example_id]
                 right = truth if truth in task.choices else WRONG_TYPE
                 if rng.random() < acc[worker]:

@@ -2,6 +2,7 @@
 
 from knotwork.relations.annotation.rounds import (
     answers_from_platform,
+    check_round_answers,
     filter_answers,
     resolve,
     round_to_patch,
@@ -29,6 +30,7 @@ __all__ = [
     "answers_from_platform",
     "build_tasks",
     "candidate_relations",
+    "check_round_answers",
     "filter_answers",
     "mark_entities",
     "resolve",

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from knotwork._errors import RelationsError
 from knotwork.relations.data import RelationExample
 
 #: The extra answer option for "the highlighted entity types are wrong" (paper §3, supplement §E).
@@ -95,7 +96,7 @@ def stage_choices(candidates: Sequence[str], *, max_choices: int = 9, negative_l
     Items answered ``wrong_type`` in stage s are asked again with stage s + 1 (paper, supplement §E).
     """
     if max_choices < 1:
-        raise ValueError(f"max_choices must be >= 1, got {max_choices}")
+        raise RelationsError(f"max_choices must be >= 1, got {max_choices}")
     cands = [c for c in candidates if c != negative_label]
     chunks = [cands[i : i + max_choices] for i in range(0, len(cands), max_choices)] or [[]]
     return [(*chunk, negative_label, WRONG_TYPE) for chunk in chunks]
@@ -137,14 +138,18 @@ def build_tasks(
 
     Raises
     ------
-    ValueError
+    RelationsError
         For bad sizes, an id in both ``examples`` and ``gold``, or a group without usable gold (named).
     """
     if items_per_task < 1 or not 0 <= gold_per_task < items_per_task:
-        raise ValueError(f"need items_per_task >= 1 and 0 <= gold_per_task < items_per_task, got {items_per_task}, {gold_per_task}")
+        raise RelationsError(
+            f"need items_per_task >= 1 and 0 <= gold_per_task < items_per_task, got {items_per_task}, {gold_per_task}"
+        )
+    if stage < 0:  # a negative stage would silently index the stages from the end
+        raise RelationsError(f"stage must be >= 0, got {stage}")
     overlap = {ex.id for ex in examples} & {ex.id for ex in gold}
     if overlap:
-        raise ValueError(f"{len(overlap)} id(s) are both to annotate and gold, e.g. {sorted(overlap)[:3]}")
+        raise RelationsError(f"{len(overlap)} id(s) are both to annotate and gold, e.g. {sorted(overlap)[:3]}")
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     if candidates is None:
         candidates = candidate_relations([*examples, *gold], negative_label=negative_label, clusters=clusters)
@@ -154,14 +159,14 @@ def build_tasks(
     plans = []
     for group, items in by_group.items():  # check every group before building anything
         if group not in candidates:
-            raise ValueError(f"group {group!r} has no candidate relations")
+            raise RelationsError(f"group {group!r} has no candidate relations")
         stages = stage_choices(candidates[group], max_choices=max_choices, negative_label=negative_label)
         if stage >= len(stages):
-            raise ValueError(f"group {group!r} has only {len(stages)} stage(s); stage {stage} does not exist")
+            raise RelationsError(f"group {group!r} has only {len(stages)} stage(s); stage {stage} does not exist")
         choices = stages[stage]
         pool = [g for g in gold if annotation_group(g, clusters) == group and g.relation in choices]
         if gold_per_task and not pool:
-            raise ValueError(f"group {group!r} (stage {stage}) has no gold sentence whose label is one of {choices}")
+            raise RelationsError(f"group {group!r} (stage {stage}) has no gold sentence whose label is one of {choices}")
         plans.append((group, items, choices, pool))
     tasks = []
     per = items_per_task - gold_per_task

@@ -1,6 +1,6 @@
 """Crowd label aggregation (one aggregator per file) and agreement statistics; answers are ``(task, worker, label)``."""
 
-from knotwork.relations.crowd._base import NotFittedError
+from knotwork._errors import NotFittedError
 from knotwork.relations.crowd.agreement import cohen_kappa, fleiss_kappa, pairwise_agreement, rating_table
 from knotwork.relations.crowd.dawid_skene import DawidSkene
 from knotwork.relations.crowd.majority_vote import MajorityVote

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from knotwork._errors import NotFittedError, RelationsError
+
 REQUIRED_COLUMNS = ("task", "worker", "label")
 
 
@@ -29,19 +31,19 @@ def check_answers(data: pd.DataFrame) -> pd.DataFrame:
     ------
     TypeError
         When ``data`` is not a DataFrame.
-    ValueError
+    RelationsError
         Naming missing columns, or the first row with an empty value.
     """
     if not isinstance(data, pd.DataFrame):
         raise TypeError(f"answers must be a pandas DataFrame with columns {REQUIRED_COLUMNS}, got {type(data).__name__}")
     missing = [c for c in REQUIRED_COLUMNS if c not in data.columns]
     if missing:
-        raise ValueError(f"answers lack column(s) {missing}; expected columns {list(REQUIRED_COLUMNS)}")
+        raise RelationsError(f"answers lack column(s) {missing}; expected columns {list(REQUIRED_COLUMNS)}")
     out = data.loc[:, list(REQUIRED_COLUMNS)]
     null = out.isna().any(axis=1).to_numpy()
     if null.any():
         row = int(np.flatnonzero(null)[0])
-        raise ValueError(f"answers row {row} has an empty value: {out.iloc[row].to_dict()}")
+        raise RelationsError(f"answers row {row} has an empty value: {out.iloc[row].to_dict()}")
     return out
 
 
@@ -56,7 +58,7 @@ def encode_answers(data: pd.DataFrame, labels: pd.Index | None = None) -> Encode
         label_codes = label_index.get_indexer(data["label"])
         if (label_codes < 0).any():
             bad = data["label"].to_numpy()[label_codes < 0][0]
-            raise ValueError(f"answer label {bad!r} is not in the given label set")
+            raise RelationsError(f"answer label {bad!r} is not in the given label set")
     return EncodedAnswers(
         task=np.asarray(task_codes, dtype=np.int64),
         worker=np.asarray(worker_codes, dtype=np.int64),
@@ -72,10 +74,6 @@ def vote_counts(enc: EncodedAnswers, weights: np.ndarray | None = None) -> np.nd
     n_t, n_k = len(enc.tasks), len(enc.labels)
     flat = np.bincount(enc.task * n_k + enc.label, weights=weights, minlength=n_t * n_k)
     return flat.reshape(n_t, n_k).astype(float)
-
-
-class NotFittedError(RuntimeError):
-    """An aggregator was used before ``fit``."""
 
 
 def require_fitted(model: object, attr: str) -> None:

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from knotwork._errors import RelationsError
 from knotwork.relations.crowd._base import check_answers, encode_answers, vote_counts
 
 
@@ -28,23 +29,23 @@ def fleiss_kappa(counts: np.ndarray) -> float:
 
     Raises
     ------
-    ValueError
+    RelationsError
         For a non-2D table, negative counts, or rows with different totals (naming the first such row).
     """
     table = np.asarray(counts, dtype=float)
     if table.ndim != 2 or table.shape[0] == 0:
-        raise ValueError(f"counts must be a non-empty 2-D items × categories table, got shape {table.shape}")
+        raise RelationsError(f"counts must be a non-empty 2-D items × categories table, got shape {table.shape}")
     if (table < 0).any():
-        raise ValueError("counts must be non-negative")
+        raise RelationsError("counts must be non-negative")
     n_raters = table.sum(axis=1)
     if not np.allclose(n_raters, n_raters[0]):
         row = int(np.flatnonzero(~np.isclose(n_raters, n_raters[0]))[0])
-        raise ValueError(
+        raise RelationsError(
             f"every item needs the same number of ratings: item 0 has {n_raters[0]:g}, item {row} has {n_raters[row]:g}"
         )
     n = n_raters[0]
     if n < 2:
-        raise ValueError(f"Fleiss' kappa needs at least 2 ratings per item, got {n:g}")
+        raise RelationsError(f"Fleiss' kappa needs at least 2 ratings per item, got {n:g}")
     p_j = table.sum(axis=0) / table.sum()
     p_i = ((table * table).sum(axis=1) - n) / (n * (n - 1))
     p_bar, p_e = p_i.mean(), float((p_j * p_j).sum())
@@ -60,12 +61,12 @@ def cohen_kappa(a: Sequence, b: Sequence) -> float:
 
     Raises
     ------
-    ValueError
+    RelationsError
         For sequences of different or zero length.
     """
     a, b = list(a), list(b)
     if len(a) != len(b) or not a:
-        raise ValueError(f"cohen_kappa needs two equally long, non-empty label lists, got {len(a)} and {len(b)}")
+        raise RelationsError(f"cohen_kappa needs two equally long, non-empty label lists, got {len(a)} and {len(b)}")
     codes, uniques = pd.factorize(pd.Series(a + b))
     k = len(uniques)
     ca, cb = codes[: len(a)], codes[len(a) :]
@@ -99,5 +100,5 @@ def pairwise_agreement(data: pd.DataFrame) -> float:
     agree = (counts[keep] * (counts[keep] - 1)).sum()
     pairs = (n[keep] * (n[keep] - 1)).sum()
     if pairs == 0:
-        raise ValueError("no task has two or more answers; agreement is undefined")
+        raise RelationsError("no task has two or more answers; agreement is undefined")
     return float(agree / pairs)

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
+from knotwork._errors import RelationsError
 from knotwork.relations.crowd._base import check_answers, encode_answers, require_fitted, vote_counts
 
 logger = logging.getLogger(__name__)
@@ -80,9 +81,9 @@ class DawidSkene:
             For bad ``n_iter``/``tol``, missing columns, or a gold task/label not in ``data``.
         """
         if not isinstance(self.n_iter, int) or self.n_iter < 1:
-            raise ValueError(f"The 'n_iter' parameter of DawidSkene must be a positive int. Got {self.n_iter!r} instead.")
+            raise RelationsError(f"The 'n_iter' parameter of DawidSkene must be a positive int. Got {self.n_iter!r} instead.")
         if not self.tol >= 0:
-            raise ValueError(f"The 'tol' parameter of DawidSkene must be >= 0. Got {self.tol!r} instead.")
+            raise RelationsError(f"The 'tol' parameter of DawidSkene must be >= 0. Got {self.tol!r} instead.")
         data = check_answers(data)
         enc = encode_answers(data)
         n_t, n_w, n_k = len(enc.tasks), len(enc.workers), len(enc.labels)
@@ -148,9 +149,9 @@ class DawidSkene:
         rows = enc.tasks.get_indexer(true_labels.index)
         cols = enc.labels.get_indexer(true_labels.to_numpy())
         if (rows < 0).any():
-            raise ValueError(f"gold task {true_labels.index[rows < 0][0]!r} has no answers in the data")
+            raise RelationsError(f"gold task {true_labels.index[rows < 0][0]!r} has no answers in the data")
         if (cols < 0).any():
-            raise ValueError(f"gold label {true_labels.to_numpy()[cols < 0][0]!r} was never answered by any worker")
+            raise RelationsError(f"gold label {true_labels.to_numpy()[cols < 0][0]!r} was never answered by any worker")
         return rows, cols
 
     @staticmethod

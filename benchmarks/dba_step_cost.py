@@ -2,68 +2,75 @@
 
 Usage (from the repository root)::
 
-    python benchmarks/dba_step_cost.py --out docs/results/dba_step_cost.md [--force]
+    python benchmarks/dba_step_cost.py --steps 3 --rounds 20 --force   # writes docs/results/dba_step_cost.md
 
 Time: for each pool setting one process builds every configuration (each with its own copy of the model) and
 times their steps round-robin, so that the load of other jobs on this shared machine hits all of them alike;
 the ratio to the plain step is the median over rounds of the per-round ratio. Memory: each configuration runs
 a few steps in a fresh subprocess, whose peak resident memory (``getrusage``) minus the resident memory just
 before the first step is the step's transient memory.
+
+One result record per (pool, reused or fresh, configuration) goes to
+``benchmarks/results/dba_step_cost/``; a setting whose records all exist is not measured again.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import platform
+import os
 import resource
+import shlex
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+# This checkout's benchmarks and package come first (an installed knotwork may be another checkout); the
+# worker subprocesses run this file too.
+sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1] / "src")]
+import _common  # noqa: E402
+from _common import ROOT, header, write_atomic, write_record  # noqa: E402
+
+STUDY = "dba_step_cost"
+SCRIPT = "benchmarks/dba_step_cost.py"
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "vision" / "mnist.npz"
 
-# name -> DBA keyword arguments (None = the plain optimizer)
+# key -> (name on the page, DBA keyword arguments; None = the plain optimizer)
 CONFIGS = {
-    "plain Adam": None,
-    "DBA (snr, backward)": {"metric": "snr", "search": "backward"},
-    "DBA (snr, backward, min 0.5P)": {"metric": "snr", "search": "backward", "min_frac": 0.5},
-    "DBA (var_of_mean, topk)": {"metric": "var_of_mean", "search": "topk"},
-    "DBA (select all)": {"search": "all"},
+    "plain": ("plain Adam", None),
+    "snr": ("DBA (snr, backward)", {"metric": "snr", "search": "backward"}),
+    "snr-min": ("DBA (snr, backward, min 0.5P)", {"metric": "snr", "search": "backward", "min_frac": 0.5}),
+    "vom-topk": ("DBA (var_of_mean, topk)", {"metric": "var_of_mean", "search": "topk"}),
+    "all": ("DBA (select all)", {"search": "all"}),
 }
 
 
 def _pools(data: Path, pool: int, fresh: bool):
     import numpy as np
-    import torch
 
-    sys.path.insert(0, str(ROOT / "src"))
-    from knotwork.train.experiment import balanced_subset
-    from knotwork.train.io import load_mnist, to_features
+    from knotwork.train.io import load_mnist, to_tensors
+    from knotwork.train.mlp import balanced_subset
 
     arrays = load_mnist(data)
     rng = np.random.default_rng(0)
     pools = []
     for _ in range(2 if fresh else 1):
         idx = balanced_subset(arrays["y_train"], pool // 10, rng)
-        x = torch.from_numpy(to_features(arrays["x_train"][idx]))
-        pools.append((x, torch.from_numpy(arrays["y_train"][idx].astype(np.int64))))
+        pools.append(to_tensors(arrays["x_train"][idx], arrays["y_train"][idx]))
     return pools
 
 
-def _make(name: str, pool: int):
+def _make(key: str, pool: int):
     import torch
     import torch.nn.functional as F
 
     from knotwork.train import DBA
-    from knotwork.train.experiment import make_mlp
+    from knotwork.train.mlp import make_mlp
 
     model = make_mlp(256, seed=0)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    options = CONFIGS[name]
+    options = CONFIGS[key][1]
     dba = None
     if options is not None:
         options = dict(options)
@@ -81,14 +88,13 @@ def _make(name: str, pool: int):
     return step, dba
 
 
-def worker_memory(name: str, pool: int, fresh: bool, steps: int, data: Path) -> dict:
+def worker_memory(key: str, pool: int, fresh: bool, steps: int, data: Path) -> dict:
     """Extra peak resident memory of ``steps`` steps of one configuration (run in a fresh process)."""
     import torch
 
-    sys.path.insert(0, str(ROOT / "src"))
     torch.set_num_threads(1)
     pools = _pools(data, pool, fresh)
-    step, dba = _make(name, pool)
+    step, dba = _make(key, pool)
     step(*pools[0])  # warm-up (allocations, first-call overheads)
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     for i in range(1, steps + 1):
@@ -100,101 +106,135 @@ def worker_memory(name: str, pool: int, fresh: bool, steps: int, data: Path) -> 
     return result
 
 
-def worker_time(pool: int, fresh: bool, rounds: int, data: Path) -> dict:
-    """Median step time of every configuration, timed round-robin in this one process."""
+def worker_time(keys: list[str], pool: int, fresh: bool, rounds: int, data: Path) -> dict:
+    """Median step time of every configuration in ``keys``, timed round-robin in this one process."""
     import numpy as np
     import torch
 
-    sys.path.insert(0, str(ROOT / "src"))
     torch.set_num_threads(1)
     pools = _pools(data, pool, fresh)
-    steps = {name: _make(name, pool)[0] for name in CONFIGS}
+    steps = {key: _make(key, pool)[0] for key in keys}
     for step in steps.values():
         step(*pools[0])  # warm-up
-    times = {name: [] for name in CONFIGS}
+    times = {key: [] for key in keys}
     for r in range(1, rounds + 1):
         x, y = pools[r % len(pools)]
-        for name, step in steps.items():
+        for key, step in steps.items():
             t = time.perf_counter()
             step(x, y)
-            times[name].append(time.perf_counter() - t)
-    plain = np.array(times["plain Adam"])
-    return {
-        name: {"median_s": float(np.median(t)), "ratio": float(np.median(np.array(t) / plain))}
-        for name, t in times.items()
-    }
+            times[key].append(time.perf_counter() - t)
+    plain = np.array(times["plain"])
+    return {key: {"median_s": float(np.median(t)), "ratio": float(np.median(np.array(t) / plain))} for key, t in times.items()}
 
 
-def main() -> None:
+def _worker(args, *job: str) -> dict:
+    cmd = [sys.executable, __file__, "--worker", *job, "--steps", str(args.steps), "--rounds", str(args.rounds),
+           "--data", str(args.data), "--configs", *args.configs]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results" / "dba_step_cost.md")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="MNIST-format .npz.")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results" / "dba_step_cost.md", help="Results page.")
+    parser.add_argument("--records", type=Path, default=_common.RESULTS,
+                        help="Root of the result records; this study's go to RECORDS/dba_step_cost/.")
     parser.add_argument("--steps", type=int, default=3, help="Steps per memory subprocess.")
     parser.add_argument("--rounds", type=int, default=20, help="Round-robin timing rounds per pool setting.")
-    parser.add_argument("--force", action="store_true")
-    parser.add_argument("--worker", nargs=3, metavar=("NAME", "POOL", "FRESH"), help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.worker:
-        name, pool, fresh = args.worker
-        if name == "time":
-            print(json.dumps(worker_time(int(pool), fresh == "1", args.rounds, args.data)))
-        else:
-            print(json.dumps(worker_memory(name, int(pool), fresh == "1", args.steps, args.data)))
-        return
-    if args.out.exists() and not args.force:
-        parser.error(f"{args.out} exists; pass --force to overwrite it.")
+    parser.add_argument("--pools", type=int, nargs="+", default=[100, 600], help="Pool sizes (multiples of 10).")
+    parser.add_argument("--kinds", nargs="+", choices=["reused", "fresh"], default=["reused", "fresh"],
+                        help="Pool settings: one pool reused every step, and/or two pools alternating.")
+    parser.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=list(CONFIGS),
+                        help="Configurations to measure ('plain' is always measured: it is the reference).")
+    parser.add_argument("--force", action="store_true", help="Replace an existing page.")
+    parser.add_argument("--worker", nargs=3, metavar=("KIND", "POOL", "FRESH"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    args.configs = ["plain", *[k for k in args.configs if k != "plain"]]
+    if args.steps < 1 or args.rounds < 1:
+        parser.error(f"--steps and --rounds must be >= 1; got {args.steps} and {args.rounds}")
+    if any(p < 10 or p % 10 for p in args.pools):
+        parser.error(f"--pools must be multiples of 10 (class-balanced pools of digits 0-9); got {args.pools}")
     if not args.data.is_file():
         parser.error(f"MNIST file not found: {args.data}")
+    if not args.worker and args.out.exists() and not args.force:
+        parser.error(f"{args.out} exists; pass --force to replace it")
+    return args
 
-    from tqdm import tqdm
 
-    settings = [(pool, fresh) for pool in (100, 600) for fresh in (False, True)]
-    jobs = [(pool, fresh, name) for pool, fresh in settings for name in ("time", *CONFIGS)]
-    rows: dict[tuple, dict] = {}
-    with tqdm(total=len(jobs), desc="step cost", unit="job") as bar:
-        for pool, fresh, name in jobs:
-            cmd = [sys.executable, __file__, "--worker", name, str(pool), "1" if fresh else "0",
-                   "--steps", str(args.steps), "--rounds", str(args.rounds), "--data", str(args.data)]
-            out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-            rows[(pool, fresh, name)] = json.loads(out.strip().splitlines()[-1])
-            bar.update(1)
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parse_args(argv)
+    if args.worker:
+        kind, pool, fresh = args.worker
+        if kind == "time":
+            print(json.dumps(worker_time(args.configs, int(pool), fresh == "1", args.rounds, args.data)))
+        else:
+            print(json.dumps(worker_memory(kind, int(pool), fresh == "1", args.steps, args.data)))
+        return
 
-    sys.path.insert(0, str(ROOT / "src"))
     import torch
 
-    import knotwork
-    from knotwork.train.io import write_atomic
+    from knotwork._progress import progress_bar
 
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
+    torch.set_num_threads(1)  # as in the workers, so the page's machine line names what was measured
+    _common.RESULTS = args.records  # record_path() reads it: --records redirects every record of this run
+    settings = [(pool, kind == "fresh") for pool in args.pools for kind in ("reused", "fresh") if kind in args.kinds]
+
+    def unit(pool: int, fresh: bool, key: str) -> str:
+        return f"pool{pool}-{'fresh' if fresh else 'reused'}-{key}"
+
+    used: dict[str, dict] = {}
+    loads = []
+    with progress_bar(total=len(settings) * (1 + len(args.configs)), desc="step cost", unit="job") as bar:
+        for pool, fresh in settings:
+            paths = {key: _common.record_path(STUDY, unit(pool, fresh, key)) for key in args.configs}
+            if not all(p.is_file() for p in paths.values()):
+                loads.append(os.getloadavg()[0])
+                timing = _worker(args, "time", str(pool), "1" if fresh else "0")
+                bar.update(1)
+                for key in args.configs:
+                    memory = _worker(args, key, str(pool), "1" if fresh else "0")
+                    data = {"pool": pool, "fresh": fresh, "config": CONFIGS[key][0], "steps": args.steps,
+                            "rounds": args.rounds, **timing[key], **memory}
+                    write_record(STUDY, unit(pool, fresh, key), data, script=__file__)
+                    bar.update(1)
+            else:
+                bar.update(1 + len(args.configs))
+            for key, path in paths.items():
+                used[unit(pool, fresh, key)] = json.loads(path.read_text(encoding="utf-8"))
+
+    load = f"{max(loads):.1f}" if loads else "not measured (every record existed)"
+    head = header(
+        "DBA step cost: time and memory against a plain optimizer step",
+        command="python " + shlex.join([SCRIPT, *argv]),
+        script=__file__,
+        records=used,
+        data=f"class-balanced MNIST training images from `{os.path.relpath(args.data, ROOT)}`; fresh-pool rows alternate between two "
+        "different pools so that no input is reused from one step to the next.",
+        extra=[
+            "- Model: 784 → 256 → 10 MLP (ReLU), Adam lr 1e-3; one torch thread.",
+            f"- Load average (1 min) when measuring began: {load}; absolute times are inflated and noisy when it "
+            f"exceeds the {os.cpu_count()} cores.",
+            f"- Time: every configuration of one pool setting lives in one process and steps round-robin for "
+            f"{args.rounds} rounds; '× plain' is the median over rounds of (its step time / the plain step time of "
+            "the same round). Memory: peak resident memory of a fresh process during "
+            f"{args.steps} steps minus its resident memory before them.",
+            "- Target from the issue: a DBA step at most 3× a plain step.",
+        ],
+    )
     lines = [
-        "# DBA step cost: time and memory against a plain optimizer step",
-        "",
-        f"- Command: `python benchmarks/dba_step_cost.py --steps {args.steps} --rounds {args.rounds} --force`",
-        "- Model: 784 → 256 → 10 MLP (ReLU), Adam lr 1e-3; pools are class-balanced MNIST training images "
-        "(`../shared/data/vision/mnist.npz`); fresh-pool rows alternate between two different pools so that no "
-        "input is reused from one step to the next.",
-        f"- Machine: {platform.machine()} CPU, 2 cores shared with about seven other jobs while this ran (load "
-        "average near 20: absolute times are inflated and noisy). One torch thread.",
-        f"- knotwork {knotwork.__version__}, git commit `{commit}`, torch {torch.__version__}, Python "
-        f"{sys.version.split()[0]}, {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC.",
-        f"- Time: every configuration of one pool setting lives in one process and steps round-robin for "
-        f"{args.rounds} rounds; '× plain' is the median over rounds of (its step time / the plain step time of "
-        "the same round). Memory: peak resident memory of a fresh process during "
-        f"{args.steps} steps minus its resident memory before them.",
-        "- Target from the issue: a DBA step at most 3× a plain step.",
-        "",
         "| pool | pool reused every step | configuration | median step time (ms) | × plain | extra peak memory (MiB) | mean |S| (hidden / output) |",
         "|---|---|---|---|---|---|---|",
     ]
     for pool, fresh in settings:
-        timing = rows[(pool, fresh, "time")]
-        for name in CONFIGS:
-            mem = rows[(pool, fresh, name)]
-            sizes = mem.get("mean_sizes")
+        for key in args.configs:
+            row = used[unit(pool, fresh, key)]["data"]
+            sizes = row.get("mean_sizes")
             size = " / ".join(f"{v:.0f}" for v in sizes.values()) if sizes else "all"
             lines.append(
-                f"| {pool} | {'no' if fresh else 'yes'} | {name} | {1000 * timing[name]['median_s']:.1f} | "
-                f"{timing[name]['ratio']:.2f} | {mem['extra_peak_mib']:.1f} | {size} |"
+                f"| {pool} | {'no' if fresh else 'yes'} | {row['config']} | {1000 * row['median_s']:.1f} | "
+                f"{row['ratio']:.2f} | {row['extra_peak_mib']:.1f} | {size} |"
             )
     lines += [
         "",
@@ -203,7 +243,7 @@ def main() -> None:
         "every step. The greedy backward search is a Python loop (shared by the layers) of O(P) NumPy "
         "operations per removed sample, so its cost grows with how many samples it removes.",
     ]
-    write_atomic(args.out, "\n".join(lines) + "\n")
+    write_atomic(args.out, head + "\n" + "\n".join(lines) + "\n")
     print(f"wrote {args.out}")
 
 

@@ -1,7 +1,8 @@
-"""Tiny models for the DBA tests, built from local generators."""
+"""Tiny models and a tiny MNIST-format file for the DBA tests, built from local generators."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -36,3 +37,23 @@ class TinyCNN(nn.Module):
 @pytest.fixture
 def cnn() -> nn.Module:
     return seeded(TinyCNN().double(), 1)
+
+
+def make_mnist(path, **override):
+    """A tiny MNIST-format file: 40 training images (4 per class), 15 test images; arrays replaced by ``override``
+    (None drops an array)."""
+    rng = np.random.default_rng(0)
+    arrays = {
+        "x_train": rng.integers(0, 256, size=(40, 28, 28), dtype=np.uint8),
+        "y_train": np.repeat(np.arange(10, dtype=np.uint8), 4),
+        "x_test": rng.integers(0, 256, size=(15, 28, 28), dtype=np.uint8),
+        "y_test": rng.integers(0, 10, size=15).astype(np.uint8),
+    }
+    arrays.update(override)
+    np.savez(path, **{k: v for k, v in arrays.items() if v is not None})
+    return path
+
+
+@pytest.fixture
+def tiny_mnist(tmp_path):
+    return make_mnist(tmp_path / "mnist.npz")

@@ -2,7 +2,8 @@
 
 Public API: :class:`DBA` wraps any ``torch.optim`` optimizer; :data:`METRICS` and :data:`SEARCHES` are the
 registered subset metrics and searches; :func:`layer_gram` and :func:`per_sample_gradients` expose the
-per-sample gradient machinery.
+per-sample gradient machinery. :mod:`knotwork.train.mlp` holds the MNIST MLP run of ``knotwork dba train`` and
+:mod:`knotwork.train.io` its checked ``.npz`` reader; the study that compares runs is ``benchmarks/dba_study.py``.
 """
 
 from knotwork.train.capture import SUPPORTED_LAYERS, find_layers

@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from knotwork._errors import TrainError
+
 SUPPORTED_LAYERS = (nn.Linear, nn.Conv2d)
 
 
@@ -58,7 +60,7 @@ def _conv_padding(name: str, conv: nn.Conv2d) -> tuple[int, int]:
         for k, d in zip(conv.kernel_size, conv.dilation, strict=True):
             total = d * (k - 1)
             if total % 2:
-                raise ValueError(
+                raise TrainError(
                     f"DBA cannot unfold Conv2d '{name}': padding='same' with kernel {conv.kernel_size} and "
                     f"dilation {conv.dilation} pads asymmetrically; use an odd kernel or explicit integer padding."
                 )
@@ -84,7 +86,7 @@ def find_layers(model: nn.Module) -> dict[str, nn.Module]:
     TypeError
         When a module of another type owns a trainable parameter (it would silently never be updated), naming
         the module, its type and its parameters.
-    ValueError
+    TrainError
         When a Conv2d uses groups, a non-zero padding mode or asymmetric 'same' padding, or when the model has
         no trainable supported layer.
     """
@@ -105,15 +107,15 @@ def find_layers(model: nn.Module) -> dict[str, nn.Module]:
             raise TypeError(f"module '{label}' ({type(module).__name__}) has extra trainable parameters {extra}.")
         if isinstance(module, nn.Conv2d):
             if module.groups != 1:
-                raise ValueError(f"DBA does not support grouped convolutions: Conv2d '{label}' has groups={module.groups}.")
+                raise TrainError(f"DBA does not support grouped convolutions: Conv2d '{label}' has groups={module.groups}.")
             if module.padding_mode != "zeros":
-                raise ValueError(
+                raise TrainError(
                     f"DBA supports zero padding only: Conv2d '{label}' has padding_mode='{module.padding_mode}'."
                 )
             _conv_padding(label, module)
         layers[name] = module
     if not layers:
-        raise ValueError("the model has no trainable nn.Linear or nn.Conv2d layer for DBA to adapt.")
+        raise TrainError("the model has no trainable nn.Linear or nn.Conv2d layer for DBA to adapt.")
     return layers
 
 
@@ -121,13 +123,13 @@ def _unfold_input(trace: LayerTrace, x: Tensor) -> Tensor:
     module = trace.module
     if isinstance(module, nn.Conv2d):
         if x.dim() != 4:
-            raise ValueError(f"Conv2d '{trace.name}' got an input of shape {tuple(x.shape)}; DBA needs (batch, C, H, W).")
+            raise TrainError(f"Conv2d '{trace.name}' got an input of shape {tuple(x.shape)}; DBA needs (batch, C, H, W).")
         cols = F.unfold(
             x, module.kernel_size, dilation=module.dilation, padding=_conv_padding(trace.name, module), stride=module.stride
         )
         return cols.transpose(1, 2)  # (P, L, C_in*kh*kw), channel-major like weight.view(C_out, -1)
     if x.dim() < 2:
-        raise ValueError(f"Linear '{trace.name}' got an input of shape {tuple(x.shape)}; DBA needs a batch dimension.")
+        raise TrainError(f"Linear '{trace.name}' got an input of shape {tuple(x.shape)}; DBA needs a batch dimension.")
     return x.reshape(x.shape[0], -1, x.shape[-1])  # (P, L, d_in): extra dims are positions sharing W
 
 
@@ -151,7 +153,7 @@ def capture(layers: dict[str, nn.Module]) -> Iterator[dict[str, LayerTrace]]:
         def hook(module, args, output):
             trace.calls += 1
             if trace.calls > 1:
-                raise ValueError(
+                raise TrainError(
                     f"layer '{trace.name}' ran {trace.calls} times in one forward pass; DBA needs each layer "
                     "to run once (shared weights are not supported)."
                 )
@@ -183,7 +185,7 @@ def check_traces(traces: dict[str, LayerTrace], pool_size: int) -> None:
     """Raise if a layer did not run, got no gradient, or saw a different number of samples than the loss."""
     for trace in traces.values():
         if trace.inputs is None:
-            raise ValueError(
+            raise TrainError(
                 f"layer '{trace.name}' did not run in the forward pass (its module's forward was bypassed?); "
                 "freeze it or remove it from the model."
             )
@@ -192,7 +194,7 @@ def check_traces(traces: dict[str, LayerTrace], pool_size: int) -> None:
             shape = (*trace.inputs.shape[:2], _out_features(trace.module))
             trace.grad_outputs = torch.zeros(shape, dtype=trace.inputs.dtype, device=trace.inputs.device)
         if trace.inputs.shape[0] != pool_size:
-            raise ValueError(
+            raise TrainError(
                 f"layer '{trace.name}' saw a batch of {trace.inputs.shape[0]} samples but the closure returned "
                 f"{pool_size} per-sample losses; the batch dimension must come first and match."
             )

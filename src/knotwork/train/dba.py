@@ -9,12 +9,39 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from knotwork._errors import TrainError
 from knotwork.train.capture import capture, check_traces, find_layers
 from knotwork.train.gram import layer_gram, subset_gradient
 from knotwork.train.metrics import METRICS, get_metric, subset_stats
 from knotwork.train.search import SEARCHES, backward_elimination_many, get_search
 
 AGGREGATES = ("mean", "sum")
+#: The keyword options of :class:`DBA` besides ``seed`` (what a run configuration may pass on).
+OPTIONS = ("metric", "search", "per_layer", "aggregate", "min_size", "max_size", "random_composition")
+
+
+def check_options(options: dict) -> None:
+    """Refuse DBA options that :class:`DBA` would refuse, before a model or data exist.
+
+    Raises
+    ------
+    TrainError
+        Naming the option: an unknown key, an unknown metric or search, an aggregate other than "mean" or
+        "sum", ``min_size`` < 1, or ``max_size`` < ``min_size``.
+    """
+    unknown = sorted(set(options) - set(OPTIONS))
+    if unknown:
+        raise TrainError(f"unknown DBA option {unknown[0]!r}; known: {', '.join(OPTIONS)}")
+    get_metric(options.get("metric", "snr"))
+    get_search(options.get("search", "backward"))
+    aggregate = options.get("aggregate", "mean")
+    if aggregate not in AGGREGATES:
+        raise TrainError(f"The 'aggregate' parameter of DBA must be one of {AGGREGATES}. Got '{aggregate}' instead.")
+    min_size, max_size = options.get("min_size", 1), options.get("max_size")
+    if isinstance(min_size, bool) or not isinstance(min_size, int) or min_size < 1:
+        raise TrainError(f"The 'min_size' parameter of DBA must be an int >= 1. Got {min_size!r} instead.")
+    if max_size is not None and (isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < min_size):
+        raise TrainError(f"The 'max_size' parameter of DBA must be None or an int >= min_size. Got {max_size!r} instead.")
 
 
 @dataclass(frozen=True)
@@ -124,14 +151,12 @@ class DBA:
     ) -> None:
         if not isinstance(optimizer, torch.optim.Optimizer):
             raise TypeError(f"The 'optimizer' parameter of DBA must be a torch.optim.Optimizer. Got {type(optimizer).__name__}.")
+        check_options(
+            {"metric": metric, "search": search, "per_layer": per_layer, "aggregate": aggregate,
+             "min_size": min_size, "max_size": max_size, "random_composition": random_composition}
+        )
         self._metric = get_metric(metric)
         self._search = get_search(search)
-        if aggregate not in AGGREGATES:
-            raise ValueError(f"The 'aggregate' parameter of DBA must be one of {AGGREGATES}. Got '{aggregate}' instead.")
-        if not isinstance(min_size, int) or min_size < 1:
-            raise ValueError(f"The 'min_size' parameter of DBA must be an int >= 1. Got {min_size!r} instead.")
-        if max_size is not None and (not isinstance(max_size, int) or max_size < min_size):
-            raise ValueError(f"The 'max_size' parameter of DBA must be None or an int >= min_size. Got {max_size!r} instead.")
         self.model = model
         self.optimizer = optimizer
         self.metric, self.search = metric, search
@@ -144,7 +169,7 @@ class DBA:
         for name, module in self.layers.items():
             for pname, p in module.named_parameters(recurse=False):
                 if p.requires_grad and id(p) not in held:
-                    raise ValueError(
+                    raise TrainError(
                         f"parameter '{name}.{pname}' is trainable but not held by the optimizer; pass all of "
                         "model.parameters() or freeze it."
                     )
@@ -190,9 +215,9 @@ class DBA:
             losses = closure()
             if not isinstance(losses, Tensor) or losses.dim() != 1 or losses.numel() == 0:
                 shape = tuple(losses.shape) if isinstance(losses, Tensor) else type(losses).__name__
-                raise ValueError(f"the DBA closure must return a 1-D tensor of per-sample losses; got {shape}.")
+                raise TrainError(f"the DBA closure must return a 1-D tensor of per-sample losses; got {shape}.")
             if not losses.requires_grad:
-                raise ValueError("the per-sample losses returned by the DBA closure do not require grad.")
+                raise TrainError("the per-sample losses returned by the DBA closure do not require grad.")
             # Summed loss: the output gradients are then each sample's own gradients, not 1/P of them.
             # Asking only for biases (weights where there is none) runs the backward through every layer
             # but skips the weight-gradient products, which DBA recomputes for the chosen subset anyway.
@@ -272,4 +297,4 @@ class DBA:
         return {name: np.array([rec.sizes[name] for rec in self.history]) for name in names}
 
 
-__all__ = ["DBA", "StepRecord", "METRICS", "SEARCHES"]
+__all__ = ["DBA", "OPTIONS", "StepRecord", "METRICS", "SEARCHES", "check_options"]

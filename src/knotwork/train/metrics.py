@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from knotwork._errors import TrainError
+
 
 @dataclass(frozen=True)
 class SubsetStats:
@@ -137,7 +139,7 @@ def get_metric(name: str) -> Metric:
     try:
         return METRICS[name]
     except KeyError:
-        raise ValueError(f"unknown DBA metric '{name}'; choose one of {sorted(METRICS)}.") from None
+        raise TrainError(f"unknown DBA metric '{name}'; choose one of {sorted(METRICS)}.") from None
 
 
 def subset_score(gram: np.ndarray, subset: np.ndarray, metric: str) -> float:

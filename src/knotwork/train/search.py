@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from knotwork._errors import TrainError
 from knotwork.train.metrics import Metric, SubsetStats
 
 Search = Callable[..., np.ndarray]
@@ -156,4 +157,4 @@ def get_search(name: str) -> Search:
     try:
         return SEARCHES[name]
     except KeyError:
-        raise ValueError(f"unknown DBA search '{name}'; choose one of {sorted(SEARCHES)}.") from None
+        raise TrainError(f"unknown DBA search '{name}'; choose one of {sorted(SEARCHES)}.") from None

@@ -1,26 +1,41 @@
-"""The experiment protocol's pieces: class-balanced draws, validation carving, selection, the report."""
+"""The DBA study's pieces (benchmarks/dba_protocol.py, benchmarks/dba_study.py): validation carving, selection,
+ablations, the page."""
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
-import torch
 
-from knotwork.train.experiment import RunSpec, balanced_subset, carve_validation, train_mlp
-from knotwork.train.protocol import ablations, accuracy_at_step, dba_grid, select
-from knotwork.train.report import render
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+import dba_protocol as protocol  # noqa: E402
+from dba_study import render  # noqa: E402
+
+from knotwork.train.mlp import RunSpec, balanced_subset  # noqa: E402
 
 
-def test_balanced_subset_and_validation_are_disjoint_and_balanced():
+def test_validation_is_disjoint_and_balanced():
     labels = np.repeat(np.arange(10), 7)
     idx = balanced_subset(labels, 5, np.random.default_rng(0))
-    assert np.bincount(labels[idx]).tolist() == [5] * 10
-    train, val = carve_validation(idx, labels, 2, np.random.default_rng(1))
+    train, val = protocol.carve_validation(idx, labels, 2, np.random.default_rng(1))
     assert np.bincount(labels[val]).tolist() == [2] * 10
     assert np.bincount(labels[train]).tolist() == [3] * 10
     assert not set(train) & set(val) and set(train) | set(val) == set(idx)
-    with pytest.raises(ValueError, match="class 0 has only 7 examples; cannot draw 8 per class"):
-        balanced_subset(labels, 8, np.random.default_rng(0))
+
+
+def test_prepare_draws_what_the_command_draws():
+    """The final runs of the study use the draw of `knotwork dba train --per-class P --seed S`."""
+    rng = np.random.default_rng(0)
+    data = {"x_train": rng.integers(0, 256, (50, 28, 28), dtype=np.uint8), "y_train": np.repeat(np.arange(10), 5),
+            "x_test": rng.integers(0, 256, (7, 28, 28), dtype=np.uint8), "y_test": np.arange(7)}
+    x, y, evals = protocol.prepare(data, 3, 4, 0.2, "final")
+    idx = balanced_subset(data["y_train"], 3, np.random.default_rng([4, 3]))
+    np.testing.assert_array_equal(x.numpy(), data["x_train"][idx].reshape(30, -1) / np.float32(255))
+    assert y.tolist() == data["y_train"][idx].tolist() and evals["test"][1].tolist() == list(range(7))
+    x, y, evals = protocol.prepare(data, 3, 4, 0.4, "tune")  # one of three held out per class
+    assert len(y) == 20 and len(evals["val"][1]) == 10
 
 
 def test_select_averages_seeds_and_picks_checkpoint():
@@ -29,13 +44,13 @@ def test_select_averages_seeds_and_picks_checkpoint():
         a.key(): [{"checkpoints": [25, 50], "acc": {"val": [0.5, 0.9]}}, {"checkpoints": [25, 50], "acc": {"val": [0.7, 0.5]}}],
         b.key(): [{"checkpoints": [25, 50], "acc": {"val": [0.8, 0.6]}}, {"checkpoints": [25, 50], "acc": {"val": [0.6, 0.6]}}],
     }
-    spec, step, val = select([a, b], runs)  # means: a -> [0.6, 0.7], b -> [0.7, 0.6]; tie goes to the first
+    spec, step, val = protocol.select([a, b], runs)  # means: a -> [0.6, 0.7], b -> [0.7, 0.6]; tie goes to the first
     assert (spec, step, val) == (a, 50, pytest.approx(0.7))
 
 
 def test_ablations_change_one_thing():
-    best = dba_grid(RunSpec("adam", 1e-3))[0]
-    abl = ablations(best)
+    best = protocol.dba_grid(RunSpec("adam", 1e-3))[0]
+    abl = protocol.ablations(best)
     changed = {name: {k for k in best.dba if spec.dba.get(k) != best.dba[k]} | (set(spec.dba) - set(best.dba)) for name, spec in abl.items()}
     assert changed == {
         "random subset, same size": {"random_composition"},
@@ -44,15 +59,10 @@ def test_ablations_change_one_thing():
     }
 
 
-def test_train_mlp_records_checkpoints_and_sizes():
-    gen = torch.Generator().manual_seed(0)
-    x, y = torch.rand(20, 784, generator=gen), torch.arange(20) % 10
-    spec = RunSpec("adam", 1e-2, dba={"metric": "snr"}, min_frac=0.5, hidden=8, steps=5, eval_every=2)
-    result = train_mlp(spec, x, y, {"test": (x, y)}, seed=0)
-    assert result["checkpoints"] == [2, 4, 5]
-    assert result["acc"]["test"] == result["train_acc"]  # same data, so the two must agree
-    assert all(len(v) == 5 and min(v) >= 10 for v in result["sizes"].values())  # min_frac 0.5 of 20
-    assert accuracy_at_step(result, 4) == result["acc"]["test"][1]
+def test_accuracy_at_step_falls_back_to_the_last_checkpoint():
+    run = {"checkpoints": [2, 4], "acc": {"test": [0.1, 0.2]}}
+    assert protocol.accuracy_at_step(run, 2) == 0.1
+    assert protocol.accuracy_at_step(run, 6) == 0.2  # stopped early (diverged): the last one reached
 
 
 def test_render_reports_relative_error_reduction():
@@ -71,9 +81,7 @@ def test_render_reports_relative_error_reduction():
         "tuning_checkpoints": [50],
         "best_dba": "DBA + Adam",
     }
-    meta = {k: "x" for k in ("status", "command", "data", "machine", "version", "commit", "torch", "date")}
-    meta.update(sha256="0" * 64, seeds=[0, 1], tune_seeds=[0], seconds=60.0, steps=50, eval_every=25, val_frac=0.2,
-                sgd_lrs=[0.1], adam_lrs=[1e-3], dba_metrics=["snr"], dba_min_fracs=[0.0])
+    meta = {"seeds": [0, 1], "tune_seeds": [0], "steps": 50, "eval_every": 25, "val_frac": 0.2}
     text = render({10: result}, meta)
     # Baseline error 20%, DBA error 10%: a 50% relative reduction; the paper row is quoted alongside.
     assert "a relative error reduction of 50.0%" in text

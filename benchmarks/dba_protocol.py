@@ -1,7 +1,8 @@
-"""The MNIST reproduction protocol of DBA: tune on validation, then evaluate baselines, DBA and ablations.
+"""The MNIST reproduction protocol of DBA (helper of benchmarks/dba_study.py): tune on validation, then evaluate
+baselines, DBA and ablations.
 
-No I/O here: :func:`run_protocol` receives a ``run`` function (the CLI's, which caches each run as JSON) and
-returns plain dictionaries that :mod:`knotwork.train.report` turns into the results page.
+No I/O here: :func:`run_protocol` receives a ``run`` function (the study's, which keeps one result record per
+run) and returns plain dictionaries that the study turns into docs/results/dba.md.
 
 Protocol, per training-set size (``per_class`` images of each digit) and seed:
 
@@ -23,7 +24,8 @@ from dataclasses import replace
 
 import numpy as np
 
-from knotwork.train.experiment import RunSpec
+from knotwork.train.io import to_tensors
+from knotwork.train.mlp import RunSpec, balanced_subset
 
 SGD_LRS = (0.03, 0.1, 0.3)
 ADAM_LRS = (3e-4, 1e-3, 3e-3)
@@ -31,6 +33,36 @@ DBA_METRICS = ("snr", "var_of_mean")
 DBA_MIN_FRACS = (0.0, 0.5)
 
 RunFn = Callable[[RunSpec, str, int], dict]
+
+
+def carve_validation(
+    indices: np.ndarray, labels: np.ndarray, val_per_class: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Split a class-balanced index set into (train, validation) with ``val_per_class`` per class held out."""
+    train, val = [], []
+    for c in np.unique(labels[indices]):
+        idx = rng.permutation(indices[labels[indices] == c])
+        val.append(idx[:val_per_class])
+        train.append(idx[val_per_class:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
+
+
+def prepare(data: dict, per_class: int, seed: int, val_frac: float, role: str):
+    """Tensors for one (training-set size, seed): ``(x, y, evals)``, the subset minus validation when tuning.
+
+    The draw is the one ``knotwork dba train --per-class P --seed S`` makes, so a final run can be replayed with
+    the command.
+    """
+    rng = np.random.default_rng([seed, per_class])
+    idx = balanced_subset(data["y_train"], per_class, rng)
+    if role == "tune":
+        train, val = carve_validation(idx, data["y_train"], max(1, round(val_frac * per_class)), rng)
+        evals = {"val": to_tensors(data["x_train"][val], data["y_train"][val])}
+    else:
+        train = idx
+        evals = {"test": to_tensors(data["x_test"], data["y_test"])}
+    x, y = to_tensors(data["x_train"][train], data["y_train"][train])
+    return x, y, evals
 
 
 def baseline_grid(steps: int) -> list[RunSpec]:
@@ -79,7 +111,7 @@ def run_protocol(run: RunFn, *, seeds: list[int], tune_seeds: list[int], steps: 
     run : callable ``(spec, role, seed) -> dict``
         Trains ``spec`` for ``seed``; ``role`` is "tune" (train on the subset minus validation, evaluate
         "val") or "final" (train on the whole subset, evaluate "test"). Results as from
-        :func:`~knotwork.train.experiment.train_mlp`.
+        :func:`knotwork.train.mlp.train_mlp`.
     seeds, tune_seeds : list of int
     steps : int
 
@@ -125,3 +157,4 @@ def accuracy_at_step(result: dict, step: int) -> float:
     if step in checkpoints:
         return result["acc"]["test"][checkpoints.index(step)]
     return result["acc"]["test"][-1] if checkpoints else float("nan")
+

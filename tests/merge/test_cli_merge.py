@@ -38,14 +38,33 @@ def test_merge_command_writes_adapter_and_report(tmp_path):
     assert set(report["parameters"]) == {"scale", "topk", "topk_scope", "task_scales", "rel_tol"}
 
     again = CliRunner().invoke(app, args)
-    assert again.exit_code == 2 and "output directory exists; pass --force" in again.output
+    assert again.exit_code == 2 and "output folder exists; pass --force" in again.output
     assert CliRunner().invoke(app, [*args, "--force"]).exit_code == 0
+    # The output is marked as knotwork's: the marker lists every file written, the human report among them.
+    marker = json.loads((out / ".knotwork.json").read_text())
+    assert set(marker["files"]) == {"adapter_config.json", "adapter_model.safetensors", "merge_report.json"}
+
+
+def test_merge_json_report_to_stdout_and_to_a_file(tmp_path):
+    dirs = _adapters(tmp_path)
+    args = ["merge", *map(str, dirs[:2]), "--method", "ta", "--scale", "0.5", "--out", str(tmp_path / "m")]
+    printed = CliRunner().invoke(app, [*args, "--json", "-"])
+    assert printed.exit_code == 0, printed.output
+    report = json.loads(printed.stdout)  # stdout holds the JSON only; the summary line goes to stderr
+    assert report["method"] == "ta" and report["parameters"]["scale"] == 0.5
+    assert [i["path"] for i in report["inputs"]] == [str(d) for d in dirs[:2]]
+    assert report["knotwork"]["version"]
+    assert report == {**json.loads((tmp_path / "m" / "merge_report.json").read_text()), "out": str(tmp_path / "m"),
+                      "knotwork": report["knotwork"], "seconds": report["seconds"]}
+    written = CliRunner().invoke(app, [*args, "--force", "--json", str(tmp_path / "r.json")])
+    assert written.exit_code == 0, written.output
+    assert json.loads((tmp_path / "r.json").read_text())["method"] == "ta"
 
 
 def test_merge_command_rejects_unknown_method_and_bad_adapter(tmp_path):
     dirs = _adapters(tmp_path)
     bad = CliRunner().invoke(app, ["merge", *map(str, dirs), "--method", "tiez", "--out", str(tmp_path / "o")])
-    assert bad.exit_code == 2 and "unknown merge method 'tiez'" in bad.output
+    assert bad.exit_code == 2 and "'tiez' is not one of" in bad.output and "'knots-ties'" in bad.output
     missing = CliRunner().invoke(app, ["merge", str(dirs[0]), str(tmp_path / "nope"), "--out", str(tmp_path / "o")])
     assert missing.exit_code == 2 and "adapter directory not found" in missing.output
     assert not (tmp_path / "o").exists()

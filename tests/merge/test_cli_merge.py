@@ -79,3 +79,44 @@ def test_align_command_prints_cka_and_saves_heatmap(tmp_path):
     assert result.exit_code == 0, result.output
     assert "before KnOTS" in result.output and "after KnOTS" in result.output
     assert png.stat().st_size > 1000
+
+    as_json = CliRunner().invoke(app, ["align", *map(str, dirs), "--inputs", str(inputs), "--json", "-"])
+    assert as_json.exit_code == 0, as_json.output
+    data = json.loads(as_json.stdout)  # the table went to stderr
+    assert data["modules"] == 2 and len(data["before"]) == 3
+    assert all(abs(data["before"][i][i] - 1) < 1e-12 for i in range(3))  # CKA of a task with itself
+    assert "before KnOTS" in as_json.stderr
+
+
+def test_method_choices_are_the_registry_and_the_cli_starts_without_torch():
+    import subprocess
+    import sys
+
+    from knotwork.cli.merge import Method
+    from knotwork.merge import METHODS, available_methods
+
+    assert sorted(m.value for m in Method) == available_methods() == sorted(METHODS)
+    code = "import sys, knotwork.cli; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_merge_with_base_writes_dense_weights(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    dirs = _adapters(tmp_path)[:2]
+    base = tmp_path / "base"
+    base.mkdir()
+    weights = {f"{n}.weight": torch.randn(s, generator=torch.Generator().manual_seed(9)) for n, s in SHAPES.items()}
+    save_file(weights, str(base / "model.safetensors"))
+    (base / "config.json").write_text('{"model_type": "tiny"}')
+    out = tmp_path / "dense"
+    result = CliRunner().invoke(app, ["merge", *map(str, dirs), "--method", "ta", "--base", str(base), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    expected = merge_adapters([load_adapter(d) for d in dirs], method="ta").deltas
+    got = load_file(str(out / "model.safetensors"))
+    for name, delta in expected.items():
+        torch.testing.assert_close(got[f"{name}.weight"], weights[f"{name}.weight"] + delta, rtol=1e-5, atol=1e-6)
+    assert (out / "config.json").read_text() == '{"model_type": "tiny"}'
+    assert json.loads((out / "merge_report.json").read_text())["base_model_dir"] == str(base)
+    assert "config.json" in json.loads((out / ".knotwork.json").read_text())["files"]

@@ -248,77 +248,63 @@ def unknown_topk_scope(w):
 # ---- adapters: config fields, files, tensors, compatibility -----------------------------------------------------
 
 
-@case
-def config_r_not_an_integer(w):
-    w.config(w.b, r="four")
-    return dict(args=w.merge(), out=w.out,
-                match=r"runs/b/adapter_config.json: field 'r' must be a positive integer; got 'four'$")
+def _broken(mutate: Callable[[Workspace], object], match: str) -> Case:
+    """A case that breaks one adapter in place and merges the two."""
+
+    def build(w):
+        mutate(w)
+        return dict(args=w.merge(), out=w.out, match=match)
+
+    return build
 
 
-@case
-def config_r_zero(w):
-    w.config(w.b, r=0)
-    return dict(args=w.merge(), out=w.out, match=r"b/adapter_config.json: field 'r' must be a positive integer; got 0$")
+def _write(path_of: Callable[[Workspace], Path], text: str) -> Callable[[Workspace], object]:
+    return lambda w: path_of(w).write_text(text)
 
 
-@case
-def config_alpha_nan(w):
-    w.config(w.a, lora_alpha=float("nan"))
-    return dict(args=w.merge(), out=w.out, match=r"a/adapter_config.json: field 'lora_alpha' must be a finite number")
-
-
-@case
-def config_rank_pattern_value(w):
-    w.config(w.a, rank_pattern={"q": "two"})
-    return dict(args=w.merge(), out=w.out,
-                match=r"a/adapter_config.json: field 'rank_pattern.q' must be a positive integer; got 'two'")
-
-
-@case
-def config_rslora_not_bool(w):
-    w.config(w.a, use_rslora="yes")
-    return dict(args=w.merge(), out=w.out, match=r"a/adapter_config.json: field 'use_rslora' must be true or false")
-
-
-@case
-def config_malformed_json(w):
-    (w.a / "adapter_config.json").write_text('{"r": 2,')
-    return dict(args=w.merge(), out=w.out, match=r"a/adapter_config.json: malformed JSON")
-
-
-@case
-def config_not_an_object(w):
-    (w.a / "adapter_config.json").write_text("[2, 4]")
-    return dict(args=w.merge(), out=w.out, match=r"a/adapter_config.json: expected a JSON object")
-
-
-@case
-def config_missing(w):
-    (w.a / "adapter_config.json").unlink()
-    return dict(args=w.merge(), out=w.out, match=r"runs/a: missing adapter_config.json")
-
-
-@case
-def config_not_lora(w):
-    w.config(w.a, peft_type="IA3")
-    return dict(args=w.merge(), out=w.out, match=r"a/adapter_config.json: peft_type is 'IA3'")
-
-
-@case
-def config_dora(w):
-    w.config(w.a, use_dora=True)
-    return dict(args=w.merge(), out=w.out, match=r"a/adapter_config.json: use_dora is set")
+BROKEN = {
+    "config_r_not_an_integer": (
+        lambda w: w.config(w.b, r="four"),
+        r"runs/b/adapter_config.json: field 'r' must be a positive integer; got 'four'$",
+    ),
+    "config_r_zero": (
+        lambda w: w.config(w.b, r=0), r"b/adapter_config.json: field 'r' must be a positive integer; got 0$"
+    ),
+    "config_alpha_nan": (
+        lambda w: w.config(w.a, lora_alpha=float("nan")),
+        r"a/adapter_config.json: field 'lora_alpha' must be a finite number",
+    ),
+    "config_rank_pattern_value": (
+        lambda w: w.config(w.a, rank_pattern={"q": "two"}),
+        r"a/adapter_config.json: field 'rank_pattern.q' must be a positive integer; got 'two'",
+    ),
+    "config_rslora_not_bool": (
+        lambda w: w.config(w.a, use_rslora="yes"), r"a/adapter_config.json: field 'use_rslora' must be true or false"
+    ),
+    "config_malformed_json": (
+        _write(lambda w: w.a / "adapter_config.json", '{"r": 2,'), r"a/adapter_config.json: malformed JSON"
+    ),
+    "config_not_an_object": (
+        _write(lambda w: w.a / "adapter_config.json", "[2, 4]"), r"a/adapter_config.json: expected a JSON object"
+    ),
+    "config_missing": (lambda w: (w.a / "adapter_config.json").unlink(), r"runs/a: missing adapter_config.json"),
+    "config_not_lora": (lambda w: w.config(w.a, peft_type="IA3"), r"a/adapter_config.json: peft_type is 'IA3'"),
+    "config_dora": (lambda w: w.config(w.a, use_dora=True), r"a/adapter_config.json: use_dora is set"),
+    "weights_missing": (
+        lambda w: (w.b / "adapter_model.safetensors").unlink(), r"runs/b: missing adapter_model.safetensors"
+    ),
+    "weights_rank_disagrees_with_config": (
+        lambda w: w.config(w.a, r=5),
+        r"a/adapter_model.safetensors: module 'enc.0.q': config says r=5 but lora_A has rank 2",
+    ),
+}
+for _name, (_mutate, _match) in BROKEN.items():
+    CASES[_name] = _broken(_mutate, _match)
 
 
 @case
 def adapter_folder_missing(w):
     return dict(args=w.merge(adapters=[w.a, w.runs / "nope"]), out=w.out, match=r"runs/nope: adapter directory not found")
-
-
-@case
-def weights_missing(w):
-    (w.b / "adapter_model.safetensors").unlink()
-    return dict(args=w.merge(), out=w.out, match=r"runs/b: missing adapter_model.safetensors")
 
 
 @case
@@ -346,30 +332,26 @@ def weights_inf(w):
                 match=r"inf/adapter_model.safetensors: module 'enc.0.q': lora_A holds 4 non-finite values")
 
 
+def _bin_case(w, name: str, state, match: str, **extra) -> dict:
+    """Merge runs/a with an adapter whose adapter_model.bin holds ``state`` (what torch.save writes)."""
+    bin_dir = w.adapter(name, random_factors(SHAPES, 2, seed=4), r=2, alpha=2, as_bin=True)
+    if isinstance(state, bytes):
+        (bin_dir / "adapter_model.bin").write_bytes(state)
+    else:
+        torch.save({**torch.load(bin_dir / "adapter_model.bin", weights_only=True), **state}, bin_dir / "adapter_model.bin")
+    return dict(args=w.merge(adapters=[w.a, bin_dir]), out=w.out, extra_inputs=[bin_dir], match=match, **extra)
+
+
 @case
 def weights_pickle_bin(w):
-    bin_dir = w.runs / "pickled"
-    write_peft_dir(bin_dir, random_factors(SHAPES, 2, seed=4), r=2, alpha=2, as_bin=True)
-    state = torch.load(bin_dir / "adapter_model.bin", weights_only=True)
-    torch.save({**state, "training_args": argparse.Namespace(lr=1e-4)}, bin_dir / "adapter_model.bin")
-    return dict(args=w.merge(adapters=[w.a, bin_dir]), out=w.out, extra_inputs=[bin_dir],
-                match=r"pickled/adapter_model.bin: holds pickled Python objects besides tensors", absent="weights_only=")
+    return _bin_case(w, "pickled", {"training_args": argparse.Namespace(lr=1e-4)}, absent="weights_only=",
+                     match=r"pickled/adapter_model.bin: holds pickled Python objects besides tensors, so it cannot")
 
 
 @case
 def weights_corrupt_bin(w):
-    bin_dir = w.runs / "corrupt"
-    write_peft_dir(bin_dir, random_factors(SHAPES, 2, seed=4), r=2, alpha=2, as_bin=True)
-    (bin_dir / "adapter_model.bin").write_bytes(b"PK\x03\x04 not really a zip")
-    return dict(args=w.merge(adapters=[w.a, bin_dir]), out=w.out, extra_inputs=[bin_dir],
-                match=r"corrupt/adapter_model.bin: cannot read adapter weights")
-
-
-@case
-def weights_rank_disagrees_with_config(w):
-    w.config(w.a, r=5)
-    return dict(args=w.merge(), out=w.out,
-                match=r"a/adapter_model.safetensors: module 'enc.0.q': config says r=5 but lora_A has rank 2")
+    return _bin_case(w, "corrupt", b"PK\x03\x04 not really a zip",
+                     match=r"corrupt/adapter_model.bin: cannot read adapter weights")
 
 
 @case

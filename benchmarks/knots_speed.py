@@ -1,7 +1,7 @@
 """KnOTS speed and memory: the exact QR/core alignment against the paper's dense SVD, a whole Llama-3-8B-shaped
 merge through the CLI, and PEFT's `add_weighted_adapter(combination_type="ties_svd")`.
 
-Run: python benchmarks/knots_speed.py [--quick]   (writes docs/results/knots-speed.md)
+Run: python benchmarks/knots_speed.py [--quick | --tiny] [--out PAGE]   (writes docs/results/knots-speed.md)
 """
 
 from __future__ import annotations
@@ -79,6 +79,7 @@ def write_llama_adapters(root: Path, n_tasks: int, n_layers: int, r: int = 16) -
 
 
 def llama_merge(n_tasks: int, n_layers: int, threads: int) -> dict:
+    """The whole merge through the CLI in a fresh process: wall time, peak RSS, the report's merge time."""
     with tempfile.TemporaryDirectory(dir="/tmp") as tmp:
         dirs = write_llama_adapters(Path(tmp), n_tasks, n_layers)
         out = Path(tmp) / "merged"
@@ -168,9 +169,10 @@ def render(align, llama, peft_row, command: str) -> str:
     if llama:
         lines += [
             "",
-            "## Whole merge: six Llama-3-8B-shaped r=16 adapters (q, k, v, o of 32 layers)",
+            f"## Whole merge: {llama['n_tasks']} Llama-3-8B-shaped r=16 adapters (q, k, v, o of "
+            f"{llama['modules'] // len(LLAMA_MODULES)} layers)",
             "",
-            f"`knotwork merge task0..task5 --method knots-ties --scale 0.5 --topk 20 --out merged --threads {llama['threads']}` on bf16 adapters",
+            f"`knotwork merge task0..task{llama['n_tasks'] - 1} --method knots-ties --scale 0.5 --topk 20 --out merged --threads {llama['threads']}` on bf16 adapters",
             "(q/o 4096x4096, k/v 1024x4096, grouped-query shapes), global top-K over the whole model as in the paper.",
             "",
             "| tasks | modules | wall s (CLI, incl. load + write) | merge s (align + TIES) | peak RSS MiB | merged ranks | target |",
@@ -211,6 +213,8 @@ def render(align, llama, peft_row, command: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small shapes only (for a smoke run)")
+    parser.add_argument("--tiny", action="store_true",
+                        help="seconds: one tiny module, a 2-task 1-layer merge, no PEFT row (the smoke test; not a page)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads of the forked alignment measurements (a fork after a multi-threaded "
                              "OpenMP pool can hang, so 1 is the safe choice)")
@@ -220,16 +224,19 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     configs = [("ViT-B", 768, 768, 8, 16), ("Llama", 4096, 4096, 6, 16)]
     n_layers = 32
+    n_tasks = 6
     if args.quick:
         configs, n_layers = [("ViT-B", 768, 768, 8, 16)], 2
+    if args.tiny:
+        configs, n_layers, n_tasks = [("tiny", 64, 48, 3, 4)], 1, 2
     align = alignment_rows(configs)
-    llama = llama_merge(6, n_layers, args.merge_threads)
+    llama = llama_merge(n_tasks, n_layers, args.merge_threads)
     print(llama, flush=True)
-    peft_row = peft_comparison()
+    peft_row = None if args.tiny else peft_comparison()
     print(peft_row, flush=True)
     command = f"python benchmarks/knots_speed.py --threads {args.threads} --merge-threads {args.merge_threads}" + (
         " --quick" if args.quick else ""
-    )
+    ) + (" --tiny" if args.tiny else "")
     write_atomic(args.out, render(align, llama, peft_row, command))
     print(f"wrote {args.out}; peak of this process {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
 

@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+from knotwork._errors import MergeError, OutputError
 from knotwork.merge import AdapterError, load_adapter, merge_adapters, save_merged_adapter
 from knotwork.merge.save import save_merged_model
 from tests.merge.helpers import random_factors, write_peft_dir
@@ -63,7 +64,7 @@ def test_missing_and_corrupt_files(tmp_path, mutate, match):
 def test_non_finite_weights_name_the_module(tmp_path):
     factors = random_factors(SHAPES, 2, seed=1)
     factors["enc.1.q"][0][0, 0] = float("nan")
-    with pytest.raises(AdapterError, match="module 'enc.1.q': lora_B has non-finite values"):
+    with pytest.raises(AdapterError, match="adapter_model.safetensors: module 'enc.1.q': lora_B holds 1 non-finite"):
         load_adapter(write_peft_dir(tmp_path / "nan", factors, r=2, alpha=2))
 
 
@@ -90,12 +91,15 @@ def test_output_refuses_existing_dir_and_never_touches_inputs(tmp_path):
     adapters = [load_adapter(a), load_adapter(b)]
     result = merge_adapters(adapters, method="knots-ties", topk=50)
     out = tmp_path / "out"
-    out.mkdir()
-    with pytest.raises(AdapterError, match="output directory exists; pass force=True"):
+    save_merged_adapter(result, out, base_config=adapters[0].config, adapters=adapters)
+    with pytest.raises(OutputError, match="output folder exists; pass --force"):
         save_merged_adapter(result, out, base_config=adapters[0].config)
-    with pytest.raises(AdapterError, match="refusing to write over an input adapter"):
+    with pytest.raises(OutputError, match="the output is an input"):
         save_merged_adapter(result, a, base_config=adapters[0].config, adapters=adapters, force=True)
     save_merged_adapter(result, out, base_config=adapters[0].config, adapters=adapters, force=True)
+    (tmp_path / "mine").mkdir()
+    with pytest.raises(OutputError, match="not a knotwork output"):
+        save_merged_adapter(result, tmp_path / "mine", base_config=adapters[0].config, force=True)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp dirs left behind
     assert {p: p.read_bytes() for p in before} == before
     report = json.loads((out / "merge_report.json").read_text())
@@ -186,3 +190,10 @@ def test_per_module_ranks_survive_peft_loading(tmp_path, minilm):
     for name, (B, A) in factors.items():
         layer = wrapped.base_model.model.get_submodule(name)
         torch.testing.assert_close(layer.get_delta_weight("default"), B @ A, rtol=1e-5, atol=1e-7)
+
+
+def test_adapter_error_is_the_capability_error():
+    assert issubclass(AdapterError, MergeError) and issubclass(AdapterError, ValueError)
+    from knotwork.merge.errors import AdapterError as same
+
+    assert same is AdapterError

@@ -1,19 +1,36 @@
-"""knotwork.merge: merge LoRA adapters of one base model with TA / TIES / DARE, directly or after KnOTS alignment."""
+"""knotwork.merge: merge LoRA adapters of one base model with TA / TIES / DARE, directly or after KnOTS alignment.
 
-from knotwork.merge.adapters import (
-    LoraAdapter,
-    LoraModule,
-    check_compatible,
-    load_adapter,
-    write_adapter,
-    write_dense_model,
-)
-from knotwork.merge.align import Alignment, dense_knots_align, knots_align
-from knotwork.merge.api import MergeResult, adapter_factors, merge_adapters, merge_modules
-from knotwork.merge.config import MergeConfig
-from knotwork.merge.errors import AdapterError
-from knotwork.merge.registry import METHODS, available_methods, get_method, knots
-from knotwork.merge.save import save_merged_adapter
+The names below are imported on first use (PEP 562), so ``knotwork.merge.registry`` and ``knotwork.merge.errors``
+load without torch and the CLI starts instantly.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS = {
+    "LoraAdapter": "adapters",
+    "LoraModule": "adapters",
+    "check_compatible": "adapters",
+    "load_adapter": "adapters",
+    "write_adapter": "adapters",
+    "write_dense_model": "adapters",
+    "Alignment": "align",
+    "dense_knots_align": "align",
+    "knots_align": "align",
+    "MergeResult": "api",
+    "adapter_factors": "api",
+    "merge_adapters": "api",
+    "merge_modules": "api",
+    "MergeConfig": "config",
+    "AdapterError": "errors",
+    "METHODS": "registry",
+    "available_methods": "registry",
+    "get_method": "registry",
+    "knots": "registry",
+    "save_merged_adapter": "save",
+}
 
 __all__ = [
     "METHODS",
@@ -37,3 +54,32 @@ __all__ = [
     "write_adapter",
     "write_dense_model",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
+    from knotwork.merge.adapters import (
+        LoraAdapter,
+        LoraModule,
+        check_compatible,
+        load_adapter,
+        write_adapter,
+        write_dense_model,
+    )
+    from knotwork.merge.align import Alignment, dense_knots_align, knots_align
+    from knotwork.merge.api import MergeResult, adapter_factors, merge_adapters, merge_modules
+    from knotwork.merge.config import MergeConfig
+    from knotwork.merge.errors import AdapterError
+    from knotwork.merge.registry import METHODS, available_methods, get_method, knots
+    from knotwork.merge.save import save_merged_adapter

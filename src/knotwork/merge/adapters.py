@@ -8,21 +8,22 @@ Only this module and the CLI touch files. An adapter becomes a :class:`LoraAdapt
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
+import pickle
 import re
 import shutil
-import tempfile
-from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from knotwork._errors import check_finite
+from knotwork._io import atomic_dir, sha256_file
+from knotwork.merge.config import is_finite_number
 from knotwork.merge.errors import AdapterError
 
 CONFIG_NAME = "adapter_config.json"
@@ -96,12 +97,9 @@ def _pattern_value(patterns: Mapping[str, Any], module: str, default: Any) -> An
     return default
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+def _first_line(err: BaseException) -> str:
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    return f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
 
 
 def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
@@ -111,11 +109,54 @@ def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
 
             return load_file(str(path))
         state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        # torch's message here is a page of advice, including turning weights_only off: never do that for a file
+        # from elsewhere, since unpickling runs arbitrary code.
+        raise AdapterError(
+            f"{path}: holds pickled Python objects besides tensors, so it cannot be loaded as weights only; "
+            "knotwork does not unpickle such files (save the adapter as safetensors)"
+        ) from None
     except Exception as err:  # corrupt or truncated files raise many different types
-        raise AdapterError(f"{path}: cannot read adapter weights ({type(err).__name__}: {err})") from err
+        raise AdapterError(f"{path}: cannot read adapter weights ({_first_line(err)})") from err
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise AdapterError(f"{path}: expected a state dict of tensors")
     return dict(state)
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+# field -> (is it valid, what it must be), for the adapter_config.json fields that decide the update
+_CONFIG_FIELDS = {
+    "r": (_positive_int, "a positive integer"),
+    "lora_alpha": (is_finite_number, "a finite number"),
+    "use_rslora": (lambda v: isinstance(v, bool), "true or false"),
+    "fan_in_fan_out": (lambda v: isinstance(v, bool), "true or false"),
+    "rank_pattern": (lambda v: v is None or isinstance(v, dict), "an object (module pattern -> rank)"),
+    "alpha_pattern": (lambda v: v is None or isinstance(v, dict), "an object (module pattern -> alpha)"),
+}
+
+
+def _short(value: Any, width: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _check_config(cfg_path: Path, config: Mapping[str, Any]) -> None:
+    """Refuse a config field that is present but of the wrong type or out of range, naming file and field."""
+
+    def refuse(field: str, expected: str, value: Any) -> None:
+        raise AdapterError(f"{cfg_path}: field {field!r} must be {expected}; got {_short(value)}")
+
+    for field, (ok, expected) in _CONFIG_FIELDS.items():
+        if field in config and not ok(config[field]):
+            refuse(field, expected, config[field])
+    patterns = (("rank_pattern", _positive_int, "a positive integer"), ("alpha_pattern", is_finite_number, "a finite number"))
+    for field, ok, expected in patterns:
+        for key, value in (config.get(field) or {}).items():
+            if not ok(value):
+                refuse(f"{field}.{key}", expected, value)
 
 
 def load_adapter(path: str | os.PathLike[str]) -> LoraAdapter:
@@ -151,9 +192,12 @@ def load_adapter(path: str | os.PathLike[str]) -> LoraAdapter:
     try:
         config = json.loads(cfg_path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
-        raise AdapterError(f"{cfg_path}: malformed JSON ({err})") from err
+        raise AdapterError(f"{cfg_path}: malformed JSON ({err})") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise AdapterError(f"{cfg_path}: cannot read the config ({_first_line(err)})") from None
     if not isinstance(config, dict):
         raise AdapterError(f"{cfg_path}: expected a JSON object")
+    _check_config(cfg_path, config)
     peft_type = str(config.get("peft_type", "LORA")).upper()
     if peft_type != "LORA":
         raise AdapterError(f"{cfg_path}: peft_type is {peft_type!r}; only LORA adapters can be merged")
@@ -178,8 +222,7 @@ def load_adapter(path: str | os.PathLike[str]) -> LoraAdapter:
         module = match["module"].removeprefix(_PREFIX)
         if tensor.ndim != 2:
             raise AdapterError(f"{weights}: module {module!r}: only Linear LoRA is supported, got a {tensor.ndim}-D factor")
-        if not torch.isfinite(tensor).all():
-            raise AdapterError(f"{weights}: module {module!r}: lora_{match['which']} has non-finite values")
+        check_finite(tensor, f"{weights}: module {module!r}: lora_{match['which']}", error=AdapterError)
         factors.setdefault(module, {})[match["which"]] = tensor
     if not factors:
         raise AdapterError(f"{weights}: no LoRA tensors found")
@@ -207,7 +250,7 @@ def load_adapter(path: str | os.PathLike[str]) -> LoraAdapter:
         modules[name] = LoraModule(A=A, B=B, scaling=scaling)
         dtypes.add(A.dtype)
     dtype = dtypes.pop() if len(dtypes) == 1 else torch.float32
-    return LoraAdapter(config=config, modules=modules, source=str(root), sha256=_file_sha256(weights), dtype=dtype)
+    return LoraAdapter(config=config, modules=modules, source=str(root), sha256=sha256_file(weights), dtype=dtype)
 
 
 def check_compatible(adapters: Iterable[LoraAdapter]) -> None:
@@ -247,44 +290,9 @@ def check_compatible(adapters: Iterable[LoraAdapter]) -> None:
 # --------------------------------------------------------------------------------------------- writing
 
 
-def _atomic_dir(out_dir: Path, force: bool, inputs: Iterable[str] = ()) -> Path:
-    """A fresh temp directory beside ``out_dir``; the caller fills it and calls :func:`_commit_dir`."""
-    out_dir = Path(out_dir)
-    resolved = out_dir.resolve()
-    for src in inputs:
-        if src and Path(src).resolve() == resolved:
-            raise AdapterError(f"{out_dir}: refusing to write over an input adapter")
-    if out_dir.exists() and not force:
-        raise AdapterError(f"{out_dir}: output directory exists; pass force=True (--force) to replace it")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-
-
-@contextmanager
-def _atomic_output_dir(
-    out_dir: Path, *, force: bool, inputs: Iterable[str] = (), extra_files: Mapping[str, str] | None = None
-) -> Iterator[Path]:
-    """Yield a temp directory to fill; on success add ``extra_files`` and rename it to ``out_dir``, else delete it."""
-    tmp = _atomic_dir(out_dir, force, inputs)
-    try:
-        yield tmp
-        for fname, text in (extra_files or {}).items():
-            (tmp / fname).write_text(text, encoding="utf-8")
-        _commit_dir(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def _commit_dir(tmp: Path, out_dir: Path) -> None:
-    out_dir = Path(out_dir)
-    if out_dir.exists():
-        old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-        os.replace(out_dir, old)
-        os.replace(tmp, out_dir)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out_dir)
+def _fill(tmp: Path, extra_files: Mapping[str, str] | None) -> None:
+    for fname, text in (extra_files or {}).items():
+        (tmp / fname).write_text(text, encoding="utf-8")
 
 
 def write_adapter(
@@ -300,13 +308,23 @@ def write_adapter(
     """Write ``{module: (B, A)}`` as a PEFT LoRA adapter whose scaling is 1 for every module.
 
     Every module gets ``r = lora_alpha = its rank`` through ``rank_pattern`` / ``alpha_pattern`` (the most common
-    rank is the default), so PEFT's ``alpha / r`` is exactly 1 and ``B @ A`` is the update. The directory appears
-    atomically; an existing one is only replaced with ``force``.
+    rank is the default), so PEFT's ``alpha / r`` is exactly 1 and ``B @ A`` is the update.
+
+    The folder is written through :func:`knotwork._io.atomic_dir`: it appears whole or not at all, with the marker
+    ``.knotwork.json`` inside; an existing folder is replaced only with ``force`` and only when it is a previous
+    knotwork output; ``out_dir`` may not be, contain or lie inside one of ``inputs``. ``extra_files`` (name -> text)
+    are written into it too (the merge report).
+
+    Raises
+    ------
+    knotwork._errors.OutputError
+        When ``out_dir`` may not be written (see above).
     """
     out_dir = Path(out_dir)
     from safetensors.torch import save_file
 
-    with _atomic_output_dir(out_dir, force=force, inputs=inputs, extra_files=extra_files) as tmp:
+    with atomic_dir(out_dir, inputs=inputs, force=force) as tmp:
+        _fill(tmp, extra_files)
         ranks = {name: int(A.shape[0]) for name, (B, A) in factors.items()}
         values = list(ranks.values())
         r = max(set(values), key=values.count) if values else 1
@@ -358,12 +376,14 @@ def write_dense_model(
     *,
     fan_in_fan_out: bool = False,
     force: bool = False,
+    inputs: Iterable[str] = (),
     extra_files: Mapping[str, str] | None = None,
 ) -> Path:
     """Write base weights plus merged updates as ``model.safetensors``, beside copies of the base's other files.
 
     ``deltas`` yields ``(module, delta)`` with delta of shape (d_out, d_in); it is transposed for ``fan_in_fan_out``
-    checkpoints (GPT-2's Conv1D) and added in float32, then cast back to the base weight's dtype.
+    checkpoints (GPT-2's Conv1D) and added in float32, then cast back to the base weight's dtype. The folder is
+    written as in :func:`write_adapter`; ``base_dir`` counts as an input.
     """
     from safetensors.torch import load_file, save_file
 
@@ -376,9 +396,10 @@ def write_dense_model(
         try:
             state.update(load_file(str(f)))
         except Exception as err:
-            raise AdapterError(f"{f}: cannot read base weights ({type(err).__name__}: {err})") from err
+            raise AdapterError(f"{f}: cannot read base weights ({_first_line(err)})") from err
     out_dir = Path(out_dir)
-    with _atomic_output_dir(out_dir, force=force, inputs=[str(base_dir)], extra_files=extra_files) as tmp:
+    with atomic_dir(out_dir, inputs=[str(base_dir), *inputs], force=force) as tmp:
+        _fill(tmp, extra_files)
         for module, delta in deltas:
             key = _find_weight_key(state, module)
             if key is None:
@@ -386,7 +407,8 @@ def write_dense_model(
             update = delta.T if fan_in_fan_out else delta
             if tuple(state[key].shape) != tuple(update.shape):
                 raise AdapterError(
-                    f"module {module!r}: base weight {key!r} is {tuple(state[key].shape)}, update is {tuple(update.shape)}"
+                    f"{base_dir}: module {module!r}: base weight {key!r} is {tuple(state[key].shape)}, "
+                    f"update is {tuple(update.shape)}"
                 )
             state[key] = (state[key].float() + update.float()).to(state[key].dtype)
         save_file({k: v.contiguous() for k, v in state.items()}, str(tmp / "model.safetensors"), metadata={"format": "pt"})

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
+from knotwork._errors import MergeError
 from knotwork.merge.align import knots_align
 
 
@@ -40,8 +41,26 @@ def cka_matrix(activations: Sequence[torch.Tensor]) -> torch.Tensor:
     return out
 
 
+def is_constant(z: torch.Tensor) -> bool:
+    """True when every row of ``z`` is the same (up to rounding): its linear CKA with anything is 0/0, undefined."""
+    z = z.double()
+    centred = z - z.mean(dim=0, keepdim=True)
+    return float(torch.linalg.norm(centred)) <= 1e-12 * float(torch.linalg.norm(z))
+
+
+def _refuse_constant(activations: Sequence[torch.Tensor], labels: Sequence[str], what: str) -> None:
+    for label, z in zip(labels, activations, strict=True):
+        if is_constant(z):
+            raise MergeError(f"adapter {label}: {what}, so linear CKA is undefined (0/0)")
+
+
 def update_cka(
-    inputs: torch.Tensor, factors: Sequence[tuple[torch.Tensor, torch.Tensor]], *, rel_tol: float = 1e-7
+    inputs: torch.Tensor,
+    factors: Sequence[tuple[torch.Tensor, torch.Tensor]],
+    *,
+    rel_tol: float = 1e-7,
+    strict: bool = False,
+    labels: Sequence[str] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Task x task CKA of one module's updates, before and after the KnOTS transform.
 
@@ -56,13 +75,33 @@ def update_cka(
     inputs : Tensor of shape (n_samples, d_in)
         The module's inputs X on shared data (e.g. the base model's hidden states).
     factors : sequence of (B_i, A_i), with the LoRA scaling folded into B_i
+    strict : bool, default False
+        Refuse a task whose activations are the same for every input row (a zero update, constant inputs), where
+        CKA is 0/0; otherwise such a pair counts as 0.
+    labels : sequence of str, optional
+        Names of the tasks in the ``strict`` message (default: their indices).
 
     Returns
     -------
     (before, after) : two Tensors of shape (n_tasks, n_tasks)
+
+    Raises
+    ------
+    knotwork._errors.MergeError
+        With ``strict``, naming the task whose activations are constant.
     """
     x = inputs.double()
-    before = cka_matrix([x @ (B.double() @ A.double()).T for B, A in factors])
+    labels = [str(i) for i in range(len(factors))] if labels is None else list(labels)
+    zs = [x @ (B.double() @ A.double()).T for B, A in factors]
+    if strict:
+        for label, (B, A) in zip(labels, factors, strict=True):
+            if not torch.count_nonzero(B.double() @ A.double()):
+                raise MergeError(f"adapter {label}: the update is zero, so linear CKA is undefined (0/0)")
+        _refuse_constant(zs, labels, "the update gives the same output for every input row")
+    before = cka_matrix(zs)
     alignment = knots_align(factors, rel_tol=rel_tol, dtype=torch.float64)
-    after = cka_matrix([x @ (rep / alignment.singular_values[:, None]).T for rep in alignment.reps])
+    zs = [x @ (rep / alignment.singular_values[:, None]).T for rep in alignment.reps]
+    if strict:
+        _refuse_constant(zs, labels, "the aligned coordinates give the same output for every input row")
+    after = cka_matrix(zs)
     return before, after

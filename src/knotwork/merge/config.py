@@ -3,8 +3,38 @@
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from knotwork._errors import MergeError
+
+
+def is_finite_number(value: Any) -> bool:
+    """A real number (not a bool) that is neither NaN nor infinite."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+# field -> (is it valid, what it must be); MergeConfig and the CLI both check through check_param.
+_RULES = {
+    "scale": (is_finite_number, "a finite number"),
+    "topk": (lambda v: v is None or (is_finite_number(v) and 0 < v <= 100), "a percentage in (0, 100]"),
+    "topk_scope": (lambda v: v in ("global", "module"), "'global' or 'module'"),
+    "drop_rate": (lambda v: is_finite_number(v) and 0 <= v < 1, "a probability in [0, 1)"),
+    "reduce": (lambda v: v in ("sum", "mean"), "'sum' or 'mean'"),
+    "rel_tol": (lambda v: is_finite_number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    "task_scales": (lambda v: v is None or all(is_finite_number(w) for w in v), "finite numbers"),
+}
+
+
+def check_param(name: str, value: Any, *, label: str | None = None) -> None:
+    """Raise :class:`MergeError` when ``value`` is not valid for the MergeConfig field ``name``.
+
+    ``label`` names the parameter in the message (the CLI passes its option, e.g. ``--topk``).
+    """
+    ok, expected = _RULES[name]
+    if not ok(value):
+        raise MergeError(f"{label or name} must be {expected}; got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -43,22 +73,8 @@ class MergeConfig:
     rel_tol: float = 1e-7
 
     def __post_init__(self) -> None:
-        checks = [
-            ("scale", math.isfinite(self.scale), "a finite float"),
-            ("topk", self.topk is None or (0 < self.topk <= 100), "a percentage in (0, 100] or None"),
-            ("topk_scope", self.topk_scope in ("global", "module"), "'global' or 'module'"),
-            ("drop_rate", 0 <= self.drop_rate < 1, "a probability in [0, 1)"),
-            ("reduce", self.reduce in ("sum", "mean"), "'sum' or 'mean'"),
-            ("rel_tol", 0 <= self.rel_tol < 1, "a float in [0, 1)"),
-            (
-                "task_scales",
-                self.task_scales is None or all(math.isfinite(w) for w in self.task_scales),
-                "a tuple of finite floats or None",
-            ),
-        ]
-        for name, ok, expected in checks:
-            if not ok:
-                raise ValueError(f"The {name!r} parameter of MergeConfig must be {expected}. Got {getattr(self, name)!r} instead.")
+        for name in _RULES:
+            check_param(name, getattr(self, name), label=f"The {name!r} parameter of MergeConfig")
         if self.task_scales is not None:
             object.__setattr__(self, "task_scales", tuple(float(w) for w in self.task_scales))
 
@@ -67,7 +83,7 @@ class MergeConfig:
         if self.task_scales is None:
             return (1.0,) * n_tasks
         if len(self.task_scales) != n_tasks:
-            raise ValueError(f"task_scales has {len(self.task_scales)} values for {n_tasks} tasks")
+            raise MergeError(f"task_scales has {len(self.task_scales)} values for {n_tasks} tasks")
         return self.task_scales
 
     def to_dict(self) -> dict[str, Any]:

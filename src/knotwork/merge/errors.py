@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from knotwork._errors import MergeError
 
-class AdapterError(ValueError):
-    """An adapter directory is missing, corrupt, unsupported, or incompatible with the others."""
+__all__ = ["AdapterError", "MergeError"]
+
+
+class AdapterError(MergeError):
+    """An adapter directory is missing, corrupt, unsupported, or incompatible with the others (exit code 2)."""

@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
+import io
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 
 
-def save_cka_heatmaps(before: np.ndarray, after: np.ndarray, names: Sequence[str], path: str | os.PathLike[str]) -> Path:
-    """Two side-by-side task x task heatmaps (shared 0..1 colour scale), written atomically as PNG."""
+def render_cka_heatmaps(before: np.ndarray, after: np.ndarray, names: Sequence[str]) -> bytes:
+    """Two side-by-side task x task heatmaps (shared 0..1 colour scale), as PNG bytes."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    path = Path(path)
     fig, axes = plt.subplots(1, 2, figsize=(4 + 1.2 * len(names), 2.5 + 0.5 * len(names)), constrained_layout=True)
     for ax, mat, title in zip(axes, (before, after), ("LoRA updates", "after KnOTS"), strict=True):
         im = ax.imshow(mat, vmin=0, vmax=1, cmap="viridis")
@@ -27,8 +27,26 @@ def save_cka_heatmaps(before: np.ndarray, after: np.ndarray, names: Sequence[str
             for j in range(len(names)):
                 ax.text(j, i, f"{mat[i, j]:.2f}", ha="center", va="center", color="w" if mat[i, j] < 0.6 else "k", fontsize=8)
     fig.colorbar(im, ax=axes, shrink=0.8, label="linear CKA")
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120)
     plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return buffer.getvalue()
+
+
+def save_cka_heatmaps(
+    before: np.ndarray,
+    after: np.ndarray,
+    names: Sequence[str],
+    path: str | os.PathLike[str],
+    *,
+    force: bool = False,
+    inputs: Iterable[str | os.PathLike[str]] = (),
+) -> Path:
+    """Write :func:`render_cka_heatmaps` to ``path`` through :func:`knotwork._io.write_bytes`.
+
+    Atomic, with the report ``<name>.knotwork.json`` beside it; an existing file is replaced only with ``force``
+    and only when knotwork wrote it; ``path`` may not be one of ``inputs``.
+    """
+    from knotwork._io import write_bytes
+
+    return write_bytes(Path(path), render_cka_heatmaps(before, after, names), inputs=inputs, force=force)

@@ -1,4 +1,10 @@
-"""Save a MergeResult as a PEFT adapter or as dense merged weights, with a JSON report beside it."""
+"""Save a MergeResult as a PEFT adapter or as dense merged weights, with ``merge_report.json`` inside.
+
+Both writers go through :func:`knotwork._io.atomic_dir`: the folder appears whole or not at all, carries the
+marker ``.knotwork.json`` (provenance and the list of files written), is replaced with ``force`` only when it is
+a previous knotwork output, and is never an input adapter, the base model folder, or a folder around or inside
+one of them. ``merge_report.json`` is the report for people: inputs and their sha256, method, parameters, ranks.
+"""
 
 from __future__ import annotations
 
@@ -42,6 +48,11 @@ def save_merged_adapter(
     """Write the merged update as a PEFT LoRA adapter (scaling folded in) plus ``merge_report.json``.
 
     KnOTS results are written exactly (B = U, A = R_merged) unless ``rank`` truncates them.
+
+    Raises
+    ------
+    knotwork._errors.OutputError
+        When ``out_dir`` may not be written (see the module docstring).
     """
     factors = result.factors(rank)
     report = merge_report(result, adapters, output_rank=rank)
@@ -65,7 +76,13 @@ def save_merged_model(
     fan_in_fan_out: bool = False,
     force: bool = False,
 ) -> Path:
-    """Write base weights + merged updates as a dense safetensors model, plus ``merge_report.json``."""
+    """Write base weights + merged updates as a dense safetensors model, plus ``merge_report.json``.
+
+    Raises
+    ------
+    knotwork._errors.OutputError
+        When ``out_dir`` may not be written (see the module docstring).
+    """
     report = merge_report(result, adapters, base_model_dir=str(base_dir))
     return write_dense_model(
         out_dir,
@@ -73,5 +90,6 @@ def save_merged_model(
         result.iter_deltas(),
         fan_in_fan_out=fan_in_fan_out,
         force=force,
+        inputs=[a.source for a in adapters],
         extra_files={REPORT_NAME: json.dumps(report, indent=2) + "\n"},
     )

@@ -191,3 +191,20 @@ def test_explicit_graph_for_an_untraceable_model():
     bad = ZipGraph([FeatureSpace(6, producers=["c"], consumers=[Consumer("b")], tap=Tap("b"))])
     with pytest.raises(ZipitError, match="feature space 0 names module 'c', which the model does not have"):
         zip_models([model, other], loader, graph=bad)
+
+
+def test_progress_callback_counts_every_batch_of_both_data_passes():
+    a, b, loader = tiny_vgg(0), tiny_vgg(1), loader_for((4, 3, 8, 8), n_batches=3)
+    calls = []
+    zip_models([a, b], loader, progress=calls.append, bn_batches=2)
+    assert calls == [1] * (3 + 2)  # three batches of statistics, then two of the BatchNorm reset
+
+
+def test_device_argument_gives_the_same_model_back_where_the_inputs_live():
+    """--device runs the data passes where asked; on this CPU-only check the result must equal the default."""
+    a, b, loader = tiny_vgg(0), tiny_vgg(1), loader_for((4, 3, 8, 8))
+    plain = zip_models([a, b], loader).state_dict()
+    placed = zip_models([a, b], loader, device="cuda" if torch.cuda.is_available() else "cpu")
+    for key, t in placed.state_dict().items():
+        assert t.device.type == "cpu"
+        torch.testing.assert_close(t, plain[key], rtol=1e-5, atol=1e-5)

@@ -168,13 +168,14 @@ def zip_models(
 
     Raises
     ------
-    knotwork.ZipitError
+    knotwork.zipit.ZipitError
         Before any data pass: fewer than two models, different architectures or shapes (naming the tensor),
         non-finite weights (naming the model and tensor), an unknown method, options that the method does not
         use, ``alpha``/``beta`` outside [0, 1], a batch count below 1, or a ``stop_at`` naming no node or
         module. During the statistics pass: a batch with NaN or inf inputs (naming the batch).
     knotwork.zipit.UnsupportedOperationError
-        A :class:`~knotwork.ZipitError`: tracing met an operation it cannot map (the message names the fx node).
+        A :class:`~knotwork.zipit.ZipitError`: tracing met an operation it cannot map (the message names the
+        fx node).
 
     Examples
     --------

@@ -75,7 +75,7 @@ def task_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, tasks: Seq
 
     Raises
     ------
-    knotwork.ZipitError
+    knotwork.zipit.ZipitError
         Before any prediction: an empty task list or task, a class id outside the model's head (naming it),
         or ``x`` with NaN or inf values.
     """

@@ -1,7 +1,7 @@
 """Reading ZipIt! inputs from files, each checked before any work: safetensors checkpoints and images in .npz.
 
-Every refusal is a :class:`~knotwork.ZipitError` whose one line names the file and the item (tensor, array,
-image) and says what is wrong. The algorithms in :mod:`knotwork.zipit` never read files; the CLI and the
+Every refusal is a :class:`~knotwork.zipit.ZipitError` whose one line names the file and the item (tensor,
+array, image) and says what is wrong. The algorithms in :mod:`knotwork.zipit` never read files; the CLI and the
 benchmark scripts come through here.
 """
 
@@ -39,7 +39,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
 
     Raises
     ------
-    knotwork.ZipitError
+    knotwork.zipit.ZipitError
         A missing file; a file that is not safetensors or is truncated (the file named); a tensor with NaN or
         inf values (the file and tensor named).
     """
@@ -64,7 +64,7 @@ def load_models(paths: Sequence[str | os.PathLike[str]], arch: str, *, width: in
 
     Raises
     ------
-    knotwork.ZipitError
+    knotwork.zipit.ZipitError
         Any refusal of :func:`load_checkpoint`; a checkpoint whose tensor names or shapes differ from the first
         one's (the tensor and both files named); checkpoints that are not ``arch`` at ``width`` (the file and
         the first missing, unexpected or misshapen tensor named).
@@ -100,7 +100,7 @@ def load_images(path: str | os.PathLike[str], *, key: str = "x_train", normalize
 
     Raises
     ------
-    knotwork.ZipitError
+    knotwork.zipit.ZipitError
         A missing or unreadable file, a missing array (the arrays present are listed), an array that is not
         images (dtype or rank), no images, an image with NaN or inf values (the file, array and image index
         named), or a normalisation whose channel count differs from the images'.

@@ -191,7 +191,7 @@ def build_from_state(arch: str, state: dict[str, torch.Tensor], *, width: int) -
 
     Raises
     ------
-    knotwork.ZipitError
+    knotwork.zipit.ZipitError
         An unregistered ``arch``, or a state dict that is not that architecture at that width: the first
         missing or unexpected tensor, or the first tensor of another shape, is named.
     """

@@ -91,7 +91,7 @@ def train_on_task(
 
     Raises
     ------
-    knotwork.ZipitError
+    knotwork.zipit.ZipitError
         Before training: ``x`` with NaN or inf values, labels or classes that are not integers in
         ``[0, n_outputs)`` of the model's head (naming the first bad one), no example of ``classes``, or
         ``epochs``/``batch_size`` below 1.

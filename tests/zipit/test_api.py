@@ -150,7 +150,8 @@ def test_zip_models_input_errors():
         zip_models([a, MLP()], loader)
     wide = tiny_vgg(0)
     wide.classifier[0] = nn.Linear(64, 13)
-    with pytest.raises(ValueError, match=r"tensor 'classifier.0.weight' has shape \(13, 64\) in model 1"):
+    with pytest.raises(ValueError, match=r"model 1: tensor 'classifier.0.weight' has shape \(13, 64\) but "
+                                         r"\(12, 64\) in model 0"):
         zip_models([a, wide], loader)
     with pytest.raises(ValueError, match=r"unknown method 'zip'"):
         zip_models([a, tiny_vgg(1)], loader, method="zip")

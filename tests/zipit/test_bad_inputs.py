@@ -131,10 +131,10 @@ CASES = [
     Case("wrong-width", r"m0.safetensors: tensor 'backbone.conv1.weight' has shape \(4, 1, 3, 3\) but a cnn of "
          r"width 16 needs \(8, 1, 3, 3\)", extra=("--width", "16")),
     Case("checkpoints-of-different-shapes", r"m1.safetensors: tensor 'backbone.bn1.bias' has shape "
-         r"\(8,\) but \(4,\) in .*m0.safetensors", prepare=_wider_b),
-    Case("checkpoint-with-a-tensor-the-first-lacks", r"m1.safetensors: has tensor 'extra', which .*m0.safetensors "
-         "does not", prepare=lambda c: _retensor(c.b, lambda s: s.update({"extra": torch.zeros(1)}))),
-    Case("checkpoint-without-a-tensor-the-first-has", r"m1.safetensors: has no tensor 'backbone.bn3.bias', which "
+         r"\(8,\) but \(4,\) in .*m0.safetensors; the checkpoints must share one architecture", prepare=_wider_b),
+    Case("checkpoint-with-a-tensor-the-first-lacks", r"m1.safetensors: has tensor 'extra' that .*m0.safetensors "
+         "lacks", prepare=lambda c: _retensor(c.b, lambda s: s.update({"extra": torch.zeros(1)}))),
+    Case("checkpoint-without-a-tensor-the-first-has", r"m1.safetensors: has no tensor 'backbone.bn3.bias' that "
          r".*m0.safetensors has", prepare=lambda c: _retensor(c.b, lambda s: s.pop("backbone.bn3.bias"))),
     # --- options
     Case("bad-method", r"Invalid value for '--method':.* 'zip' is not one of 'zipit', 'permute'", extra=("--method", "zip"), usage=True),

@@ -17,6 +17,7 @@ from knotwork.zipit.graph import ZipGraph, trace_feature_graph
 from knotwork.zipit.heads import MultiHeadModel, Unmerge, find_cut, split_graph
 from knotwork.zipit.matchers import get_matcher, split_blocks
 from knotwork.zipit.matchers.zipit import check_options
+from knotwork.zipit.models import state_difference
 from knotwork.zipit.rebasin import weight_matching
 from knotwork.zipit.stats import Progress, collect_statistics, first_input, model_device
 
@@ -38,13 +39,11 @@ def _check_models(models: Sequence[nn.Module]) -> None:
             raise ZipitError(f"model {i} is a {type(m).__name__}, model 0 a {type(models[0]).__name__}; "
                              "all models must share one architecture")
         sd = m.state_dict()
-        for key, t in ref.items():
-            if key not in sd:
-                raise ZipitError(f"model {i} has no tensor {key!r}")
-            if sd[key].shape != t.shape:
-                raise ZipitError(f"tensor {key!r} has shape {tuple(sd[key].shape)} in model {i} but "
-                                 f"{tuple(t.shape)} in model 0")
-            check_finite(sd[key], f"model {i} tensor {key!r}", error=ZipitError)
+        diff = state_difference(sd, ref, "model 0")
+        if diff is not None:
+            raise ZipitError(f"model {i}: {diff}")
+        for key, t in sd.items():
+            check_finite(t, f"model {i} tensor {key!r}", error=ZipitError)
 
 
 @contextmanager

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from knotwork._errors import ZipitError, check_finite
-from knotwork.zipit.models import build_from_state
+from knotwork.zipit.models import build_from_state, state_difference
 
 __all__ = ["NORMALIZATIONS", "load_checkpoint", "load_images", "load_models"]
 
@@ -73,15 +73,9 @@ def load_models(paths: Sequence[str | os.PathLike[str]], arch: str, *, width: in
     states = [load_checkpoint(p) for p in paths]
     first, ref = paths[0], states[0]
     for path, state in zip(paths[1:], states[1:], strict=True):
-        for key, tensor in ref.items():
-            if key not in state:
-                raise ZipitError(f"{path}: has no tensor {key!r}, which {first} has")
-            if state[key].shape != tensor.shape:
-                raise ZipitError(f"{path}: tensor {key!r} has shape {tuple(state[key].shape)} but "
-                                 f"{tuple(tensor.shape)} in {first}; the checkpoints must share one architecture")
-        extra = next((key for key in state if key not in ref), None)
-        if extra is not None:
-            raise ZipitError(f"{path}: has tensor {extra!r}, which {first} does not")
+        diff = state_difference(state, ref, str(first))
+        if diff is not None:
+            raise ZipitError(f"{path}: {diff}; the checkpoints must share one architecture")
     models = []
     for path, state in zip(paths, states, strict=True):
         try:

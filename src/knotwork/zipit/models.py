@@ -13,7 +13,8 @@ from torch import nn
 
 from knotwork._errors import ZipitError
 
-__all__ = ["ClassEmbeddingHead", "HeadedModel", "MLP", "ResNet20", "SmallCNN", "VGG"]
+__all__ = ["ClassEmbeddingHead", "HeadedModel", "MLP", "ResNet20", "SmallCNN", "VGG", "build_from_state",
+           "state_difference"]
 
 
 class ClassEmbeddingHead(nn.Module):
@@ -182,6 +183,21 @@ ARCHITECTURES = {
     "resnet20": lambda width, out_dim, in_channels: ResNet20(width, out_dim, in_channels),
     "cnn": lambda width, out_dim, in_channels: SmallCNN(width, out_dim, in_channels),
 }
+
+
+def state_difference(state: dict[str, torch.Tensor], ref: dict[str, torch.Tensor], ref_name: str) -> str | None:
+    """The first way ``state`` differs from ``ref`` (named ``ref_name``) in tensor names or shapes, or None.
+
+    A phrase for an error message: "has no tensor 'k' that <ref_name> has", "tensor 'k' has shape (8,) but (4,)
+    in <ref_name>", or "has tensor 'k' that <ref_name> lacks".
+    """
+    for key, tensor in ref.items():
+        if key not in state:
+            return f"has no tensor {key!r} that {ref_name} has"
+        if state[key].shape != tensor.shape:
+            return f"tensor {key!r} has shape {tuple(state[key].shape)} but {tuple(tensor.shape)} in {ref_name}"
+    extra = next((key for key in state if key not in ref), None)
+    return None if extra is None else f"has tensor {extra!r} that {ref_name} lacks"
 
 
 def build_from_state(arch: str, state: dict[str, torch.Tensor], *, width: int) -> nn.Module:

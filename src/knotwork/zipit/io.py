@@ -128,7 +128,9 @@ def load_images(path: str | os.PathLike[str], *, key: str = "x_train", normalize
         finite = np.isfinite(x.reshape(len(x), -1)).all(axis=1)
         if not finite.all():
             i = int(np.argmin(finite))
-            raise ZipitError(f"{where} image {i} holds NaN or inf values ({int((~finite).sum())} such images)")
+            bad = int((~finite).sum())
+            more = f" (and {bad - 1} more image{'s' if bad > 2 else ''})" if bad > 1 else ""
+            raise ZipitError(f"{where} image {i} holds NaN or inf values{more}")
     t = torch.from_numpy(np.ascontiguousarray(x))
     t = t.float().div(255) if t.dtype == torch.uint8 else t.float()
     if t.ndim == 3:

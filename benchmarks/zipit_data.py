@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +47,8 @@ class Setting:
     n_train: int | None = None  # per-task cap on training examples (None = all)
     n_test: int | None = None
     batch_size: int = 32  # small batches: many more SGD steps for the same CPU time on these tiny budgets
+    pool: int | None = None  # training images loaded at all (None = all); only the smoke setting cuts it
+    vectors: str = "minilm"  # class vectors: "minilm" (class-name embeddings) or "random" (no model needed)
 
 
 SETTINGS = {
@@ -56,7 +58,7 @@ SETTINGS = {
                           n_train=3000, n_test=2000),
     # A seconds-long run of the whole pipeline, to check the scripts (its numbers mean nothing).
     "smoke": Setting("smoke", "mnist.npz", "cnn", 16, epochs=1, lr=0.05, augment=False, pairs=1, n_train=300,
-                     n_test=300),
+                     n_test=300, pool=2000, vectors="random"),
     "cifar10": Setting("cifar10", "cifar10.npz", "resnet20", 1, epochs=3, lr=0.1, augment=True, pairs=2, n_train=3000, n_test=2000),
 }
 
@@ -67,7 +69,8 @@ def load_data(setting: Setting) -> dict[str, torch.Tensor | list[str]]:
     if not path.exists():
         raise FileNotFoundError(f"data not found at {path}; see shared/data/README.md")
     with np.load(path) as z:
-        xtr, ytr, xte, yte = z["x_train"], z["y_train"], z["x_test"], z["y_test"]
+        xtr, ytr = z["x_train"][: setting.pool], z["y_train"][: setting.pool]
+        xte, yte = z["x_test"][: setting.n_test], z["y_test"][: setting.n_test]
         names = [str(n) for n in z["class_names"]] if "class_names" in z else MNIST_NAMES
     if xtr.ndim == 3:  # MNIST: (N, 28, 28) -> (N, 1, 28, 28), standardised with MNIST's usual mean/std
         def prep(a):
@@ -86,17 +89,21 @@ def class_split(pair: int, n_classes: int = 10) -> tuple[list[int], list[int]]:
     return sorted(perm[:half].tolist()), sorted(perm[half:].tolist())
 
 
-def class_vectors(setting: Setting, names: list[str]) -> torch.Tensor:
-    """MiniLM embeddings of the class names, computed once and cached as .npy under the cache folder."""
-    path = CACHE / f"{setting.name}_class_vectors.npy"
+def class_vectors(setting: Setting, names: list[str], cache: Path = CACHE) -> torch.Tensor:
+    """MiniLM embeddings of the class names (cached as .npy under ``cache``), or seeded random unit vectors."""
+    from knotwork._io import write_scratch
+    from knotwork.zipit.class_vectors import minilm_class_vectors, random_class_vectors
+
+    if setting.vectors == "random":
+        return random_class_vectors(len(names), 384, seed=0)
+    path = cache / f"{setting.name}_class_vectors.npy"
     if path.exists():
         return torch.from_numpy(np.load(path))
-    from knotwork.zipit.class_vectors import minilm_class_vectors
-
     template = "a handwritten digit {}." if setting.data == "mnist.npz" else "a photo of a {}."
     vec = minilm_class_vectors(names, template=template)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.save(path, vec.numpy())
+    buf = io.BytesIO()
+    np.save(buf, vec.numpy())
+    write_scratch(path, buf.getvalue())
     return vec
 
 
@@ -104,8 +111,7 @@ def build_model(setting: Setting, vectors: torch.Tensor, seed: int) -> torch.nn.
     """A freshly initialised backbone (seeded) with the frozen class-embedding head."""
     from knotwork.zipit.models import ClassEmbeddingHead, HeadedModel, ResNet20, SmallCNN
 
-    devnull = torch.random.fork_rng()  # initialise under a local seed without leaking into the global RNG
-    with devnull:
+    with torch.random.fork_rng():  # initialise under a local seed without leaking into the global RNG
         torch.manual_seed(seed)
         dim = vectors.shape[1]
         if setting.arch == "cnn":
@@ -115,28 +121,25 @@ def build_model(setting: Setting, vectors: torch.Tensor, seed: int) -> torch.nn.
     return HeadedModel(backbone, ClassEmbeddingHead(vectors))
 
 
-def ckpt_path(setting: Setting, pair: int, which: str) -> Path:
-    return CACHE / setting.name / f"pair{pair}_{which}.safetensors"
+def ckpt_path(setting: Setting, pair: int, which: str, cache: Path = CACHE) -> Path:
+    return cache / setting.name / f"pair{pair}_{which}.safetensors"
 
 
-def save_atomic(state: dict[str, torch.Tensor], path: Path, meta: dict) -> None:
-    """safetensors + JSON sidecar, each written to a temp file in the same folder then renamed."""
+def save_checkpoint(state: dict[str, torch.Tensor], path: Path, meta: dict) -> None:
+    """A base model's safetensors, written atomically, with ``meta`` in its report ``<name>.knotwork.json``."""
     from safetensors.torch import save_file
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    save_file({k: v.contiguous() for k, v in state.items()}, tmp)
-    os.replace(tmp, path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(meta, f, indent=1)
-    os.replace(tmp, path.with_suffix(".json"))
+    from knotwork._io import atomic_file
+
+    with atomic_file(path, report={"meta": json.loads(json.dumps(meta))}) as tmp:
+        save_file({k: v.contiguous() for k, v in state.items()}, str(tmp))
 
 
-def write_atomic(text: str, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+def load_checkpoint(setting: Setting, vectors: torch.Tensor, pair: int, which: str, cache: Path = CACHE
+                    ) -> torch.nn.Module:
+    """A cached base model, in eval mode."""
+    from knotwork.zipit.io import load_checkpoint as read
+
+    model = build_model(setting, vectors, seed=0)
+    model.load_state_dict(read(ckpt_path(setting, pair, which, cache)))
+    return model.eval()

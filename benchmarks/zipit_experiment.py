@@ -2,19 +2,19 @@
 
 Usage (from the repository root)::
 
-    python benchmarks/zipit_train.py mnist cifar10          # train and cache the base models (resumable)
-    python benchmarks/zipit_experiment.py mnist cifar10 --force  # merge, evaluate, write docs/results/zipit.md
+    python benchmarks/zipit_experiment.py mnist mnist-w128 cifar10 --ablation mnist --force
 
-Per-pair results are cached as JSON next to the checkpoints, so an interrupted run resumes.
+Base models missing from the cache are trained first (``zipit_train.py``). Every (pair, width, method) result
+is one record under ``benchmarks/results/zipit/``; a unit whose record exists is not run again (``--rerun``
+runs it again), so an interrupted study resumes. The page, docs/results/zipit.md, is rendered from the records.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import copy
 import logging
-import platform
-import subprocess
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -23,20 +23,18 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import ROOT, header, load_records, record_path, write_atomic, write_record  # noqa: E402
 from zipit_data import (  # noqa: E402
     CACHE,
-    ROOT,
     SETTINGS,
     Setting,
-    build_model,
-    ckpt_path,
     class_split,
     class_vectors,
+    load_checkpoint,
     load_data,
-    write_atomic,
 )
+from zipit_train import train_setting  # noqa: E402
 
-import knotwork  # noqa: E402
 from knotwork.zipit import Ensemble, count_macs, task_accuracy, zip_models  # noqa: E402
 from knotwork.zipit.bn import reset_bn_stats  # noqa: E402
 from knotwork.zipit.fold import fold_models  # noqa: E402
@@ -46,6 +44,8 @@ from knotwork.zipit.stats import collect_statistics  # noqa: E402
 
 log = logging.getLogger("zipit_experiment")
 
+STUDY = "zipit"
+PAGE = ROOT / "docs" / "results" / "zipit.md"
 MERGE_IMAGES = 500  # unlabeled training images for feature statistics and the BatchNorm reset
 BATCH = 100
 PARTIAL = {  # stop points for the two partial zips: (label, stop_at)
@@ -58,20 +58,33 @@ BETAS = (0.0, 0.125, 0.5, 1.0)
 DEFAULT_ALPHA, DEFAULT_BETA = 0.3, 0.125
 
 
-def _load(setting: Setting, vectors: torch.Tensor, pair: int, which: str) -> torch.nn.Module:
-    from safetensors.torch import load_file
+def methods(setting: Setting) -> list[tuple[str, str, dict | None]]:
+    """The rows of a table: (method slug, label, zip_models options; None for a model that is not merged)."""
+    return [
+        ("model-a", "Model A", None), ("model-b", "Model B", None),
+        ("wavg", "W. Avg", {"method": "identity"}), ("rebasin", "Git Re-Basin", {"method": "rebasin"}),
+        ("permute", "Permute", {"method": "permute"}), ("zipit-full", FULL_LABEL[setting.arch], {}),
+        *[(f"zipit-stop-{stop}", label, {"stop_at": stop}) for label, stop in PARTIAL[setting.arch]],
+        ("ensemble", "Ensemble", None),
+    ]
 
-    model = build_model(setting, vectors, seed=0)
-    model.load_state_dict(load_file(ckpt_path(setting, pair, which)))
-    return model.eval()
+
+def ablation_cells() -> list[tuple[float, float]]:
+    """(alpha, beta) of the ablation grid; beta = 0 is Permute whatever alpha, so it runs once."""
+    return [(alpha, beta) for beta in BETAS for alpha in (ALPHAS[:1] if beta == 0.0 else ALPHAS)]
 
 
-def _merge_loader(data: dict, classes: list[int], seed: int) -> list[tuple[torch.Tensor]]:
-    """MERGE_IMAGES unlabeled training images drawn from the union of both tasks (labels dropped)."""
+def unit(setting: Setting, pair: int, method: str) -> str:
+    """A record's unit: one (pair, width, method) of a setting."""
+    return f"{setting.name}-pair{pair}-w{setting.width}-{method}"
+
+
+def _merge_loader(data: dict, classes: list[int], seed: int, n_images: int) -> list[tuple[torch.Tensor]]:
+    """``n_images`` unlabeled training images drawn from the union of both tasks (labels dropped)."""
     y = data["y_train"]
     idx = torch.isin(y, torch.tensor(classes)).nonzero().squeeze(1)
     g = torch.Generator().manual_seed(seed)
-    idx = idx[torch.randperm(len(idx), generator=g)[:MERGE_IMAGES]]
+    idx = idx[torch.randperm(len(idx), generator=g)[:n_images]]
     x = data["x_train"][idx]
     return [(x[i : i + BATCH],) for i in range(0, len(x), BATCH)]
 
@@ -82,71 +95,74 @@ def _row(model, x, y, tasks, seconds: float) -> dict:
             "macs": count_macs(model, x[:1]), "seconds": round(seconds, 2)}
 
 
-def run_pair(setting: Setting, data: dict, vectors: torch.Tensor, pair: int, ablation: bool) -> dict:
-    """All rows of the main table (and the ablation) for one (split, seed) pair; cached as JSON."""
-    path = CACHE / setting.name / f"results_pair{pair}.json"
-    if path.exists():
-        cached = json.loads(path.read_text())
-        if not ablation or "ablation" in cached:
-            return cached
-    task_a, task_b = class_split(pair)
-    tasks = [task_a, task_b]
-    a, b = _load(setting, vectors, pair, "A"), _load(setting, vectors, pair, "B")
-    n_test = setting.n_test or len(data["y_test"])
-    x, y = data["x_test"][:n_test], data["y_test"][:n_test]
-    loader = _merge_loader(data, task_a + task_b, seed=pair)
-    rows: dict[str, dict] = {}
-    rows["Model A"] = _row(a, x, y, tasks, 0.0)
-    rows["Model B"] = _row(b, x, y, tasks, 0.0)
-    for label, kwargs in [("W. Avg", {"method": "identity"}), ("Git Re-Basin", {"method": "rebasin"}),
-                          ("Permute", {"method": "permute"}), (FULL_LABEL[setting.arch], {}),
-                          *[(lab, {"stop_at": stop}) for lab, stop in PARTIAL[setting.arch]]]:
+def run_pair(setting: Setting, data: dict, vectors: torch.Tensor, pair: int, *, ablation: bool, cache: Path,
+             records: Path | None, merge_images: int, rerun: bool) -> None:
+    """Run every unit of one (split, seed) pair that has no record yet, writing one record per unit."""
+    def todo(method: str) -> bool:
+        return rerun or not record_path(STUDY, unit(setting, pair, method), root=records).exists()
+
+    rows = [m for m in methods(setting) if todo(m[0])]
+    cells = [c for c in ablation_cells() if todo(_cell(*c))] if ablation else []
+    if not rows and not cells:
+        return
+    tasks = list(class_split(pair))
+    a = load_checkpoint(setting, vectors, pair, "A", cache)
+    b = load_checkpoint(setting, vectors, pair, "B", cache)
+    x, y = data["x_test"], data["y_test"]
+    loader = _merge_loader(data, tasks[0] + tasks[1], seed=pair, n_images=merge_images)
+    common = {"setting": setting.name, "pair": pair, "width": setting.width, "arch": setting.arch, "tasks": tasks,
+              "seeds": [2 * pair, 2 * pair + 1], "merge_images": sum(len(b[0]) for b in loader)}
+    for method, label, options in rows:
         t0 = time.perf_counter()
-        merged = zip_models([a, b], loader, **kwargs)
-        rows[label] = _row(merged, x, y, tasks, time.perf_counter() - t0)
-        log.warning("%s pair %d %-16s joint %.3f avg %.3f", setting.name, pair, label, rows[label]["joint"],
-                    rows[label]["avg"])
-    rows["Ensemble"] = _row(Ensemble([a, b]), x, y, tasks, 0.0)
-    result = {"pair": pair, "tasks": tasks, "seeds": [2 * pair, 2 * pair + 1], "rows": rows}
-    if ablation:
-        result["ablation"] = _ablation(a, b, loader, x, y, tasks)
-    write_atomic(json.dumps(result, indent=1), path)
-    return result
-
-
-def _ablation(a, b, loader, x, y, tasks) -> dict[str, float]:
-    """Joint accuracy of full zips over the alpha x beta grid; the statistics are shared by all cells."""
-    graph = trace_feature_graph(a, loader[0][0])
-    stats = collect_statistics([a, b], graph, loader)
-    out = {}
-    for beta in BETAS:
-        for alpha in ALPHAS:
-            if beta == 0.0 and alpha != ALPHAS[0]:
-                out[f"{alpha},{beta}"] = out[f"{ALPHAS[0]},{beta}"]  # beta=0 is Permute whatever alpha
-                continue
+        if method == "model-a":
+            model = a
+        elif method == "model-b":
+            model = b
+        elif method == "ensemble":
+            model = Ensemble([a, b])
+        else:
+            model = zip_models([a, b], loader, **options)
+        row = _row(model, x, y, tasks, time.perf_counter() - t0 if options is not None else 0.0)
+        write_record(STUDY, unit(setting, pair, method), {**common, "method": method, "label": label, **row},
+                     script=__file__, root=records)
+        log.warning("%s pair %d %-16s joint %.3f avg %.3f", setting.name, pair, label, row["joint"], row["avg"])
+    if cells:
+        graph = trace_feature_graph(a, loader[0][0])
+        stats = collect_statistics([a, b], graph, loader)
+        for alpha, beta in cells:
             transforms = {k: zipit_match(stats[k].correlation, [graph.spaces[k].width] * 2, alpha=alpha, beta=beta)
                           for k in graph.mergeable}
-            merged = build_like(a)
+            merged = copy.deepcopy(a)
             merged.load_state_dict(fold_models([a, b], graph, transforms))
             reset_bn_stats(merged, loader)
-            out[f"{alpha},{beta}"] = task_accuracy(merged, x, y, tasks).joint
-    return out
+            joint = task_accuracy(merged, x, y, tasks).joint
+            write_record(STUDY, unit(setting, pair, _cell(alpha, beta)),
+                         {**common, "method": "zipit", "alpha": alpha, "beta": beta, "joint": joint},
+                         script=__file__, root=records)
 
 
-def build_like(model: torch.nn.Module) -> torch.nn.Module:
-    import copy
-
-    return copy.deepcopy(model)
+def _cell(alpha: float, beta: float) -> str:
+    return f"zipit-a{alpha}-b{beta}"
 
 
-def _git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                               capture_output=True, text=True).stdout.strip()
-        return out.stdout.strip() + (" (with uncommitted changes)" if dirty else "")
-    except OSError:
-        return "unknown"
+def gather(setting: Setting, records: dict[str, dict]) -> list[dict]:
+    """The pairs of a setting as the page's tables read them: rows by label, ablation by "alpha,beta"."""
+    pairs = []
+    for pair in range(setting.pairs):
+        rows = {}
+        for method, label, _ in methods(setting):
+            rec = records.get(unit(setting, pair, method))
+            if rec is not None:
+                rows[label] = rec["data"]
+        if len(rows) < len(methods(setting)):
+            continue
+        result = {"pair": pair, "tasks": next(iter(rows.values()))["tasks"], "rows": rows}
+        cells = {c: records.get(unit(setting, pair, _cell(*c))) for c in ablation_cells()}
+        if all(cells.values()):  # beta = 0 is Permute whatever alpha: every column shows its one run
+            result["ablation"] = {f"{alpha},{beta}": cells[(alpha if beta else ALPHAS[0], beta)]["data"]["joint"]
+                                  for beta in BETAS for alpha in ALPHAS}
+        pairs.append(result)
+    return pairs
 
 
 def _fmt(vals: list[float], pct: bool = True) -> str:
@@ -192,27 +208,19 @@ DISCUSSION = [
 ]
 
 
-def render(results: dict[str, list[dict]], argv: list[str], seconds: float) -> str:
-    lines = [
-        "# ZipIt! results: merging models trained on disjoint tasks",
-        "",
-        "Produced by `" + " ".join(["python benchmarks/zipit_experiment.py", *argv]) + "` after "
-        "`python benchmarks/zipit_train.py " + " ".join(results) + "` (the training script caches the base "
-        "models; `knotwork bench zipit --force` runs both).",
-        "",
-        f"- knotwork {knotwork.__version__}, git commit {_git_commit()}, torch {torch.__version__}, "
-        f"Python {platform.python_version()}.",
-        "- Machine: 2-core CPU **shared with about six other jobs** (load average 8-11 during the runs), "
-        "`torch.set_num_threads(1)`, `nice -n 10`; no GPU. Wall time of this invocation: "
-        f"{seconds / 60:.1f} min (pairs evaluated by an earlier invocation are reused from the cache).",
-        "- Data: `../shared/data/vision/mnist.npz` and `../shared/data/vision/cifar10.npz` (JPEG re-encodings of "
-        "CIFAR-10, 1,600 training images per class; see the data README).",
+def render(results: dict[str, list[dict]], records: dict[str, dict], *, command: str, seconds: float,
+           merge_images: int) -> str:
+    data = ("`../shared/data/vision/mnist.npz` and `../shared/data/vision/cifar10.npz` (JPEG re-encodings of "
+            "CIFAR-10, 1,600 training images per class; see the data README).")
+    extra = [
+        f"- Threads: `torch.set_num_threads(1)`. Wall time of this invocation: {seconds / 60:.1f} min (units "
+        "with a record are reused, not run again).",
         "- Splits: pair *p* splits the 10 classes into random halves with `RandomState(1000 + p).permutation(10)`; "
         "model A (seed 2p) trains on the first half, model B (seed 2p+1) on the second.",
         "- Heads: every model ends in a frozen class-embedding head, `100 · cos(f(x), e_c)`, where `e_c` is the "
         "all-MiniLM-L6-v2 embedding of \"a photo of a {class}.\" (CIFAR) or \"a handwritten digit {name}.\" "
         "(MNIST); the paper uses CLIP text embeddings. Models train with cross-entropy over their own 5 classes.",
-        f"- Merging: {MERGE_IMAGES} unlabeled training images of both tasks (no augmentation) for the feature "
+        f"- Merging: {merge_images} unlabeled training images of both tasks (no augmentation) for the feature "
         "statistics and for the BatchNorm reset, which is applied to every merged model, partial zips included "
         f"(as in the paper). ZipIt! uses α = {DEFAULT_ALPHA}, β = {DEFAULT_BETA} (the reference code's defaults).",
         "- Metrics as in the paper: *joint* = accuracy over all 10 classes without the task label; *task A/B* = "
@@ -220,11 +228,11 @@ def render(results: dict[str, list[dict]], argv: list[str], seconds: float) -> s
         "ensemble): softmax within each head's task classes, then the most probable class across heads. MMACs = "
         "multiply-accumulates of all Conv/Linear layers per image (trunk + every head).",
         "- Each cell: mean ± standard deviation over the pairs (population std).",
-        "",
     ]
+    lines = [header("ZipIt! results: merging models trained on disjoint tasks", command=command, script=__file__,
+                    records=records, data=data, extra=extra)]
     for name, pairs in results.items():
-        setting = SETTINGS[name]
-        lines += _section(setting, pairs)
+        lines += _section(SETTINGS[name], pairs)
     lines += DISCUSSION
     return "\n".join(lines) + "\n"
 
@@ -297,32 +305,50 @@ def _comparison(setting: Setting, pairs: list[dict]) -> list[str]:
     return lines
 
 
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("settings", nargs="*", default=["mnist", "mnist-w128", "cifar10"], choices=list(SETTINGS),
+                   metavar="SETTING", help=f"any of {list(SETTINGS)} (default: mnist mnist-w128 cifar10)")
+    p.add_argument("--ablation", nargs="*", default=["mnist"], choices=list(SETTINGS), metavar="SETTING",
+                   help="settings that also run the α/β grid (default: mnist)")
+    p.add_argument("--out", type=Path, default=PAGE, help="the results page (default: docs/results/zipit.md)")
+    p.add_argument("--records", type=Path, default=None,
+                   help="folder of the result records (default: benchmarks/results)")
+    p.add_argument("--cache", type=Path, default=CACHE, help="folder of the cached base models")
+    p.add_argument("--merge-images", type=int, default=MERGE_IMAGES,
+                   help=f"unlabeled images for statistics and the BatchNorm reset (default {MERGE_IMAGES})")
+    p.add_argument("--rerun", action="store_true", help="run every unit again, even those with a record")
+    p.add_argument("--force", action="store_true", help="replace an existing results page")
+    return p
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("settings", nargs="*", default=list(SETTINGS), help=f"any of {list(SETTINGS)}")
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results" / "zipit.md")
-    parser.add_argument("--ablation", nargs="*", default=["mnist"], help="settings that also run the α/β grid")
-    parser.add_argument("--force", action="store_true", help="overwrite an existing results file")
-    args = parser.parse_args(argv)
-    unknown = [s for s in args.settings if s not in SETTINGS]
-    if unknown:
-        parser.error(f"unknown setting(s) {unknown}; choose from {list(SETTINGS)}")
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parser().parse_args(argv)
+    if args.merge_images < 1:
+        parser().error(f"--merge-images must be >= 1; got {args.merge_images}")
     if args.out.exists() and not args.force:
-        parser.error(f"{args.out} exists; pass --force to overwrite it")
+        parser().error(f"{args.out} exists; pass --force to replace it")
     torch.set_num_threads(1)
     t0 = time.time()
     results: dict[str, list[dict]] = {}
     for name in args.settings:
         setting = SETTINGS[name]
-        missing = [str(ckpt_path(setting, p, w)) for p in range(setting.pairs) for w in "AB"
-                   if not ckpt_path(setting, p, w).exists()]
-        if missing:
-            parser.error(f"missing checkpoints {missing}; run python benchmarks/zipit_train.py {name}")
         data = load_data(setting)
-        vectors = class_vectors(setting, data["names"])
-        results[name] = [run_pair(setting, data, vectors, p, name in args.ablation) for p in range(setting.pairs)]
-    text = render(results, [*args.settings, "--ablation", *args.ablation], time.time() - t0)
-    write_atomic(text, args.out)
+        train_setting(name, args.cache, data)
+        vectors = class_vectors(setting, data["names"], args.cache)
+        for pair in range(setting.pairs):
+            run_pair(setting, data, vectors, pair, ablation=name in args.ablation, cache=args.cache,
+                     records=args.records, merge_images=args.merge_images, rerun=args.rerun)
+    records = load_records(STUDY, root=args.records)
+    used = {}
+    for name in args.settings:
+        setting = SETTINGS[name]
+        results[name] = gather(setting, records)
+        used.update({u: r for u, r in records.items() if r["data"].get("setting") == name})
+    command = shlex.join(["python", "benchmarks/zipit_experiment.py", *argv])
+    text = render(results, used, command=command, seconds=time.time() - t0, merge_images=args.merge_images)
+    write_atomic(args.out, text)
     print(f"wrote {args.out}")
     return 0
 

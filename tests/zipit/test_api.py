@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from knotwork._errors import ZipitError
 from knotwork.zipit import (
     Ensemble,
     MultiHeadModel,
@@ -103,7 +104,7 @@ def test_partial_zip_leaves_heads_unmerged_and_bad_cuts_fail(resnet_pair):
     torch.testing.assert_close(head_b["backbone.layer3.2.conv2.weight"], other.backbone.layer3[2].conv2.weight)
     with pytest.raises(UnsupportedOperationError, match=r"cannot split after fx node 'backbone_layer1_0_bn1'.*also used"):
         zip_models([model, other], loader, stop_at="backbone.layer1.0.bn1")
-    with pytest.raises(KeyError, match=r"stop_at='backbone.layer9' names no fx node"):
+    with pytest.raises(ZipitError, match=r"stop_at='backbone.layer9' names no fx node"):
         zip_models([model, other], loader, stop_at="backbone.layer9")
 
 
@@ -145,11 +146,12 @@ def test_zip_models_input_errors():
     a, loader = tiny_vgg(0), loader_for((4, 3, 8, 8))
     with pytest.raises(ValueError, match="at least 2 models; got 1"):
         zip_models([a], loader)
-    with pytest.raises(TypeError, match="model 1 is a MLP, model 0 a VGG"):
+    with pytest.raises(ZipitError, match="model 1 is a MLP, model 0 a VGG"):
         zip_models([a, MLP()], loader)
     wide = tiny_vgg(0)
     wide.classifier[0] = nn.Linear(64, 13)
-    with pytest.raises(ValueError, match=r"tensor 'classifier.0.weight' has shape \(13, 64\) in model 1"):
+    with pytest.raises(ValueError, match=r"model 1: tensor 'classifier.0.weight' has shape \(13, 64\) but "
+                                         r"\(12, 64\) in model 0"):
         zip_models([a, wide], loader)
     with pytest.raises(ValueError, match=r"unknown method 'zip'"):
         zip_models([a, tiny_vgg(1)], loader, method="zip")
@@ -188,5 +190,22 @@ def test_explicit_graph_for_an_untraceable_model():
     with pytest.raises(ValueError, match="stop_at needs a traced graph"):
         zip_models([model, other], loader, graph=graph, stop_at="a")
     bad = ZipGraph([FeatureSpace(6, producers=["c"], consumers=[Consumer("b")], tap=Tap("b"))])
-    with pytest.raises(KeyError, match="feature space 0 names module 'c', which the model does not have"):
+    with pytest.raises(ZipitError, match="feature space 0 names module 'c', which the model does not have"):
         zip_models([model, other], loader, graph=bad)
+
+
+def test_progress_callback_counts_every_batch_of_both_data_passes():
+    a, b, loader = tiny_vgg(0), tiny_vgg(1), loader_for((4, 3, 8, 8), n_batches=3)
+    calls = []
+    zip_models([a, b], loader, progress=calls.append, bn_batches=2)
+    assert calls == [1] * (3 + 2)  # three batches of statistics, then two of the BatchNorm reset
+
+
+def test_device_argument_gives_the_same_model_back_where_the_inputs_live():
+    """--device runs the data passes where asked; on this CPU-only check the result must equal the default."""
+    a, b, loader = tiny_vgg(0), tiny_vgg(1), loader_for((4, 3, 8, 8))
+    plain = zip_models([a, b], loader).state_dict()
+    placed = zip_models([a, b], loader, device="cuda" if torch.cuda.is_available() else "cpu")
+    for key, t in placed.state_dict().items():
+        assert t.device.type == "cpu"
+        torch.testing.assert_close(t, plain[key], rtol=1e-5, atol=1e-5)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from knotwork._errors import ZipitError
 from knotwork.zipit.matchers import (
     MATCHERS,
     get_matcher,
@@ -131,7 +132,7 @@ def test_matcher_input_errors():
         zipit_match(torch.eye(4), [2, 2], alpha=1.5)
     with pytest.raises(ValueError, match="alpha=0 forbids"):
         zipit_match(torch.eye(6), [2, 2, 2], alpha=0.0)
-    with pytest.raises(KeyError, match=r"unknown matcher 'zip'; known matchers: \['identity', 'permute', 'zipit'\]"):
+    with pytest.raises(ZipitError, match=r"unknown matcher 'zip'; known matchers: \['identity', 'permute', 'zipit'\]"):
         get_matcher("zip")
 
 

@@ -1,142 +1,133 @@
-"""CLI commands for `zipit`: merge checkpoints (`knotwork zipit merge`) and `knotwork bench zipit`."""
+"""`knotwork zipit merge`: zip checkpoints of one architecture into one model, with statistics from images.
+
+The study that reproduces the paper's tables is not a command: it is ``python benchmarks/zipit_experiment.py``.
+"""
 
 from __future__ import annotations
 
+import enum
 from pathlib import Path
 
 import typer
 
-from knotwork.cli._app import app, bench_app
+from knotwork.cli._app import (
+    Device,
+    device_option,
+    emit_json,
+    force_option,
+    group,
+    json_option,
+    out_option,
+    resolve_device,
+)
 
-zipit_app = typer.Typer(help="ZipIt!: merge models trained from different inits on different tasks.",
-                        no_args_is_help=True)
-app.add_typer(zipit_app, name="zipit")
-
-
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+zipit_app = group("zipit", "ZipIt!: merge models trained from different inits on different tasks, without training.")
 
 
-def _load_images(path: Path, key: str, normalize: str, limit: int):
-    """Images from an npz as float (N, C, H, W): uint8 is scaled to [0, 1], HWC moved to CHW, then normalised."""
-    import numpy as np
-    import torch
+class Method(str, enum.Enum):
+    """The merging methods of ``knotwork.zipit.zip_models`` (``knotwork.zipit.METHODS``)."""
 
-    with np.load(path) as z:
-        if key not in z:
-            raise typer.BadParameter(f"{path} has no array {key!r}; it has {sorted(z.files)}", param_hint="--key")
-        x = z[key][:limit]
-    t = torch.from_numpy(np.ascontiguousarray(x))
-    t = t.float().div(255) if t.dtype == torch.uint8 else t.float()
-    if t.ndim == 3:
-        t = t.unsqueeze(1)
-    elif t.ndim == 4 and t.shape[-1] in (1, 3) and t.shape[1] not in (1, 3):
-        t = t.permute(0, 3, 1, 2)
-    stats = {"mnist": ([0.1307], [0.3081]), "cifar10": ([0.4914, 0.4822, 0.4465], [0.2470, 0.2435, 0.2616])}
-    if normalize in stats:
-        mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in stats[normalize])
-        t = (t - mean) / std
-    elif normalize != "none":
-        raise typer.BadParameter(f"unknown normalisation {normalize!r}; use none, mnist or cifar10",
-                                 param_hint="--normalize")
-    return t
+    zipit = "zipit"
+    permute = "permute"
+    identity = "identity"
+    rebasin = "rebasin"
+
+
+class Arch(str, enum.Enum):
+    """Architectures a checkpoint is rebuilt as (``knotwork.zipit.models.ARCHITECTURES``)."""
+
+    resnet20 = "resnet20"
+    cnn = "cnn"
+
+
+class Normalize(str, enum.Enum):
+    """Per-channel normalisation of the images (``knotwork.zipit.io.NORMALIZATIONS``)."""
+
+    none = "none"
+    mnist = "mnist"
+    cifar10 = "cifar10"
 
 
 @zipit_app.command("merge")
 def merge(
     checkpoints: list[Path] = typer.Argument(..., help="Two or more .safetensors checkpoints of one architecture."),
-    data: Path = typer.Option(..., "--data", help="An .npz with unlabeled images (uint8 or float)."),
-    out: Path = typer.Option(..., "--out", help="Merged .safetensors to write (a .json report goes beside it)."),
-    arch: str = typer.Option("resnet20", "--arch", help="Registered architecture: resnet20 or cnn."),
+    data: Path = typer.Option(..., "--data", help="An .npz with unlabeled images (uint8 or float); labels are never read."),
+    out: Path = out_option("Merged .safetensors to write; its report goes beside it as <name>.knotwork.json."),
+    arch: Arch = typer.Option(Arch.resnet20, "--arch", help="Architecture of the checkpoints."),
     width: int = typer.Option(1, "--width", help="Width multiplier (resnet20) or channels (cnn) of the checkpoints."),
     key: str = typer.Option("x_train", "--key", help="Array of the npz holding the images."),
-    normalize: str = typer.Option("none", "--normalize", help="none, mnist or cifar10 (as the models were trained)."),
+    normalize: Normalize = typer.Option(Normalize.none, "--normalize", help="As the models were trained."),
     n_images: int = typer.Option(500, "--n-images", help="Images used for statistics and the BatchNorm reset."),
-    method: str = typer.Option("zipit", "--method", help="zipit, permute, identity or rebasin."),
-    alpha: float = typer.Option(0.3, "--alpha", help="ZipIt! discount on re-merging a merged feature."),
-    beta: float = typer.Option(0.125, "--beta", help="ZipIt! fraction of merges allowed within one model."),
-    stop_at: str = typer.Option(None, "--stop-at", help="Partial zip: stop after this module/fx node."),
-    batch_size: int = typer.Option(100, "--batch-size"),
-    force: bool = typer.Option(False, "--force", help="Overwrite an existing output."),
+    method: Method = typer.Option(Method.zipit, "--method", help="zipit, or a baseline: permute, identity "
+                                  "(weight averaging), rebasin (Git Re-Basin)."),
+    alpha: float | None = typer.Option(None, "--alpha", help="ZipIt! discount on re-merging a merged feature, "
+                                       "in [0, 1] (default 0.3; --method zipit only)."),
+    beta: float | None = typer.Option(None, "--beta", help="ZipIt! fraction of merges allowed within one model, "
+                                      "in [0, 1] (default 0.125; --method zipit only)."),
+    stop_at: str | None = typer.Option(None, "--stop-at", help="Partial zip: stop after this module or fx node."),
+    batch_size: int = typer.Option(100, "--batch-size", help="Images per batch of the two data passes."),
+    device: Device = device_option(),
+    json_path: str | None = json_option(),
+    force: bool = force_option(),
 ) -> None:
-    """Zip checkpoints into one model, with feature statistics from --data (labels are never read)."""
-    import json
-    import os
-    import tempfile
+    """Zip checkpoints into one model, with feature statistics from --data."""
     import time
 
     import torch
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import save_file
 
+    from knotwork._errors import ZipitError, check_positive_int
+    from knotwork._io import atomic_file, check_output, report_path, sha256_file
+    from knotwork._progress import progress_enabled
     from knotwork.zipit import zip_models
-    from knotwork.zipit.models import ARCHITECTURES, build_from_state
+    from knotwork.zipit.io import load_images, load_models
+    from knotwork.zipit.matchers.zipit import check_options
+
+    # Options and outputs first: nothing is read before they are known to be possible.
+    if len(checkpoints) < 2:
+        raise ZipitError(f"CHECKPOINTS: need at least 2 checkpoints to merge; got {len(checkpoints)}")
+    for name, value in (("--width", width), ("--n-images", n_images), ("--batch-size", batch_size)):
+        check_positive_int(value, name, error=ZipitError)
+    if method is not Method.zipit and (alpha is not None or beta is not None):
+        raise ZipitError(f"--alpha and --beta are ZipIt! options; --method {method.value} does not use them")
+    extra = {}
+    if method is Method.zipit:
+        extra = {"alpha": 0.3 if alpha is None else alpha, "beta": 0.125 if beta is None else beta}
+        check_options(extra["alpha"], extra["beta"], len(checkpoints))
+    dev = resolve_device(device)
+    inputs = [*checkpoints, data]
+    report_file = report_path(out)
+    check_output(out, inputs=inputs, force=force, folder=False)
+    check_output(report_file, inputs=inputs, force=True, folder=False)  # ours or absent: it goes with --out
+    if json_path not in (None, "-"):
+        if Path(json_path).resolve() in (out.resolve(), report_file.resolve()):
+            raise ZipitError(f"--json {json_path}: the same path as --out or its report; choose another")
+        check_output(json_path, inputs=inputs, force=force, folder=False)
+
+    # Inputs, each checked whole before any work.
+    models = load_models(checkpoints, arch.value, width=width)
+    x = load_images(data, key=key, normalize=normalize.value, limit=n_images)
+    reads = next(m for m in models[0].modules() if isinstance(m, torch.nn.Conv2d)).in_channels
+    if x.shape[1] != reads:
+        raise ZipitError(f"{data}: array {key!r} has {x.shape[1]} channel(s) but the {arch.value} checkpoints "
+                         f"read {reads}")
 
     torch.set_num_threads(max(1, min(torch.get_num_threads(), 4)))
-    if len(checkpoints) < 2:
-        raise typer.BadParameter(f"need at least 2 checkpoints; got {len(checkpoints)}", param_hint="CHECKPOINTS")
-    for p in [*checkpoints, data]:
-        if not p.is_file():
-            raise typer.BadParameter(f"file not found: {p}")
-    if arch not in ARCHITECTURES:
-        raise typer.BadParameter(f"unknown architecture {arch!r}; registered: {sorted(ARCHITECTURES)}",
-                                 param_hint="--arch")
-    if out.resolve() in {p.resolve() for p in [*checkpoints, data]}:
-        raise typer.BadParameter(f"--out {out} is one of the inputs; refusing to overwrite an input")
-    if out.exists() and not force:
-        raise typer.BadParameter(f"{out} exists; pass --force to overwrite it", param_hint="--out")
-    models = []
-    for p in checkpoints:
-        try:
-            models.append(build_from_state(arch, load_file(p), width=width))
-        except (KeyError, RuntimeError) as exc:
-            raise typer.BadParameter(f"cannot load {p} as {arch} (width {width}): {exc}") from exc
-    x = _load_images(data, key, normalize, n_images)
     loader = [(x[i : i + batch_size],) for i in range(0, len(x), batch_size)]
-    extra = {"alpha": alpha, "beta": beta} if method == "zipit" else {}
     t0 = time.perf_counter()
-    merged = zip_models(models, loader, method=method, stop_at=stop_at, progress=True, **extra)
+    merged = zip_models(models, loader, method=method.value, stop_at=stop_at, device=dev,
+                        progress=progress_enabled(), **extra)
     seconds = time.perf_counter() - t0
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, suffix=".tmp")
-    os.close(fd)
-    save_file({k: v.contiguous() for k, v in merged.state_dict().items()}, tmp)
-    os.replace(tmp, out)
-    report = {"inputs": [{"path": str(p), "sha256": _sha256(p)} for p in checkpoints],
-              "data": {"path": str(data), "key": key, "images": len(x), "normalize": normalize},
-              "arch": arch, "width": width, "method": method, **extra, "stop_at": stop_at,
-              "seconds": round(seconds, 2), "output": str(out)}
-    fd, tmp = tempfile.mkstemp(dir=out.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(report, f, indent=1)
-    os.replace(tmp, out.with_suffix(".json"))
-    typer.echo(f"zipped {len(models)} models with {method} in {seconds:.1f}s -> {out}")
-
-
-@bench_app.command("zipit")
-def bench_zipit(
-    settings: list[str] = typer.Argument(None, help="Experiments to run: mnist, mnist-w128, cifar10 (default: all three)."),
-    force: bool = typer.Option(False, "--force", help="Overwrite docs/results/zipit.md."),
-) -> None:
-    """Train (cached) base models, merge them with every method, and regenerate docs/results/zipit.md."""
-    import runpy
-    import sys
-
-    import torch
-
-    torch.set_num_threads(1)
-    bench_dir = Path.cwd() / "benchmarks"
-    if not (bench_dir / "zipit_experiment.py").is_file():
-        raise typer.BadParameter("run this from the repository root: benchmarks/zipit_experiment.py not found")
-    names = settings or ["mnist", "mnist-w128", "cifar10"]
-    sys.path.insert(0, str(bench_dir))
-    train = runpy.run_path(str(bench_dir / "zipit_train.py"))
-    for name in names:
-        train["train_setting"](name)
-    experiment = runpy.run_path(str(bench_dir / "zipit_experiment.py"))
-    raise typer.Exit(experiment["main"]([*names, *(["--force"] if force else [])]))
+    report = {
+        "inputs": [{"path": str(p), "sha256": sha256_file(p)} for p in checkpoints],
+        "data": {"path": str(data), "sha256": sha256_file(data), "key": key, "images": len(x),
+                 "normalize": normalize.value},
+        "arch": arch.value, "width": width, "method": method.value, **extra, "stop_at": stop_at,
+        "batch_size": batch_size, "device": dev, "seconds": round(seconds, 2),
+    }
+    with atomic_file(out, inputs=inputs, force=force, report=report) as tmp:
+        save_file({k: v.detach().cpu().contiguous() for k, v in merged.state_dict().items()}, str(tmp))
+    emit_json({"output": str(out), "report": str(report_file), **report}, json_path, inputs=[*inputs, out],
+              force=force)
+    typer.echo(f"zipped {len(models)} models with {method.value} in {seconds:.1f}s -> {out} "
+               f"(report {report_file.name})", err=json_path == "-")

@@ -6,6 +6,7 @@ Training", ICLR 2024 (arXiv:2305.03053). Feature spaces are found automatically 
 produce merge/unmerge matrices that :func:`fold_models` folds into the weights.
 """
 
+from knotwork._errors import ZipitError
 from knotwork.zipit.api import METHODS, compute_transforms, zip_models
 from knotwork.zipit.bn import reset_bn_stats
 from knotwork.zipit.evaluate import TaskAccuracy, count_macs, task_accuracy
@@ -25,7 +26,7 @@ from knotwork.zipit.stats import FeatureStats, collect_statistics
 
 __all__ = [
     "METHODS", "MATCHERS", "Consumer", "Ensemble", "FeatureSpace", "FeatureStats", "MultiHeadModel", "Tap",
-    "TaskAccuracy", "UnsupportedOperationError", "ZipGraph", "collect_statistics", "compute_transforms",
+    "TaskAccuracy", "UnsupportedOperationError", "ZipGraph", "ZipitError", "collect_statistics", "compute_transforms",
     "count_macs", "fold_models", "get_matcher", "identity_match", "permute_match", "reset_bn_stats",
     "task_accuracy", "trace_feature_graph", "weight_matching", "zip_models", "zipit_match",
 ]

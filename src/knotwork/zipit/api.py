@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 from torch import fx, nn
 
+from knotwork._errors import ZipitError, check_finite, check_positive_int
 from knotwork.zipit.bn import reset_bn_stats
 from knotwork.zipit.fold import fold_models
 from knotwork.zipit.graph import ZipGraph, trace_feature_graph
 from knotwork.zipit.heads import MultiHeadModel, Unmerge, find_cut, split_graph
 from knotwork.zipit.matchers import get_matcher, split_blocks
+from knotwork.zipit.matchers.zipit import check_options
+from knotwork.zipit.models import state_difference
 from knotwork.zipit.rebasin import weight_matching
-from knotwork.zipit.stats import collect_statistics, first_input
+from knotwork.zipit.stats import Progress, collect_statistics, first_input, model_device
 
 __all__ = ["METHODS", "compute_transforms", "zip_models"]
 
@@ -26,20 +30,36 @@ METHODS = ("zipit", "permute", "identity", "rebasin")
 
 
 def _check_models(models: Sequence[nn.Module]) -> None:
+    """One architecture, equal tensor shapes, finite weights: refused with the model and tensor named."""
     if len(models) < 2:
-        raise ValueError(f"zip_models needs at least 2 models; got {len(models)}")
+        raise ZipitError(f"zip_models needs at least 2 models; got {len(models)}")
     ref = models[0].state_dict()
-    for i, m in enumerate(models[1:], start=1):
+    for i, m in enumerate(models):
         if type(m) is not type(models[0]):
-            raise TypeError(f"model {i} is a {type(m).__name__}, model 0 a {type(models[0]).__name__}; "
-                            "all models must share one architecture")
+            raise ZipitError(f"model {i} is a {type(m).__name__}, model 0 a {type(models[0]).__name__}; "
+                             "all models must share one architecture")
         sd = m.state_dict()
-        for key, t in ref.items():
-            if key not in sd:
-                raise KeyError(f"model {i} has no tensor {key!r}")
-            if sd[key].shape != t.shape:
-                raise ValueError(f"tensor {key!r} has shape {tuple(sd[key].shape)} in model {i} but "
-                                 f"{tuple(t.shape)} in model 0")
+        diff = state_difference(sd, ref, "model 0")
+        if diff is not None:
+            raise ZipitError(f"model {i}: {diff}")
+        for key, t in sd.items():
+            check_finite(t, f"model {i} tensor {key!r}", error=ZipitError)
+
+
+@contextmanager
+def _on_device(modules: Sequence[nn.Module], device: torch.device | str | None) -> Iterator[None]:
+    """Run a data pass with ``modules`` on ``device`` (None: where they are); they come back afterwards."""
+    if device is None:
+        yield
+        return
+    homes = [model_device(m) for m in modules]
+    try:
+        for m in modules:
+            m.to(device)
+        yield
+    finally:
+        for m, home in zip(modules, homes, strict=True):
+            m.to(home)
 
 
 def _trunk_spaces(graph: ZipGraph, cut: fx.Node) -> list[int]:
@@ -60,21 +80,24 @@ def compute_transforms(
     beta: float = 0.125,
     max_batches: int | None = None,
     seed: int = 0,
-    progress: bool = False,
+    progress: Progress = False,
 ) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
-    """``(M, U)`` for each mergeable space (or the given ``spaces``) with one of :data:`METHODS`."""
+    """``(M, U)`` for each mergeable space (or the given ``spaces``) with one of :data:`METHODS`.
+
+    The feature statistics are computed where the models are; the matchers work on CPU copies of them.
+    """
     wanted = list(graph.mergeable if spaces is None else spaces)
     if method == "rebasin":
         full = weight_matching(models, graph, seed=seed)
         return {k: full[k] for k in wanted}
     matcher = get_matcher(method)
     if loader is None:
-        raise ValueError(f"method {method!r} matches activations and needs a data loader")
+        raise ZipitError(f"method {method!r} matches activations and needs a data loader")
     stats = collect_statistics(models, graph, loader, spaces=wanted, max_batches=max_batches, progress=progress)
     kwargs = {"alpha": alpha, "beta": beta} if method == "zipit" else {}
     out = {}
     for k in wanted:
-        corr = stats[k].correlation
+        corr = stats[k].correlation.cpu()
         out[k] = matcher(corr, [graph.spaces[k].width] * len(models), **kwargs)
     return out
 
@@ -92,7 +115,8 @@ def zip_models(
     max_batches: int | None = None,
     bn_batches: int | None = None,
     seed: int = 0,
-    progress: bool = False,
+    device: torch.device | str | None = None,
+    progress: Progress = False,
 ) -> nn.Module:
     """Merge ``models`` (same architecture, different inits and tasks) into one model, without training.
 
@@ -128,8 +152,13 @@ def zip_models(
         Limit the batches used for feature statistics and for the BatchNorm reset.
     seed : int, default=0
         Order of the coordinate-descent sweeps of "rebasin"; the other methods are deterministic.
-    progress : bool, default=False
-        tqdm bars for the data passes.
+    device : torch.device or str, optional
+        Where the two data passes (feature statistics, BatchNorm reset) run, e.g. ``"cuda"``; batches are
+        moved there. Matching and folding stay where the models are, and so does the result. None: where the
+        models are.
+    progress : bool or callable, default=False
+        True for bars on stderr over the data passes, or a callable given the number of batches just finished
+        (called during both passes).
 
     Returns
     -------
@@ -138,11 +167,14 @@ def zip_models(
 
     Raises
     ------
-    ValueError, TypeError, KeyError
-        Fewer than two models, different architectures (naming the tensor), an unknown method, options that
-        the method does not use, or an unknown ``stop_at``.
+    knotwork.zipit.ZipitError
+        Before any data pass: fewer than two models, different architectures or shapes (naming the tensor),
+        non-finite weights (naming the model and tensor), an unknown method, options that the method does not
+        use, ``alpha``/``beta`` outside [0, 1], a batch count below 1, or a ``stop_at`` naming no node or
+        module. During the statistics pass: a batch with NaN or inf inputs (naming the batch).
     knotwork.zipit.UnsupportedOperationError
-        When tracing meets an operation it cannot map (the message names the fx node).
+        A :class:`~knotwork.zipit.ZipitError`: tracing met an operation it cannot map (the message names the
+        fx node).
 
     Examples
     --------
@@ -157,14 +189,18 @@ def zip_models(
     """
     _check_models(models)
     if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose one of {list(METHODS)}")
+        raise ZipitError(f"unknown method {method!r}; choose one of {list(METHODS)}")
     if method != "zipit" and (alpha, beta) != (0.3, 0.125):
-        raise ValueError(f"alpha and beta are ZipIt! options; method {method!r} does not use them")
+        raise ZipitError(f"alpha and beta are ZipIt! options; method {method!r} does not use them")
+    check_options(alpha, beta, len(models))
+    for name, value in (("max_batches", max_batches), ("bn_batches", bn_batches)):
+        if value is not None:
+            check_positive_int(value, name, error=ZipitError)
     models = [copy.deepcopy(m).eval() for m in models]
     try:
         example = first_input(next(iter(loader)))
     except StopIteration:
-        raise ValueError("the loader yielded no batches") from None
+        raise ZipitError("the loader yielded no batches") from None
     if graph is None:
         graph = trace_feature_graph(models[0], example)
     graph.validate(models[0])
@@ -172,11 +208,12 @@ def zip_models(
     spaces = None
     if stop_at is not None:
         if graph.graph_module is None:
-            raise ValueError("stop_at needs a traced graph; this ZipGraph was written by hand")
+            raise ZipitError("stop_at needs a traced graph; this ZipGraph was written by hand")
         cut = find_cut(graph.graph_module.graph, stop_at)
         spaces = _trunk_spaces(graph, cut)
-    transforms = compute_transforms(models, graph, loader, method=method, spaces=spaces, alpha=alpha, beta=beta,
-                                    max_batches=max_batches, seed=seed, progress=progress)
+    with _on_device(models, device if method != "rebasin" else None):  # weight matching reads no data
+        transforms = compute_transforms(models, graph, loader, method=method, spaces=spaces, alpha=alpha,
+                                        beta=beta, max_batches=max_batches, seed=seed, progress=progress)
     merged = copy.deepcopy(models[0])
     merged.load_state_dict(fold_models(models, graph, transforms))
     result: nn.Module = merged
@@ -192,6 +229,7 @@ def zip_models(
             unmerges = [Unmerge(u) for _, u in blocks]
         result = MultiHeadModel(trunk, heads, unmerges)
     if reset_bn:
-        reset_bn_stats(result, loader, max_batches=bn_batches)
+        with _on_device([result], device):
+            reset_bn_stats(result, loader, max_batches=bn_batches, progress=progress)
     log.info("zipped %d models with %s over %d spaces", len(models), method, len(transforms))
     return result.eval()

@@ -8,7 +8,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-__all__ = ["TaskAccuracy", "count_macs", "task_accuracy"]
+from knotwork._errors import ZipitError, check_finite
+
+__all__ = ["TaskAccuracy", "count_macs", "n_outputs", "task_accuracy"]
 
 
 @dataclass(frozen=True)
@@ -21,6 +23,28 @@ class TaskAccuracy:
     @property
     def avg(self) -> float:
         return sum(self.per_task) / len(self.per_task)
+
+
+def n_outputs(model: nn.Module, example: torch.Tensor) -> int:
+    """Number of classes the model scores (its logits' last axis), from one forward pass of ``example[:1]``.
+
+    Run in eval mode under ``no_grad``; the model's mode is restored and nothing else changes.
+    """
+    mode = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            return int(model(example[:1]).shape[-1])
+    finally:
+        model.train(mode)
+
+
+def check_classes(ids: torch.Tensor, n_classes: int, name: str) -> None:
+    """Refuse class ids outside ``[0, n_classes)``, naming the first one: ``name[i] = c``."""
+    bad = ((ids < 0) | (ids >= n_classes)).nonzero()
+    if len(bad):
+        i = int(bad[0])
+        raise ZipitError(f"{name}[{i}] = {int(ids[i])} is not a class of the model's head (0..{n_classes - 1})")
 
 
 def _predict_all(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
@@ -48,17 +72,25 @@ def task_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, tasks: Seq
     tasks : sequence of sequences of int
         Each task's global class ids (disjoint).
     batch_size : int, default=500
+
+    Raises
+    ------
+    knotwork.zipit.ZipitError
+        Before any prediction: an empty task list or task, a class id outside the model's head (naming it),
+        or ``x`` with NaN or inf values.
     """
     if len(tasks) < 1 or any(len(t) == 0 for t in tasks):
-        raise ValueError("tasks must be a non-empty list of non-empty class lists")
-    all_classes = torch.tensor([c for t in tasks for c in t])
+        raise ZipitError("tasks must be a non-empty list of non-empty class lists")
+    check_finite(x, "x", error=ZipitError)
+    all_classes = torch.tensor([c for t in tasks for c in t], dtype=torch.long)
+    check_classes(all_classes, n_outputs(model, x), "tasks' classes")
     keep = torch.isin(y, all_classes)
     x, y = x[keep], y[keep]
     logits = _predict_all(model, x, batch_size)
     task_ids = [torch.as_tensor(list(t)) for t in tasks]
     if logits.ndim == 3:
         if logits.shape[0] != len(tasks):
-            raise ValueError(f"the model has {logits.shape[0]} heads but there are {len(tasks)} tasks")
+            raise ZipitError(f"the model has {logits.shape[0]} heads but there are {len(tasks)} tasks")
         probs = torch.cat([logits[h][:, ids].softmax(-1) for h, ids in enumerate(task_ids)], dim=1)
         joint_pred = all_classes[probs.argmax(1)]
         per_head = [logits[h] for h in range(len(tasks))]

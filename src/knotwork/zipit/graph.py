@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
+from knotwork._errors import ZipitError
 from knotwork.zipit.spaces import Consumer, FeatureSpace, Tap, ZipGraph, _out_channels
 
 __all__ = [
@@ -46,7 +47,7 @@ _SPEC_HINT = (
 )
 
 
-class UnsupportedOperationError(ValueError):
+class UnsupportedOperationError(ZipitError):
     """The tracer met an operation on a merged feature space that it cannot map through."""
 
 

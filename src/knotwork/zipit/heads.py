@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import torch
 from torch import fx, nn
 
+from knotwork._errors import ZipitError
 from knotwork.zipit.graph import UnsupportedOperationError
 
 __all__ = ["Ensemble", "MultiHeadModel", "Unmerge", "find_cut", "split_graph"]
@@ -37,7 +38,7 @@ class MultiHeadModel(nn.Module):
     def __init__(self, trunk: nn.Module, heads: Sequence[nn.Module], unmerges: Sequence[nn.Module]) -> None:
         super().__init__()
         if len(heads) != len(unmerges):
-            raise ValueError(f"{len(heads)} heads but {len(unmerges)} unmerge maps")
+            raise ZipitError(f"{len(heads)} heads but {len(unmerges)} unmerge maps")
         self.trunk = trunk
         self.heads = nn.ModuleList(heads)
         self.unmerges = nn.ModuleList(unmerges)
@@ -68,7 +69,7 @@ def find_cut(graph: fx.Graph, stop_at: str) -> fx.Node:
               or stop_at in (n.meta.get("nn_module_stack") or {})]
     if not inside:
         modules = sorted({n.target.rsplit(".", 1)[0] for n in nodes if n.op == "call_module" and "." in n.target})
-        raise KeyError(f"stop_at={stop_at!r} names no fx node and no module of the model; modules include "
+        raise ZipitError(f"stop_at={stop_at!r} names no fx node and no module of the model; modules include "
                        f"{modules[:12]}")
     return inside[-1]
 

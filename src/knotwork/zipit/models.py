@@ -11,7 +11,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ClassEmbeddingHead", "HeadedModel", "MLP", "ResNet20", "SmallCNN", "VGG"]
+from knotwork._errors import ZipitError
+
+__all__ = ["ClassEmbeddingHead", "HeadedModel", "MLP", "ResNet20", "SmallCNN", "VGG", "build_from_state",
+           "state_difference"]
 
 
 class ClassEmbeddingHead(nn.Module):
@@ -34,7 +37,7 @@ class ClassEmbeddingHead(nn.Module):
     def __init__(self, class_vectors: torch.Tensor, scale: float = 100.0) -> None:
         super().__init__()
         if class_vectors.ndim != 2:
-            raise ValueError(f"class_vectors must have shape (n_classes, dim); got {tuple(class_vectors.shape)}")
+            raise ZipitError(f"class_vectors must have shape (n_classes, dim); got {tuple(class_vectors.shape)}")
         self.register_buffer("class_vectors", F.normalize(class_vectors.detach().float(), dim=1))
         self.scale = float(scale)
 
@@ -182,20 +185,58 @@ ARCHITECTURES = {
 }
 
 
+def state_difference(state: dict[str, torch.Tensor], ref: dict[str, torch.Tensor], ref_name: str) -> str | None:
+    """The first way ``state`` differs from ``ref`` (named ``ref_name``) in tensor names or shapes, or None.
+
+    A phrase for an error message: "has no tensor 'k' that <ref_name> has", "tensor 'k' has shape (8,) but (4,)
+    in <ref_name>", or "has tensor 'k' that <ref_name> lacks".
+    """
+    for key, tensor in ref.items():
+        if key not in state:
+            return f"has no tensor {key!r} that {ref_name} has"
+        if state[key].shape != tensor.shape:
+            return f"tensor {key!r} has shape {tuple(state[key].shape)} but {tuple(tensor.shape)} in {ref_name}"
+    extra = next((key for key in state if key not in ref), None)
+    return None if extra is None else f"has tensor {extra!r} that {ref_name} lacks"
+
+
 def build_from_state(arch: str, state: dict[str, torch.Tensor], *, width: int) -> nn.Module:
     """Rebuild a registered architecture (optionally with its class-embedding head) around a state dict.
 
     The output size, input channels and class vectors are read from the tensors; ``width`` must be given.
+
+    Raises
+    ------
+    knotwork.zipit.ZipitError
+        An unregistered ``arch``, or a state dict that is not that architecture at that width: the first
+        missing or unexpected tensor, or the first tensor of another shape, is named.
     """
     if arch not in ARCHITECTURES:
-        raise KeyError(f"unknown architecture {arch!r}; registered: {sorted(ARCHITECTURES)}")
+        raise ZipitError(f"unknown architecture {arch!r}; registered: {sorted(ARCHITECTURES)}")
     headed = "head.class_vectors" in state
     prefix = "backbone." if headed else ""
-    linear = state.get(prefix + "linear.weight")
-    conv = state.get(prefix + "conv1.weight")
-    if linear is None or conv is None:
-        raise KeyError(f"the checkpoint has no {prefix}linear.weight / {prefix}conv1.weight; is it a {arch}?")
+    for key in (prefix + "linear.weight", prefix + "conv1.weight"):
+        if key not in state:
+            raise ZipitError(f"missing tensor {key!r}: not a {arch} checkpoint")
+    linear, conv = state[prefix + "linear.weight"], state[prefix + "conv1.weight"]
+    if linear.ndim != 2 or conv.ndim != 4:
+        raise ZipitError(f"tensors {prefix}linear.weight {tuple(linear.shape)} / {prefix}conv1.weight "
+                         f"{tuple(conv.shape)} have the wrong rank: not a {arch} checkpoint")
     backbone = ARCHITECTURES[arch](width, linear.shape[0], conv.shape[1])
     model = HeadedModel(backbone, ClassEmbeddingHead(state["head.class_vectors"])) if headed else backbone
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    what = f"{arch} of width {width}"
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise ZipitError(f"missing tensor {missing[0]!r}{more}: not a {what} checkpoint")
+    if unexpected:
+        more = f" (and {len(unexpected) - 1} more)" if len(unexpected) > 1 else ""
+        raise ZipitError(f"unexpected tensor {unexpected[0]!r}{more}: not a {what} checkpoint")
+    for key, t in expected.items():
+        if state[key].shape != t.shape:
+            raise ZipitError(f"tensor {key!r} has shape {tuple(state[key].shape)} but a {what} needs "
+                             f"{tuple(t.shape)}; is the width right?")
     model.load_state_dict(state)
     return model.eval()

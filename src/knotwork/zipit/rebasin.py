@@ -17,6 +17,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from torch import nn
 
+from knotwork._errors import ZipitError
 from knotwork.zipit.matchers import from_clusters
 from knotwork.zipit.spaces import ZipGraph, module_spaces
 
@@ -124,7 +125,7 @@ def weight_matching(
         Permute-and-average merge/unmerge matrices, ready for :func:`~knotwork.zipit.fold.fold_models`.
     """
     if len(models) < 2:
-        raise ValueError(f"weight matching needs at least 2 models; got {len(models)}")
+        raise ZipitError(f"weight matching needs at least 2 models; got {len(models)}")
     spaces = set(graph.mergeable)
     widths = {k: graph.spaces[k].width for k in spaces}
     axes = _axes(models[0], graph, spaces)

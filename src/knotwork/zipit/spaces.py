@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 from torch import fx, nn
 
+from knotwork._errors import ZipitError
+
 __all__ = ["Consumer", "FeatureSpace", "Tap", "ZipGraph", "module_spaces"]
 
 
@@ -88,14 +90,14 @@ class ZipGraph:
         for k, space in enumerate(self.spaces):
             for name in [*space.producers, *space.norms, *(c.module for c in space.consumers)]:
                 if name not in names:
-                    raise KeyError(f"feature space {k} names module {name!r}, which the model does not have")
+                    raise ZipitError(f"feature space {k} names module {name!r}, which the model does not have")
             for name in space.producers:
                 out = _out_channels(names[name])
                 if out != space.width:
-                    raise ValueError(f"feature space {k} has width {space.width} but producer {name!r} "
+                    raise ZipitError(f"feature space {k} has width {space.width} but producer {name!r} "
                                      f"outputs {out} channels")
             if not space.fixed and space.tap is None:
-                raise ValueError(f"feature space {k} is not fixed but has no tap to record features at")
+                raise ZipitError(f"feature space {k} is not fixed but has no tap to record features at")
 
 
 def _out_channels(m: nn.Module) -> int:

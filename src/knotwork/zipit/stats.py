@@ -8,15 +8,21 @@ sum and sum of outer products are kept, so memory is ``O((Σ n_i)²)`` per space
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import fx, nn
 
+from knotwork._errors import ZipitError, check_finite
+from knotwork._progress import as_callback
 from knotwork.zipit.spaces import Tap, ZipGraph
 
-__all__ = ["FeatureStats", "collect_statistics", "first_input"]
+__all__ = ["FeatureStats", "collect_statistics", "first_input", "model_device"]
+
+#: A library function's ``progress``: False/None (silent), True (a bar on stderr) or a callable given the
+#: number of batches just finished.
+Progress = bool | Callable[[int], object] | None
 
 log = logging.getLogger(__name__)
 
@@ -39,12 +45,13 @@ class FeatureStats:
     outer: torch.Tensor
 
     @classmethod
-    def empty(cls, dim: int) -> FeatureStats:
-        return cls(0, torch.zeros(dim, dtype=torch.float64), torch.zeros(dim, dim, dtype=torch.float64))
+    def empty(cls, dim: int, *, device: torch.device | str | None = None) -> FeatureStats:
+        return cls(0, torch.zeros(dim, dtype=torch.float64, device=device),
+                   torch.zeros(dim, dim, dtype=torch.float64, device=device))
 
     def update(self, feats: torch.Tensor) -> None:
         """Add samples; ``feats`` has shape (O, n_samples)."""
-        f = feats.detach().to(torch.float64)
+        f = feats.detach().to(self.sum.device, torch.float64)
         self.count += f.shape[1]
         self.sum += f.sum(1)
         self.outer += f @ f.T
@@ -68,6 +75,24 @@ class FeatureStats:
         corr = torch.nan_to_num(corr, nan=0.0).clamp(-1, 1)
         corr.fill_diagonal_(1.0)
         return corr
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of a model's first parameter or buffer (CPU for a model without tensors)."""
+    for t in model.parameters():
+        return t.device
+    for t in model.buffers():
+        return t.device
+    return torch.device("cpu")
+
+
+def batch_count(loader: Iterable, max_batches: int | None) -> int | None:
+    """How many batches a pass over ``loader`` will take, when that is known (for a progress bar's total)."""
+    try:
+        n = len(loader)  # type: ignore[arg-type]
+    except TypeError:
+        return max_batches
+    return n if max_batches is None else min(n, max_batches)
 
 
 def first_input(batch: object) -> torch.Tensor:
@@ -100,7 +125,7 @@ class _Recorder:
         node_taps = sorted({t.module for t in taps.values() if t.where == "node"})
         if node_taps:
             if graph.graph_module is None:
-                raise ValueError("node taps need a traced graph (graph.graph_module is None)")
+                raise ZipitError("node taps need a traced graph (graph.graph_module is None)")
             g = fx.Graph()
             env: dict[fx.Node, fx.Node] = {}
             named = {}
@@ -125,7 +150,7 @@ class _Recorder:
             elif t.where == "output":
                 self.handles.append(mod.register_forward_hook(self._post(t.module)))
             else:
-                raise ValueError(f"tap of module {t.module!r}: where must be 'input', 'output' or 'node', got {t.where!r}")
+                raise ZipitError(f"tap of module {t.module!r}: where must be 'input', 'output' or 'node', got {t.where!r}")
 
     def _pre(self, name: str):
         def hook(_mod, args):
@@ -158,7 +183,7 @@ def collect_statistics(
     *,
     spaces: Sequence[int] | None = None,
     max_batches: int | None = None,
-    progress: bool = False,
+    progress: Progress = False,
 ) -> dict[int, FeatureStats]:
     """Record every model's features at each space's tap and accumulate float64 moments.
 
@@ -173,8 +198,10 @@ def collect_statistics(
         Space indices to record; all mergeable spaces by default.
     max_batches : int, optional
         Stop after this many batches (the paper finds a few hundred images suffice).
-    progress : bool
-        Show a tqdm bar.
+    progress : bool or callable, default=False
+        True for a bar on stderr, or a callable given the number of batches just finished.
+
+    The batches are moved to the models' device (that of ``models[0]``); the moments are kept there in float64.
 
     Returns
     -------
@@ -185,34 +212,35 @@ def collect_statistics(
     taps = {k: graph.spaces[k].tap for k in wanted}
     for k, t in taps.items():
         if t is None:
-            raise ValueError(f"feature space {k} has no tap; it cannot be matched")
-    stats = {k: FeatureStats.empty(graph.spaces[k].width * len(models)) for k in wanted}
+            raise ZipitError(f"feature space {k} has no tap; it cannot be matched")
+    device = model_device(models[0])
+    stats = {k: FeatureStats.empty(graph.spaces[k].width * len(models), device=device) for k in wanted}
     recorders = [_Recorder(m, graph, taps) for m in models]
     modes = [m.training for m in models]
-    it = loader
-    if progress:
-        from tqdm.auto import tqdm
-
-        it = tqdm(loader, desc="features", unit="batch", total=max_batches)
+    update, close = as_callback(progress, total=batch_count(loader, max_batches), desc="features", unit="batch")
     try:
         for m in models:
             m.eval()
         with torch.no_grad():
-            for b, batch in enumerate(it):
+            for b, batch in enumerate(loader):
                 if max_batches is not None and b >= max_batches:
                     break
                 x = first_input(batch)
+                check_finite(x, f"loader batch {b}", error=ZipitError)
+                x = x.to(device)
                 per_model = [rec(x) for rec in recorders]
                 for k in wanted:
                     width = graph.spaces[k].width
                     feats = torch.cat([_to_rows(pm[k], taps[k], width) for pm in per_model], 0)
                     stats[k].update(feats)
+                update(1)
     finally:
+        close()
         for rec in recorders:
             rec.close()
         for m, mode in zip(models, modes, strict=True):
             m.train(mode)
     if any(s.count == 0 for s in stats.values()):
-        raise ValueError("the loader yielded no batches; feature statistics need data")
+        raise ZipitError("the loader yielded no batches; feature statistics need data")
     log.info("collected statistics of %d spaces over %d samples", len(stats), next(iter(stats.values())).count)
     return stats

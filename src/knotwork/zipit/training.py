@@ -13,6 +13,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from knotwork._errors import ZipitError, check_finite, check_positive_int
+from knotwork._progress import as_callback
+from knotwork._schedule import warmup_linear_decay
+from knotwork.zipit.evaluate import check_classes, n_outputs
+from knotwork.zipit.stats import Progress
+
 __all__ = ["augment_crop_flip", "train_on_task"]
 
 log = logging.getLogger(__name__)
@@ -52,7 +58,7 @@ def train_on_task(
     batch_size: int = 128,
     augment: bool = False,
     seed: int = 0,
-    progress: bool = False,
+    progress: Progress = False,
 ) -> nn.Module:
     """Train ``model`` (outputs logits over all classes) on the examples of ``classes`` only.
 
@@ -75,54 +81,69 @@ def train_on_task(
         Random crop + flip (:func:`augment_crop_flip`) on each batch.
     seed : int
         Seeds the shuffling and augmentation generator (the model's init is the caller's business).
-    progress : bool
-        Show a tqdm bar over epochs.
+    progress : bool or callable, default=False
+        True for a bar on stderr over epochs, or a callable given the number of epochs just finished.
 
     Returns
     -------
     nn.Module
         ``model``, trained, in eval mode.
+
+    Raises
+    ------
+    knotwork.zipit.ZipitError
+        Before training: ``x`` with NaN or inf values, labels or classes that are not integers in
+        ``[0, n_outputs)`` of the model's head (naming the first bad one), no example of ``classes``, or
+        ``epochs``/``batch_size`` below 1.
     """
+    check_positive_int(epochs, "epochs", error=ZipitError)
+    check_positive_int(batch_size, "batch_size", error=ZipitError)
+    check_finite(x, "x", error=ZipitError)
+    if y.ndim != 1 or len(y) != len(x) or y.is_floating_point() or y.is_complex():
+        raise ZipitError(f"y must be integer class ids of shape ({len(x)},); got {y.dtype} of shape {tuple(y.shape)}")
     classes_t = torch.as_tensor(list(classes), dtype=torch.long)
     if len(classes_t) == 0:
-        raise ValueError("classes must name at least one class")
+        raise ZipitError("classes must name at least one class")
+    n_out = n_outputs(model, x)
+    check_classes(classes_t, n_out, "classes")
+    check_classes(y, n_out, "y")
     keep = torch.isin(y, classes_t)
     if not keep.any():
-        raise ValueError(f"no example has a class in {classes_t.tolist()}")
+        raise ZipitError(f"no example has a class in {classes_t.tolist()}")
     xs, ys = x[keep], y[keep]
-    local = torch.full((int(y.max()) + 1,), -1, dtype=torch.long)
+    local = torch.full((n_out,), -1, dtype=torch.long)
     local[classes_t] = torch.arange(len(classes_t))
     ys = local[ys]
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay)
     steps_per_epoch = math.ceil(len(xs) / batch_size)
-    total = epochs * steps_per_epoch
-    warm = steps_per_epoch
-
-    def schedule(step: int) -> float:
-        return (step + 1) / warm if step < warm else max(0.0, (total - step) / max(1, total - warm))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
-    epoch_iter = range(epochs)
-    if progress:
-        from tqdm.auto import tqdm
-
-        epoch_iter = tqdm(epoch_iter, desc="train", unit="epoch")
+    # One epoch of linear warm-up, then linear decay to 0 at the last step.
+    sched = warmup_linear_decay(opt, total_steps=epochs * steps_per_epoch, warmup_steps=steps_per_epoch)
+    update, close = as_callback(progress, total=epochs, desc="train", unit="epoch")
     model.train()
-    for epoch in epoch_iter:
-        perm = torch.randperm(len(xs), generator=gen)
-        total_loss = 0.0
-        for i in range(0, len(xs), batch_size):
-            idx = perm[i : i + batch_size]
-            xb, yb = xs[idx], ys[idx]
-            if augment:
-                xb = augment_crop_flip(xb, gen)
-            logits = model(xb)[:, classes_t]
-            loss = F.cross_entropy(logits, yb)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            total_loss += loss.item() * len(idx)
-        log.info("epoch %d: loss %.4f", epoch, total_loss / len(xs))
+    try:
+        for epoch in range(epochs):
+            _epoch(model, opt, sched, xs, ys, classes_t, gen, batch_size=batch_size, augment=augment, epoch=epoch)
+            update(1)
+    finally:
+        close()
     return model.eval()
+
+
+def _epoch(model, opt, sched, xs, ys, classes_t, gen, *, batch_size: int, augment: bool, epoch: int) -> None:
+    """One pass over the task's examples in a random order (``ys`` are task-local class indices)."""
+    perm = torch.randperm(len(xs), generator=gen)
+    total_loss = 0.0
+    for i in range(0, len(xs), batch_size):
+        idx = perm[i : i + batch_size]
+        xb, yb = xs[idx], ys[idx]
+        if augment:
+            xb = augment_crop_flip(xb, gen)
+        logits = model(xb)[:, classes_t]
+        loss = F.cross_entropy(logits, yb)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        total_loss += loss.item() * len(idx)
+    log.info("epoch %d: loss %.4f", epoch, total_loss / len(xs))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from knotwork._errors import ZipitError
 from knotwork.zipit.matchers._common import from_clusters, split_blocks
 from knotwork.zipit.matchers.identity import identity_match
 from knotwork.zipit.matchers.permute import permute_match
@@ -24,7 +25,7 @@ def get_matcher(name: str) -> Callable:
     try:
         return MATCHERS[name]
     except KeyError:
-        raise KeyError(f"unknown matcher {name!r}; known matchers: {sorted(MATCHERS)}") from None
+        raise ZipitError(f"unknown matcher {name!r}; known matchers: {sorted(MATCHERS)}") from None
 
 
 __all__ = ["MATCHERS", "from_clusters", "get_matcher", "identity_match", "permute_match", "split_blocks",

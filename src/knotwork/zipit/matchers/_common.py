@@ -6,16 +6,18 @@ from collections.abc import Sequence
 
 import torch
 
+from knotwork._errors import ZipitError
+
 
 def check_inputs(corr: torch.Tensor, sizes: Sequence[int]) -> None:
     """Validate a matcher's inputs: a square matrix of side ``sum(sizes)``, equal positive widths."""
     if len(sizes) < 2:
-        raise ValueError(f"matching needs at least 2 models; got sizes={list(sizes)}")
+        raise ZipitError(f"matching needs at least 2 models; got sizes={list(sizes)}")
     if any(s <= 0 for s in sizes) or len(set(sizes)) != 1:
-        raise ValueError(f"all models must have the same positive width in a feature space; got {list(sizes)}")
+        raise ZipitError(f"all models must have the same positive width in a feature space; got {list(sizes)}")
     o = sum(sizes)
     if corr.ndim != 2 or corr.shape != (o, o):
-        raise ValueError(f"corr must have shape ({o}, {o}) for sizes {list(sizes)}; got {tuple(corr.shape)}")
+        raise ZipitError(f"corr must have shape ({o}, {o}) for sizes {list(sizes)}; got {tuple(corr.shape)}")
 
 
 def from_clusters(clusters: Sequence[Sequence[int]], total: int) -> tuple[torch.Tensor, torch.Tensor]:

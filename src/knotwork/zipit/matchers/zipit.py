@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from knotwork._errors import ZipitError
 from knotwork.zipit.matchers._common import check_inputs, from_clusters
 from knotwork.zipit.matchers.permute import permute_match
 
@@ -47,17 +48,21 @@ def zipit_match(
         0/1: each original feature reads back its merged feature.
     """
     check_inputs(corr, sizes)
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be in [0, 1]; got {alpha}")
-    if not 0.0 <= beta <= 1.0:
-        raise ValueError(f"beta must be in [0, 1]; got {beta}")
-    if alpha == 0.0 and len(sizes) > 2:
-        raise ValueError(f"alpha=0 forbids merging a merged feature again, so {len(sizes)} models cannot be "
-                         "zipped down to one model's width; use alpha > 0")
+    check_options(alpha, beta, len(sizes))
     if beta == 0.0:
         return permute_match(corr, sizes)
     clusters = _greedy(corr.detach().to(torch.float64).cpu().numpy(), list(sizes), alpha, beta)
     return from_clusters(clusters, sum(sizes))
+
+
+def check_options(alpha: float, beta: float, n_models: int) -> None:
+    """Refuse ``alpha``/``beta`` outside [0, 1] (NaN included), and ``alpha = 0`` for more than two models."""
+    for name, value in (("alpha", alpha), ("beta", beta)):
+        if not 0.0 <= value <= 1.0:
+            raise ZipitError(f"{name} must be in [0, 1]; got {value}")
+    if alpha == 0.0 and n_models > 2:
+        raise ZipitError(f"alpha=0 forbids merging a merged feature again, so {n_models} models cannot be "
+                         "zipped down to one model's width; use alpha > 0")
 
 
 def _discount(sim: np.ndarray, alpha: float) -> np.ndarray:
@@ -90,7 +95,7 @@ def _greedy(corr: np.ndarray, sizes: list[int], alpha: float, beta: float) -> li
         i = int(np.argmax(rowmax))
         j = int(rowarg[i])
         if not np.isfinite(rowmax[i]):
-            raise ValueError(f"no admissible pair left after {len(sizes) * sizes[0] - sum(map(bool, members))} "
+            raise ZipitError(f"no admissible pair left after {len(sizes) * sizes[0] - sum(map(bool, members))} "
                              f"merges (alpha={alpha}, beta={beta}); raise alpha or beta")
         i, j = min(i, j), max(i, j)
         members[i] += members[j]

@@ -42,33 +42,61 @@ _UNSUPPORTED = {
 
 
 @dataclass(frozen=True)
+class _Factors:
+    """Where one module's factors live: a safetensors file read on demand, or tensors already in memory.
+
+    Picklable (a path and two keys), so Dask workers read the factors they merge themselves.
+    """
+
+    path: str
+    key_A: str
+    key_B: str
+    tensors: tuple[torch.Tensor, torch.Tensor] | None = None  # (A, B), for .bin adapters read whole
+
+    def __call__(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.tensors is not None:
+            return self.tensors
+        from safetensors import safe_open
+
+        with safe_open(self.path, framework="pt") as fh:
+            return fh.get_tensor(self.key_A), fh.get_tensor(self.key_B)
+
+
+@dataclass(frozen=True)
 class LoraModule:
-    """One adapted linear module: ``delta = scaling * B @ A`` of shape (d_out, d_in)."""
+    """One adapted linear module: ``delta = scaling * B @ A`` of shape (d_out, d_in).
 
-    A: torch.Tensor  # (r, d_in)
-    B: torch.Tensor  # (d_out, r)
+    The factors are read from the adapter file when asked for, so memory holds the modules being merged, not the
+    whole adapter.
+    """
+
+    shape: tuple[int, int]  # (d_out, d_in)
+    rank: int
     scaling: float
+    factors: _Factors
 
     @property
-    def rank(self) -> int:
-        return self.A.shape[0]
+    def A(self) -> torch.Tensor:  # (r, d_in)
+        return self.factors()[0]
 
     @property
-    def shape(self) -> tuple[int, int]:
-        return (self.B.shape[0], self.A.shape[1])
+    def B(self) -> torch.Tensor:  # (d_out, r)
+        return self.factors()[1]
 
     def delta(self) -> torch.Tensor:
         """The dense update in float32 (PEFT also upcasts half precision on CPU)."""
-        return self.scaling * (self.B.float() @ self.A.float())
+        A, B = self.factors()
+        return self.scaling * (B.float() @ A.float())
 
     def scaled_factors(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``(scaling * B, A)`` in float32, the form the merge consumes (the KnOTS alignment upcasts per module)."""
-        return self.scaling * self.B.float(), self.A.float()
+        A, B = self.factors()
+        return self.scaling * B.float(), A.float()
 
 
 @dataclass(frozen=True)
 class LoraAdapter:
-    """A PEFT LoRA adapter held in memory: its config and its adapted modules, sorted by name."""
+    """A PEFT LoRA adapter: its config and its adapted modules, sorted by name (factors read on demand)."""
 
     config: Mapping[str, Any]
     modules: Mapping[str, LoraModule]
@@ -102,25 +130,51 @@ def _first_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
 
 
-def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
-    try:
-        if path.name.endswith(".safetensors"):
-            from safetensors.torch import load_file
+class _TensorFile:
+    """A weights file's tensors: a safetensors file is read one tensor at a time; a .bin file is read whole."""
 
-            return load_file(str(path))
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        # torch's message here is a page of advice, including turning weights_only off: never do that for a file
-        # from elsewhere, since unpickling runs arbitrary code.
-        raise AdapterError(
-            f"{path}: holds pickled Python objects besides tensors, so it cannot be loaded as weights only; "
-            "knotwork does not unpickle such files (save the adapter as safetensors)"
-        ) from None
-    except Exception as err:  # corrupt or truncated files raise many different types
-        raise AdapterError(f"{path}: cannot read adapter weights ({_first_line(err)})") from err
-    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise AdapterError(f"{path}: expected a state dict of tensors")
-    return dict(state)
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.eager: dict[str, torch.Tensor] | None = None
+        try:
+            if path.name.endswith(".safetensors"):
+                from safetensors import safe_open
+
+                with safe_open(str(path), framework="pt") as fh:
+                    self.keys = list(fh.keys())
+                    self.shapes = {k: tuple(fh.get_slice(k).get_shape()) for k in self.keys}
+                return
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except pickle.UnpicklingError:
+            # torch's message here is a page of advice, including turning weights_only off: never do that for a file
+            # from elsewhere, since unpickling runs arbitrary code.
+            raise AdapterError(
+                f"{path}: holds pickled Python objects besides tensors, so it cannot be loaded as weights only; "
+                "knotwork does not unpickle such files (save the adapter as safetensors)"
+            ) from None
+        except Exception as err:  # corrupt or truncated files raise many different types
+            raise AdapterError(f"{path}: cannot read adapter weights ({_first_line(err)})") from err
+        if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+            raise AdapterError(f"{path}: expected a state dict of tensors")
+        self.eager = dict(state)
+        self.keys = list(self.eager)
+        self.shapes = {k: tuple(v.shape) for k, v in self.eager.items()}
+
+    def get(self, key: str) -> torch.Tensor:
+        if self.eager is not None:
+            return self.eager[key]
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(self.path), framework="pt") as fh:
+                return fh.get_tensor(key)
+        except Exception as err:  # a file truncated after its header
+            raise AdapterError(f"{self.path}: cannot read tensor {key!r} ({_first_line(err)})") from None
+
+    def factors(self, key_A: str, key_B: str) -> _Factors:
+        if self.eager is not None:
+            return _Factors(str(self.path), key_A, key_B, (self.eager[key_A], self.eager[key_B]))
+        return _Factors(str(self.path), key_A, key_B)
 
 
 def _positive_int(value: Any) -> bool:
@@ -209,10 +263,11 @@ def load_adapter(path: str | os.PathLike[str]) -> LoraAdapter:
         weights = root / BIN_NAME
     if not weights.is_file():
         raise AdapterError(f"{root}: missing {SAFETENSORS_NAME} (or {BIN_NAME})")
-    state = _read_tensors(weights)
+    state = _TensorFile(weights)
 
-    factors: dict[str, dict[str, torch.Tensor]] = {}
-    for key, tensor in state.items():
+    keys: dict[str, dict[str, str]] = {}
+    dtypes = set()
+    for key in state.keys:
         for marker, feature in _UNSUPPORTED.items():
             if marker in key:
                 raise AdapterError(f"{weights}: tensor {key!r} belongs to {feature}, which knotwork cannot merge")
@@ -220,11 +275,12 @@ def load_adapter(path: str | os.PathLike[str]) -> LoraAdapter:
         if match is None:
             raise AdapterError(f"{weights}: unexpected tensor {key!r} (expected '<module>.lora_A.weight' / 'lora_B')")
         module = match["module"].removeprefix(_PREFIX)
-        if tensor.ndim != 2:
-            raise AdapterError(f"{weights}: module {module!r}: only Linear LoRA is supported, got a {tensor.ndim}-D factor")
-        check_finite(tensor, f"{weights}: module {module!r}: lora_{match['which']}", error=AdapterError)
-        factors.setdefault(module, {})[match["which"]] = tensor
-    if not factors:
+        if len(state.shapes[key]) != 2:
+            raise AdapterError(
+                f"{weights}: module {module!r}: only Linear LoRA is supported, got a {len(state.shapes[key])}-D factor"
+            )
+        keys.setdefault(module, {})[match["which"]] = key
+    if not keys:
         raise AdapterError(f"{weights}: no LoRA tensors found")
 
     r_default = int(config.get("r", 8))
@@ -233,22 +289,26 @@ def load_adapter(path: str | os.PathLike[str]) -> LoraAdapter:
     alpha_pattern = config.get("alpha_pattern") or {}
     rslora = bool(config.get("use_rslora", False))
     modules: dict[str, LoraModule] = {}
-    dtypes = set()
-    for name in sorted(factors):
-        pair = factors[name]
+    for name in sorted(keys):
+        pair = keys[name]
         if set(pair) != {"A", "B"}:
             missing = "lora_B" if "A" in pair else "lora_A"
             raise AdapterError(f"{weights}: module {name!r} has no {missing} tensor")
-        A, B = pair["A"], pair["B"]
-        if A.shape[0] != B.shape[1]:
-            raise AdapterError(f"{weights}: module {name!r}: lora_A is {tuple(A.shape)} but lora_B is {tuple(B.shape)}")
+        shape_A, shape_B = state.shapes[pair["A"]], state.shapes[pair["B"]]
+        if shape_A[0] != shape_B[1]:
+            raise AdapterError(f"{weights}: module {name!r}: lora_A is {shape_A} but lora_B is {shape_B}")
         r = int(_pattern_value(rank_pattern, name, r_default))
-        if r != A.shape[0]:
-            raise AdapterError(f"{weights}: module {name!r}: config says r={r} but lora_A has rank {A.shape[0]}")
+        if r != shape_A[0]:
+            raise AdapterError(f"{weights}: module {name!r}: config says r={r} but lora_A has rank {shape_A[0]}")
+        # Every tensor is read once here, one at a time, so bad weights are refused before any merge work.
+        for which in ("A", "B"):
+            tensor = state.get(pair[which])
+            check_finite(tensor, f"{weights}: module {name!r}: lora_{which}", error=AdapterError)
+            dtypes.add(tensor.dtype)
         alpha = float(_pattern_value(alpha_pattern, name, alpha_default))
         scaling = alpha / math.sqrt(r) if rslora else alpha / r
-        modules[name] = LoraModule(A=A, B=B, scaling=scaling)
-        dtypes.add(A.dtype)
+        modules[name] = LoraModule(shape=(shape_B[0], shape_A[1]), rank=r, scaling=scaling,
+                                   factors=state.factors(pair["A"], pair["B"]))
     dtype = dtypes.pop() if len(dtypes) == 1 else torch.float32
     return LoraAdapter(config=config, modules=modules, source=str(root), sha256=sha256_file(weights), dtype=dtype)
 

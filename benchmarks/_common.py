@@ -45,18 +45,21 @@ def fingerprint(script: str | Path) -> str:
 RESULTS = ROOT / "benchmarks" / "results"
 
 
-def record_path(study: str, unit: str) -> Path:
-    """``benchmarks/results/<study>/<unit>.json``: one small committed record per unit (seed, pair, method)."""
+def record_path(study: str, unit: str, *, root: Path | None = None) -> Path:
+    """``benchmarks/results/<study>/<unit>.json``: one small committed record per unit (seed, pair, method).
+
+    ``root`` replaces ``benchmarks/results`` (a smoke test writes its records into a temporary folder).
+    """
     safe = "".join(c if c.isalnum() or c in "-_.=" else "_" for c in unit)
-    return RESULTS / study / f"{safe}.json"
+    return (RESULTS if root is None else Path(root)) / study / f"{safe}.json"
 
 
-def write_record(study: str, unit: str, data: dict[str, Any], *, script: str | Path) -> Path:
+def write_record(study: str, unit: str, data: dict[str, Any], *, script: str | Path, root: Path | None = None) -> Path:
     """Write one unit's result record, stamped with the code fingerprint, commit, machine and time.
 
     Records hold numbers, never weights. A study skips a unit whose record exists (resumable across sessions).
     """
-    path = record_path(study, unit)
+    path = record_path(study, unit, root=root)
     body = {
         "study": study,
         "unit": unit,
@@ -70,9 +73,9 @@ def write_record(study: str, unit: str, data: dict[str, Any], *, script: str | P
     return path
 
 
-def load_records(study: str) -> dict[str, dict[str, Any]]:
-    """Every record of ``study``, keyed by unit."""
-    folder = RESULTS / study
+def load_records(study: str, *, root: Path | None = None) -> dict[str, dict[str, Any]]:
+    """Every record of ``study`` (under ``root`` instead of ``benchmarks/results`` when given), keyed by unit."""
+    folder = (RESULTS if root is None else Path(root)) / study
     out = {}
     for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
         body = json.loads(path.read_text(encoding="utf-8"))

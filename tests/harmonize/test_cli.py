@@ -174,3 +174,13 @@ def test_plot_saves_before_after_histograms_and_resume_draws_missing_ones(folder
     assert [p.name for p in pngs] == ["good0.png", "good1.png", "good2.png"]
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
     assert "plots/good0.png" in json.loads((out / MARKER).read_text())["files"]
+
+
+def test_apply_on_a_local_cluster_started_by_scheduler_local_n(folders):
+    pytest.importorskip("distributed")
+    model = _fit(folders, "zscore")
+    assert _invoke("harmonize", "apply", model, folders / "in", folders / "serial").exit_code == 0
+    r = _invoke("harmonize", "apply", model, folders / "in", folders / "local", "--scheduler", "local:1")
+    assert r.exit_code == 0 and "3 harmonized" in r.output, r.output
+    for name in NAMES:
+        assert (folders / "local" / name).read_bytes() == (folders / "serial" / name).read_bytes()

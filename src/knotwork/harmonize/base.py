@@ -157,7 +157,7 @@ class Harmonizer:
             a shape that does not fit the parameters and the other fields.
         """
         self._validate_params()
-        arrays, sizes = {}, {}
+        params, arrays, sizes = self.get_params(), {}, {}
         for a in self._fitted:
             if a not in state:
                 raise HarmonizeError(f"field 'state.{a}' is missing (a fitted {type(self).__name__} has {list(self._fitted)})")
@@ -165,6 +165,8 @@ class Harmonizer:
                 arr = np.asarray(state[a], dtype=np.float64)
             except (TypeError, ValueError):
                 raise HarmonizeError(f"field 'state.{a}' must hold numbers; got {_brief(state[a])}") from None
+            if arr.size == 0:
+                raise HarmonizeError(f"field 'state.{a}' is empty")
             if not np.isfinite(arr).all():
                 raise HarmonizeError(f"field 'state.{a}' holds non-finite values (NaN or inf)")
             expected = self._state_shapes.get(a)
@@ -172,8 +174,13 @@ class Harmonizer:
                 if arr.ndim != len(expected):
                     raise HarmonizeError(f"field 'state.{a}' must have {len(expected)} dimension(s); got shape {arr.shape}")
                 for dim, got in zip(expected, arr.shape, strict=True):
-                    want = dim if isinstance(dim, int) else self.get_params().get(dim, sizes.setdefault(dim, got))
-                    if got != want or got == 0:
+                    if isinstance(dim, int):
+                        want = dim
+                    elif dim in params:  # a parameter fixes the size (n_levels)
+                        want = params[dim]
+                    else:  # a size the fields must agree on
+                        want = sizes.setdefault(dim, got)
+                    if got != want:
                         raise HarmonizeError(f"field 'state.{a}' has shape {arr.shape}; expected {dim} = {want} "
                                              "entries, as the parameters and the other fields say")
             arrays[a] = arr

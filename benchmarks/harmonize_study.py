@@ -5,19 +5,19 @@ through a simulated scanner change (a non-linear monotone intensity curve, a smo
 bias field, Gaussian noise and other units) to make the additional domain D1. A small 3D U-Net is
 trained on D0-train + T(D1) for each harmonization T, and Dice per label is measured on D0-test.
 
-    python benchmarks/harmonize_study.py run --severity strong --severity mild   # resumable
-    python benchmarks/harmonize_study.py report                                  # table + figure
+    python benchmarks/harmonize_study.py --severity strong --severity mild --seeds 0 1 2 3 4 5 6 7 8
 
-Every run caches its result as JSON under .knotwork-cache/harmonize_study/, so a rerun skips the
-finished ones; `report` writes docs/results/harmonize.md and docs/results/harmonize_study.png from
-whatever has finished.
+One command runs what is missing and writes docs/results/harmonize.md and harmonize_study.png from every
+record. Each training run is one record, benchmarks/results/harmonize_study/<severity>_<condition>_seed<N>.json
+(`none_no-D1_seed<N>` for the D0-only baseline, which no severity changes), so a rerun skips the finished ones.
+`--iterations`/`--cases` shrink the budget (records of another budget are neither reused nor reported);
+`--records`/`--out` write elsewhere (the smoke test).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -28,13 +28,16 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _common import load_records, write_record  # noqa: E402
+
 DATA = ROOT.parent / "shared" / "data" / "med" / "hippocampus"
 if not DATA.is_dir():  # a git worktree sits one level deeper than the main checkout
     DATA = Path("/work/shared/data/med/hippocampus")
-CACHE = ROOT / ".knotwork-cache" / "harmonize_study"
+STUDY = "harmonize_study"
+PAGE = ROOT / "docs" / "results" / "harmonize.md"
 
 # Split of the 260 cases (sorted by name) with numpy RandomState(0): test, D0-train, D1 source.
-N_TEST, N_TRAIN, N_D1 = 40, 20, 60
+CASES = (40, 20, 60)
 CROP = (32, 48, 32)  # loses 0.02 % of label voxels on average (max 1.6 %), centre crop/pad
 ITERATIONS, BATCH, LR, WIDTH = 150, 4, 5e-3, 4
 SEEDS = (0, 1, 2)
@@ -47,15 +50,17 @@ SEVERITIES = {
 }
 
 
-def load_cases():
+def load_cases(cases=CASES):
+    """The (image, label) pairs of D0-test, D0-train and the D1 source: ``cases`` = their sizes."""
     import nibabel as nib
 
+    n_test, n_train, n_d1 = cases
     names = sorted(p.name for p in (DATA / "imagesTr").glob("*.nii.gz"))
     perm = np.random.RandomState(0).permutation(len(names))
     split = {
-        "test": perm[:N_TEST],
-        "train": perm[N_TEST : N_TEST + N_TRAIN],
-        "d1": perm[N_TEST + N_TRAIN : N_TEST + N_TRAIN + N_D1],
+        "test": perm[:n_test],
+        "train": perm[n_test : n_test + n_train],
+        "d1": perm[n_test + n_train : n_test + n_train + n_d1],
     }
 
     def read(i):
@@ -107,11 +112,11 @@ def to_training(img, lab):
     return x, y
 
 
-def prepare(severity):
+def prepare(severity, cases=CASES):
     """D0-train, D0-test (canonical) and T(D1) for every T; plus W1 of each T(D1) to D0-train."""
     from knotwork.harmonize import get_harmonizer
 
-    cases, names = load_cases()
+    cases, names = load_cases(cases)
     rng = np.random.default_rng(12345)
     train = [(canonical(i), lab) for i, lab in cases["train"]]
     test = [(canonical(i), lab) for i, lab in cases["test"]]
@@ -149,7 +154,7 @@ def dice_per_label(pred, target, labels=(1, 2)):
     return res
 
 
-def train_and_eval(train_items, test_items, seed):
+def train_and_eval(train_items, test_items, seed, iterations=ITERATIONS):
     import torch
     import torch.nn.functional as F
     from harmonize_unet import UNet3D
@@ -161,7 +166,7 @@ def train_and_eval(train_items, test_items, seed):
     model = UNet3D(n_classes=3, width=WIDTH)
     opt = torch.optim.Adam(model.parameters(), lr=LR)
     model.train()
-    for _ in range(ITERATIONS):
+    for _ in range(iterations):
         idx = torch.randint(0, len(xs), (BATCH,), generator=gen)
         logits = model(xs[idx])
         prob = logits.softmax(1)
@@ -179,63 +184,85 @@ def train_and_eval(train_items, test_items, seed):
         pred = torch.cat([model(xt[i : i + 8]).argmax(1) for i in range(0, len(xt), 8)])
     for p, (_, y) in zip(pred, test_items, strict=True):
         dices.append(dice_per_label(p.numpy(), y.numpy()))
-    return np.asarray(dices), float(loss)
+    return np.asarray(dices), float(loss.detach())
 
 
-def run(severities, seeds, conditions):
+def unit(severity, condition, seed):
+    """The record of one training run; the D0-only baseline is one per seed, shared by every severity."""
+    return f"none_no-D1_seed{seed}" if condition == "no-D1" else f"{severity}_{condition}_seed{seed}"
+
+
+def run(severities, seeds, conditions, *, budget, records_root=None):
+    """Train and evaluate every (severity, condition, seed) without a record of this budget; one record each."""
     import torch
 
     torch.set_num_threads(1)
+    have = {u for u, r in load_records(STUDY, root=records_root).items() if r["data"].get("budget") == budget}
     for severity in severities:
-        CACHE.joinpath(severity).mkdir(parents=True, exist_ok=True)
-        todo = [(c, s) for s in seeds for c in conditions
-                if not CACHE.joinpath(severity, f"{c}_seed{s}.json").exists()
-                and not (c == "no-D1" and _has_nod1(s))]
+        todo = [(c, s) for s in seeds for c in conditions if unit(severity, c, s) not in have]
         if not todo:
             continue
         t0 = time.time()
-        train, test, d1, w1, names = prepare(severity)
-        _atomic_json(CACHE / severity / "w1.json", {"w1": w1, "names": names, "params": SEVERITIES[severity]})
+        train, test, d1, w1, _names = prepare(severity, tuple(budget["cases"]))
         print(f"[{severity}] data ready in {time.time() - t0:.0f}s; {len(todo)} runs to do", flush=True)
         d0_train = [to_training(i, lab) for i, lab in train]
         d0_test = [to_training(i, lab) for i, lab in test]
         for cond, seed in todo:
             t0 = time.time()
             items = d0_train + ([] if cond == "no-D1" else [to_training(i, lab) for i, lab in d1[cond]])
-            dices, last_loss = train_and_eval(items, d0_test, seed)
-            res = {"condition": cond, "seed": seed, "severity": severity, "dice": dices.tolist(),
-                   "mean_dice": dices.mean(0).tolist(), "final_loss": last_loss, "seconds": time.time() - t0}
-            _atomic_json(CACHE / severity / f"{cond}_seed{seed}.json", res)
+            dices, last_loss = train_and_eval(items, d0_test, seed, budget["iterations"])
+            res = {"condition": cond, "seed": seed, "severity": None if cond == "no-D1" else severity,
+                   "dice": dices.tolist(), "mean_dice": dices.mean(0).tolist(), "final_loss": last_loss,
+                   "seconds": time.time() - t0, "w1": w1.get(cond),
+                   "severity_params": None if cond == "no-D1" else SEVERITIES[severity], "budget": budget}
+            write_record(STUDY, unit(severity, cond, seed), res, script=__file__, root=records_root)
+            have.add(unit(severity, cond, seed))
             print(f"[{severity}] {cond:10s} seed {seed}: Dice {dices.mean(0).round(3)} in {res['seconds']:.0f}s",
                   flush=True)
 
 
-def _has_nod1(seed):
-    # "no-D1" never sees D1, so one run per seed serves every severity.
-    return any(CACHE.glob(f"*/no-D1_seed{seed}.json"))
+def command(args) -> str:
+    """The one command that (re)makes the page, as run (without where its outputs go)."""
+    parts = ["python", "benchmarks/harmonize_study.py"]
+    for sev in args.severity:
+        parts += ["--severity", sev]
+    parts += ["--seeds", *map(str, args.seeds)]
+    if list(args.conditions) != list(CONDITIONS):
+        parts += ["--conditions", *args.conditions]
+    if args.iterations != ITERATIONS:
+        parts += ["--iterations", str(args.iterations)]
+    if tuple(args.cases) != CASES:
+        parts += ["--cases", *map(str, args.cases)]
+    return shlex.join(parts)
 
 
-def _atomic_json(path, obj):
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
+def parser() -> argparse.ArgumentParser:
+    """The options of the one command (its results page names them)."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--severity", action="append", choices=sorted(SEVERITIES))
+    p.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
+    p.add_argument("--conditions", nargs="+", default=list(CONDITIONS), choices=CONDITIONS)
+    p.add_argument("--iterations", type=int, default=ITERATIONS, help="training iterations per run")
+    p.add_argument("--cases", type=int, nargs=3, default=list(CASES), metavar=("TEST", "TRAIN", "D1"),
+                   help="how many volumes go to D0-test, D0-train and the D1 source")
+    p.add_argument("--records", type=Path, default=None, help="records root (default benchmarks/results)")
+    p.add_argument("--out", type=Path, default=PAGE, help="results page; the figure is written beside it")
+    return p
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="cmd", required=True)
-    r = sub.add_parser("run")
-    r.add_argument("--severity", action="append", choices=sorted(SEVERITIES))
-    r.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
-    r.add_argument("--conditions", nargs="+", default=list(CONDITIONS), choices=CONDITIONS)
-    sub.add_parser("report")
+    p = parser()
     args = p.parse_args(argv)
-    if args.cmd == "run":
-        run(args.severity or ["strong"], args.seeds, args.conditions)
-    else:
-        from harmonize_study_report import write_report
+    args.severity = args.severity or ["strong"]
+    if args.iterations < 1 or min(args.cases) < 1 or sum(args.cases) > 260:
+        p.error("--iterations and every --cases count must be >= 1, and --cases may use at most 260 volumes")
+    if not DATA.is_dir():
+        p.error(f"the hippocampus data is not at {DATA}; see shared/data/README.md")
+    budget = {"iterations": args.iterations, "cases": list(args.cases)}
+    run(args.severity, args.seeds, args.conditions, budget=budget, records_root=args.records)
+    from harmonize_study_report import write_report
 
-        write_report(CACHE, ROOT)
+    write_report(load_records(STUDY, root=args.records), budget=budget, command=command(args), page=args.out)
 
 
 if __name__ == "__main__":

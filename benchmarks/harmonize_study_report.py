@@ -1,32 +1,36 @@
-"""Turn the cached study runs into docs/results/harmonize.md and docs/results/harmonize_study.png."""
+"""The page of the harmonization study: docs/results/harmonize.md and harmonize_study.png, from the records
+that benchmarks/harmonize_study.py writes (one per training run). A helper of that script, not a command."""
 
 from __future__ import annotations
 
-import json
-import os
-import platform
-import subprocess
+import io
 from pathlib import Path
 
 import harmonize_study as S
 import numpy as np
+from _common import header, write_atomic
+
+from knotwork._io import write_scratch
 
 LABELS = ("anterior", "posterior")
 NORMALIZATION = ("zscore", "clip")
 MATCHING = ("hm-volume", "hm", "nyul")
 
 
-def _load(cache: Path):
-    runs = {}
-    for sev_dir in sorted(p for p in cache.iterdir() if p.is_dir()):
-        for f in sev_dir.glob("*_seed*.json"):
-            r = json.loads(f.read_text())
-            runs.setdefault(r["severity"], {}).setdefault(r["condition"], []).append(r)
-    # One D0-only run per seed (the first found), whatever severity folder it was cached in.
-    no_d1 = list({r["seed"]: r for sev in reversed(list(runs.values())) for r in sev.get("no-D1", [])}.values())
+def _load(records, budget):
+    """runs[severity][condition] = list of run data, and w1[severity][condition], for records of ``budget``."""
+    runs, w1, no_d1 = {}, {}, []
+    for rec in records.values():
+        r = rec["data"]
+        if r.get("budget") != budget:
+            continue
+        if r["condition"] == "no-D1":
+            no_d1.append(r)
+            continue
+        runs.setdefault(r["severity"], {}).setdefault(r["condition"], []).append(r)
+        w1.setdefault(r["severity"], {})[r["condition"]] = r["w1"]
     for sev in runs.values():  # the D0-only baseline is shared by every severity
-        sev["no-D1"] = no_d1
-    w1 = {p.name: json.loads((p / "w1.json").read_text()) for p in cache.iterdir() if (p / "w1.json").exists()}
+        sev["no-D1"] = sorted(no_d1, key=lambda r: r["seed"])
     return runs, w1
 
 
@@ -91,18 +95,6 @@ def _median_seconds(runs):
     return float(np.median(secs)) if secs else float("nan")
 
 
-def _study_commit(root):
-    out = subprocess.run(["git", "log", "-1", "--format=%H", "--", "benchmarks/harmonize_study.py",
-                          "benchmarks/harmonize_unet.py"], cwd=root, capture_output=True, text=True)
-    return out.stdout.strip() or "unknown"
-
-
-def _git(root):
-    run = lambda *a: subprocess.run(["git", *a], cwd=root, capture_output=True, text=True).stdout.strip()  # noqa: E731
-    dirty = run("status", "--porcelain", "--", "src", "benchmarks")
-    return run("rev-parse", "HEAD") + (" (plus uncommitted changes)" if dirty else "")
-
-
 def _verdict(table):
     best = lambda names: max((table[n][2], n) for n in names if n in table)  # noqa: E731
     if not all(n in table for n in NORMALIZATION) or not any(n in table for n in ("hm", "hm-volume")):
@@ -123,44 +115,35 @@ def _verdict(table):
             f"mean Dice{nyul}; difference {diff:+.3f}, largest seed std of the two {spread:.3f}).")
 
 
-def write_report(cache: Path, root: Path):
-    import knotwork
-
-    runs, w1 = _load(cache)
-    out = root / "docs" / "results"
-    out.mkdir(parents=True, exist_ok=True)
+def write_report(records, *, budget, command, page: Path):
+    """Write the page (and its figure beside it) from every record of ``budget``."""
+    runs, w1 = _load(records, budget)
+    kept = {u: r for u, r in records.items() if r["data"].get("budget") == budget}
+    n_test, n_train, n_d1 = budget["cases"]
+    seeds = sorted({r["seed"] for sev in runs.values() for rs in sev.values() for r in rs})
     lines = [
-        "# Histogram matching vs. normalization for additional 3D training data (hippocampus study)",
-        "",
+        header(
+            "Histogram matching vs. normalization for additional 3D training data (hippocampus study)",
+            command=command, script=S.__file__, records=kept,
+            data=f"MSD Task04 hippocampus (`../shared/data/med/hippocampus`), {n_test}/{n_train}/{n_d1} volumes "
+            "for D0-test/D0-train/D1; D1 simulation seed 12345",
+            extra=[f"- Runs: one record per (severity, condition, seed) in `benchmarks/results/{S.STUDY}/`; seeds "
+                   f"{seeds}; one torch thread, no GPU; median wall time per training run "
+                   f"{_median_seconds(runs):.0f} s."],
+        ),
         "Reproduces the setting of Stoica, Breaban, Barbu, *Analyzing domain shift when using additional data for "
         "the MICCAI KiTS23 Challenge* (arXiv:2309.02001): add a second, differently acquired data set to the training "
         "set after transforming it, and evaluate on the original domain. The paper reports only the qualitative "
         "finding that histogram matching works better than simple normalization (no numbers are verified; its data "
         "set, network and recipe are unknown), so this is a check of that *direction* on other data.",
         "",
-        "Commands (resumable; each run is cached under `.knotwork-cache/harmonize_study/`):",
-        "",
-        "```",
-        "nice -n 10 python benchmarks/harmonize_study.py run --severity strong --severity mild   # seeds 0 1 2",
-        "nice -n 10 python benchmarks/harmonize_study.py run --severity strong --severity mild --seeds 3 4 5 6 7 8",
-        "python benchmarks/harmonize_study.py report",
-        "```",
-        "",
-        f"- knotwork {knotwork.__version__}; study code last changed in commit {_study_commit(root)} (changes made "
-        "while runs were under way only touched which runs are skipped, never data, model or training); report written "
-        f"at commit {_git(root)}; torch {__import__('torch').__version__}, numpy {np.__version__}",
-        f"- machine: {platform.machine()} CPU, {os.cpu_count()} cores **shared with about seven other engineers' jobs** "
-        f"(1-minute load average {os.getloadavg()[0]:.0f} when this report was written), one torch thread, "
-        f"`nice -n 10`, no GPU; median wall time per training run {_median_seconds(runs):.0f} s.",
-        f"- seeds: {sorted({r['seed'] for sev in runs.values() for rs in sev.values() for r in rs})} (network "
-        "initialisation and batch order); the planned 0, 1, 2 were extended to 3-8 after seed 2 lost a label in "
-        "every condition (see below); every finished run is reported. The D1 simulation uses seed 12345.",
+        "Seeds vary the network initialisation and batch order; every finished run is reported.",
         "",
         "## Set-up",
         "",
         "- **Data**: the 260 MSD Task04 hippocampus T1 MR crops with labels (`../shared/data/med/hippocampus`). "
-        f"Split with `numpy.random.RandomState(0).permutation(260)` over sorted names: D0-test = first {S.N_TEST}, "
-        f"D0-train = next {S.N_TRAIN}, D1 source = next {S.N_D1} (disjoint).",
+        f"Split with `numpy.random.RandomState(0).permutation(260)` over sorted names: D0-test = first {n_test}, "
+        f"D0-train = next {n_train}, D1 source = next {n_d1} (disjoint).",
         "- **D0 preprocessing** (the \"original\" pipeline): per volume, clip to the 0.5/99.5 percentiles and rescale "
         "to [0, 1] (the raw scales differ, 2-139 vs 0-2777).",
         "- **D1 = simulated scanner change** applied to D0-preprocessed volumes y: "
@@ -175,19 +158,19 @@ def write_report(cache: Path, root: Path):
                      f"{p['units_offset']:.0f} |")
     lines += [
         "",
-        "- **Transforms T of D1**, all fitted on the 20 D0-train volumes (whole crops, no masks) and applied to D1 only, "
-        "with output in D0 units: `raw` (none); `zscore` (per-volume z-score, then D0's pooled mean/std); "
+        f"- **Transforms T of D1**, all fitted on the {n_train} D0-train volumes (whole crops, no masks) and applied to "
+        "D1 only, with output in D0 units: `raw` (none); `zscore` (per-volume z-score, then D0's pooled mean/std); "
         "`clip` (clip to the volume's 0.5/99.5 percentiles, rescale to D0's mean percentile values); `hm-volume` "
         "(exact matching to the medoid D0-train volume); `hm` (matching to the mean of the D0 quantile functions, "
         "K = 1000, the 1-D Wasserstein barycenter); `nyul` (11 landmarks 1, 10, ..., 90, 99, averaged in D0 units: "
         "`standard_range=None`). `no-D1` trains on D0-train alone.",
         f"- **Model**: a 3D U-Net written here (`benchmarks/harmonize_unet.py`, width {S.WIDTH}, two poolings, "
         "BatchNorm, 21 k parameters), cross-entropy + soft Dice, Adam lr "
-        f"{S.LR}, {S.ITERATIONS} iterations of batch {S.BATCH} sampled uniformly from D0-train + T(D1).",
+        f"{S.LR}, {budget['iterations']} iterations of batch {S.BATCH} sampled uniformly from D0-train + T(D1).",
         "- **Reductions, forced by the shared 2-core CPU**: volumes are centre cropped/padded to 32 x 48 x 32 "
         "(loses 0.02 % of label voxels on average) and **down-sampled 2x to 16 x 24 x 16** (2 mm; mean for images, "
-        f"majority for labels); only {S.ITERATIONS} iterations; 20/60/40 of the 260 volumes. Dice is computed on "
-        "those 2 mm test crops, so absolute Dice is far below full-resolution nnU-Net figures (~0.9).",
+        f"majority for labels); only {budget['iterations']} iterations; {n_train}/{n_d1}/{n_test} of the 260 volumes. "
+        "Dice is computed on those 2 mm test crops, so absolute Dice is far below full-resolution nnU-Net figures (~0.9).",
         "",
     ]
     figure_rows = []
@@ -202,11 +185,11 @@ def write_report(cache: Path, root: Path):
         partial = f" (**partial: not finished: {', '.join(missing)}**)" if missing else ""
         table = {c: _summary(runs[sev][c]) for c in conds}
         table_kept, bad = _paired(runs[sev], conds)
-        w = w1.get(sev, {}).get("w1", {})
+        w = w1.get(sev, {})
         lines += [
             f"## Severity `{sev}`{partial}",
             "",
-            "Dice on D0-test (40 volumes), mean ± std over seeds; W1 = 1-Wasserstein distance between the pooled "
+            f"Dice on D0-test ({n_test} volumes), mean ± std over seeds; W1 = 1-Wasserstein distance between the pooled "
             "voxel intensities of T(D1) and of D0-train (D0 units, [0, 1] scale; raw D1 is in other units).",
             "",
             "**All finished runs:**",
@@ -261,11 +244,9 @@ def write_report(cache: Path, root: Path):
         "",
         "![Dice per condition](harmonize_study.png)",
     ]
-    tmp = out / ".harmonize.md.tmp"
-    tmp.write_text("\n".join(lines) + "\n")
-    os.replace(tmp, out / "harmonize.md")
-    _figure(figure_rows, out / "harmonize_study.png")
-    print("\n".join(lines))
+    write_atomic(page, "\n".join(lines) + "\n")
+    _figure(figure_rows, page.with_name("harmonize_study.png"))
+    print(f"wrote {page} from {len(kept)} records")
 
 
 def _figure(rows, path):
@@ -287,6 +268,7 @@ def _figure(rows, path):
         ax.set_ylim(max(0.0, lo - 0.05), None)
         ax.set_title(f"D1 severity: {sev} (blue: matching, orange: normalization)", fontsize=9)
     fig.tight_layout()
-    tmp = path.with_name(".harmonize_study.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    os.replace(tmp, path)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=100)
+    plt.close(fig)
+    write_scratch(path, png.getvalue())

@@ -134,6 +134,12 @@ def _check_inputs(path: Path, inputs: Iterable[PathLike]) -> None:
             raise OutputError(f"{path}: the output lies inside the input folder {inp}; choose another output path")
 
 
+def check_inputs(path: PathLike, inputs: Iterable[PathLike]) -> None:
+    """Refuse an output ``path`` that is, contains or lies inside one of ``inputs`` (the first rule of
+    :func:`check_output`, for callers that resume an existing output, such as ``harmonize apply``)."""
+    _check_inputs(Path(path), inputs)
+
+
 def check_output(path: PathLike, *, inputs: Iterable[PathLike] = (), force: bool = False, folder: bool) -> None:
     """Refuse an output path that knotwork may not write, before any work starts.
 

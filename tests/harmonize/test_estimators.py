@@ -32,6 +32,22 @@ def test_every_registered_method_has_a_case():
     assert set(CASES) == set(HARMONIZERS)
 
 
+def test_not_fitted_error_is_the_shared_one():
+    import knotwork._errors
+
+    assert NotFittedError is knotwork._errors.NotFittedError
+    assert HarmonizeError is knotwork._errors.HarmonizeError
+    from knotwork.harmonize._checks import HarmonizeError as old_path
+
+    assert old_path is HarmonizeError
+
+
+@pytest.mark.parametrize("name", sorted(HARMONIZERS))
+def test_every_fitted_attribute_declares_its_shape(name):
+    cls = HARMONIZERS[name]
+    assert set(cls._state_shapes) == set(cls._fitted)
+
+
 @pytest.fixture(scope="module")
 def refs():
     rng = np.random.default_rng(0)
@@ -45,6 +61,32 @@ class TestCommon:
         assert not [a for a in vars(h) if a.endswith("_")]
         with pytest.raises(NotFittedError, match=f"This {type(h).__name__} instance is not fitted yet"):
             h.transform(refs[0])
+
+    def test_state_round_trip_and_bad_state_names_the_field(self, name, refs):
+        h = get_harmonizer(name, **CASES[name]).fit(refs)
+        state = h.get_state()
+        h2 = get_harmonizer(name, **CASES[name]).set_state(state)
+        np.testing.assert_array_equal(h2.transform(refs[1]), h.transform(refs[1]))
+        first = h._fitted[0]
+        with pytest.raises(HarmonizeError, match=rf"field 'state\.{first}' is missing"):
+            get_harmonizer(name, **CASES[name]).set_state({k: v for k, v in state.items() if k != first})
+        bad = {**state, first: np.full_like(state[first], np.nan)}
+        with pytest.raises(HarmonizeError, match=rf"field 'state\.{first}' holds non-finite values"):
+            get_harmonizer(name, **CASES[name]).set_state(bad)
+        wrong = {**state, first: np.zeros(state[first].shape + (2,))}
+        with pytest.raises(HarmonizeError, match=rf"field 'state\.{first}' must have {state[first].ndim} dim"):
+            get_harmonizer(name, **CASES[name]).set_state(wrong)
+
+    def test_validate_refuses_what_transform_refuses(self, name, refs):
+        h = get_harmonizer(name, **CASES[name])  # validate needs no fitted state
+        h.validate(refs[0])
+        flat = np.full((4, 4, 4), 3.0)
+        with pytest.raises(HarmonizeError, match="flat.nii has a constant intensity"):
+            h.validate(flat, name="flat.nii")
+        with pytest.raises(HarmonizeError, match="has a constant intensity"):
+            h.fit(refs).transform(flat)
+        with pytest.raises(HarmonizeError, match=r"mask of v\.nii has shape \(2, 2\)"):
+            h.validate(refs[0], np.ones((2, 2)), name="v.nii")
 
     def test_fit_returns_self_and_is_deterministic(self, name, refs):
         h = get_harmonizer(name, **CASES[name])
@@ -71,7 +113,7 @@ class TestCommon:
         h = get_harmonizer(name, **CASES[name])
         bad = refs[1].copy()
         bad[0, 0, 0] = np.nan
-        with pytest.raises(HarmonizeError, match=r"volumes\[1\] contains 1 non-finite voxels"):
+        with pytest.raises(HarmonizeError, match=r"volumes\[1\] holds 1 non-finite value"):
             h.fit([refs[0], bad])
         with pytest.raises(HarmonizeError, match=r"mask of volumes\[0\] has shape"):
             h.fit(refs[:1], masks=[np.ones((2, 2, 2), bool)])
@@ -85,8 +127,15 @@ class TestCommon:
 
 
 def test_unknown_method_and_bad_parameter_messages():
-    with pytest.raises(KeyError, match=r"unknown harmonization method 'hn'; known: \['clip', 'hm'"):
+    with pytest.raises(HarmonizeError, match=r"unknown harmonization method 'hn'; known: \['clip', 'hm'"):
         get_harmonizer("hn")
+    # The factory checks parameters at once (the constructors only store them).
+    with pytest.raises(HarmonizeError, match=r"The 'n_levels' parameter of QuantileMatcher must be an int >= 2. Got 0"):
+        get_harmonizer("hm", n_levels=0)
+    with pytest.raises(HarmonizeError, match=r"ZScoreNormalizer has no parameter 'n_levels'"):
+        get_harmonizer("zscore", n_levels=5)
+    with pytest.raises(HarmonizeError, match=r"'reference_index' parameter of HistogramMatcher is 5, but only 1"):
+        HistogramMatcher(reference_index=5).fit([np.arange(8.0)])
     with pytest.raises(HarmonizeError, match=r"The 'n_levels' parameter of QuantileMatcher must be an int >= 2. Got 1"):
         QuantileMatcher(n_levels=1).fit([np.arange(8.0)])
     with pytest.raises(HarmonizeError, match=r"The 'cutoffs' parameter of NyulStandardizer must be"):

@@ -122,7 +122,7 @@ def test_non_finite_and_constant_volumes_are_refused():
     bad = x.copy()
     bad[0, 0, 0] = np.nan
     bad[1, 1, 1] = np.inf
-    with pytest.raises(HarmonizeError, match="source contains 2 non-finite voxels"):
+    with pytest.raises(HarmonizeError, match="source holds 2 non-finite values"):
         match_histograms(bad, x)
     with pytest.raises(HarmonizeError, match="reference has a constant intensity"):
         match_histograms(x, np.full((3, 3, 3), 7.0))

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 import nibabel as nib
 import numpy as np
 import pytest
 
+from knotwork._errors import OutputError
 from knotwork.harmonize import HarmonizeError, NyulStandardizer, QuantileMatcher
 from knotwork.harmonize.io import load_harmonizer, read_volume, save_harmonizer, write_volume
 
@@ -58,8 +62,40 @@ def test_harmonizer_save_load_round_trip(tmp_path, suffix):
         assert repr(h2) == repr(h)
         x = rng.normal(5, 2, (6, 6, 6))
         np.testing.assert_array_equal(h2.transform(x), h.transform(x))
-        with pytest.raises(FileExistsError, match="exists; pass overwrite=True"):
+        with pytest.raises(OutputError, match="exists; pass --force"):
             save_harmonizer(h, path)
+        save_harmonizer(h, path, overwrite=True)  # a knotwork output may be replaced
+        assert repr(load_harmonizer(path)) == repr(h)
+
+
+def test_saved_harmonizer_is_a_knotwork_output(tmp_path):
+    h = QuantileMatcher(n_levels=10).fit([np.arange(100.0)])
+    saved = json.loads(save_harmonizer(h, tmp_path / "m.json").read_text())
+    assert saved["knotwork"]["version"] and saved["format"] == "knotwork.harmonize/1"
+    save_harmonizer(h, tmp_path / "m.npz")
+    report = json.loads((tmp_path / "m.npz.knotwork.json").read_text())
+    assert report["sha256"] == hashlib.sha256((tmp_path / "m.npz").read_bytes()).hexdigest()
+    (tmp_path / "other.json").write_text("{}")
+    with pytest.raises(OutputError, match="not a knotwork output"):
+        save_harmonizer(h, tmp_path / "other.json", overwrite=True)
+    assert (tmp_path / "other.json").read_text() == "{}"
+    with pytest.raises(HarmonizeError, match=r"m\.txt: save the harmonizer as \.json or \.npz"):
+        save_harmonizer(h, tmp_path / "m.txt")
+
+
+def test_write_volume_leaves_nothing_when_the_writer_dies_half_way(tmp_path, monkeypatch):
+    src = read_volume(_nifti(tmp_path / "a.nii", np.ones((2, 2, 2), np.float32)))
+
+    def half_then_fail(img, name):
+        assert name.endswith(".nii")  # the temp name keeps the suffix nibabel picks the format by
+        with open(name, "wb") as fh:
+            fh.write(b"half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(nib, "save", half_then_fail)
+    with pytest.raises(OSError, match="No space left"):
+        write_volume(tmp_path / "b.nii", src.data, src)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.nii"]
 
 
 def test_load_rejects_foreign_json(tmp_path):

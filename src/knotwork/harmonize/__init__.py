@@ -4,8 +4,8 @@ Fit a harmonizer on volumes of the original domain, then transform volumes of an
 preprocessing onto that domain's intensity scale (Stoica, Breaban, Barbu, arXiv:2309.02001).
 """
 
-from knotwork.harmonize._checks import HarmonizeError
-from knotwork.harmonize.base import HARMONIZERS, Harmonizer, NotFittedError, get_harmonizer
+from knotwork._errors import HarmonizeError, NotFittedError
+from knotwork.harmonize.base import HARMONIZERS, Harmonizer, get_harmonizer
 from knotwork.harmonize.functional import clip_rescale, match_histograms, volume_quantiles, zscore
 from knotwork.harmonize.io import load_harmonizer, read_volume, save_harmonizer, write_volume
 from knotwork.harmonize.matchers import HistogramMatcher, QuantileMatcher

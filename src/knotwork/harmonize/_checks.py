@@ -7,9 +7,9 @@ from typing import Any
 
 import numpy as np
 
+from knotwork._errors import HarmonizeError, check_finite
 
-class HarmonizeError(ValueError):
-    """A volume, mask or parameter that harmonization cannot use; the message names the bad item."""
+__all__ = ["HarmonizeError", "check_mask", "check_not_constant", "check_volume", "statistics_mask", "validate_params"]
 
 
 def check_volume(volume: Any, *, name: str = "volume") -> np.ndarray:
@@ -25,10 +25,7 @@ def check_volume(volume: Any, *, name: str = "volume") -> np.ndarray:
         raise HarmonizeError(f"{name} must hold integer or float intensities; got dtype {x.dtype}")
     if x.size == 0:
         raise HarmonizeError(f"{name} is empty (shape {x.shape})")
-    if x.dtype.kind == "f":
-        n_bad = x.size - int(np.count_nonzero(np.isfinite(x)))
-        if n_bad:
-            raise HarmonizeError(f"{name} contains {n_bad} non-finite voxels (NaN or inf); fix or mask them first")
+    check_finite(x, name, error=HarmonizeError)
     return x
 
 

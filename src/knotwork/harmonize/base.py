@@ -8,19 +8,17 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from knotwork._errors import NotFittedError
 from knotwork.harmonize._checks import (
     HarmonizeError,
     check_mask,
+    check_not_constant,
     check_volume,
     statistics_mask,
     validate_params,
 )
 
 logger = logging.getLogger(__name__)
-
-
-class NotFittedError(HarmonizeError):
-    """``transform`` was called before ``fit`` (or ``set_state``)."""
 
 
 def _optional_float(v: Any) -> bool:
@@ -36,14 +34,17 @@ class Harmonizer:
 
     Subclasses declare ``name`` (the command-line method name), ``reference`` (paper),
     ``_parameter_constraints`` (one table, checked in ``fit``), ``_fitted`` (names of the learned
-    attributes, all ending in ``_``), and implement ``_fit(volumes, masks)`` and
-    ``_transform(volume, mask)``. ``__init__`` only stores its arguments.
+    attributes, all ending in ``_``) with their shapes in ``_state_shapes`` (a tuple per attribute:
+    ints are fixed sizes, a parameter's name is that parameter's value, any other name must agree
+    between attributes), and implement ``_fit(volumes, masks)`` and ``_transform(volume, mask)``.
+    ``__init__`` only stores its arguments.
     """
 
     name: ClassVar[str] = ""
     reference: ClassVar[str] = ""
     _parameter_constraints: ClassVar[dict[str, tuple[Callable[[Any], bool], str]]] = {}
     _fitted: ClassVar[tuple[str, ...]] = ()
+    _state_shapes: ClassVar[dict[str, tuple[int | str, ...]]] = {}
 
     # -- parameters ---------------------------------------------------------------------------
     def get_params(self) -> dict[str, Any]:
@@ -94,6 +95,23 @@ class Harmonizer:
         logger.info("fitted %r on %d volumes", self, len(prepared))
         return self
 
+    def validate(self, volume: np.ndarray, mask: np.ndarray | None = None, *, name: str = "volume") -> None:
+        """Check, without transforming, that ``transform`` can use ``volume`` (with ``mask``).
+
+        The checks that need no fitted state: a numeric, non-empty, finite volume; a mask of the same shape
+        that selects a voxel; statistics voxels (mask and ``foreground_threshold``) that hold more than one
+        value. A batch runs this over every input before it writes anything.
+
+        Raises
+        ------
+        HarmonizeError
+            Naming ``name`` and what is wrong.
+        """
+        self._validate_params()
+        x, m = self._prepare(volume, mask, name)
+        values = x.reshape(-1) if m is None else x[m]
+        check_not_constant(float(values.min()), float(values.max()), name=name)
+
     def transform(self, volume: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
         """Map every voxel of ``volume`` to the reference's intensity scale; the input is not modified.
 
@@ -130,13 +148,44 @@ class Harmonizer:
         return {a: np.asarray(getattr(self, a), dtype=np.float64) for a in self._fitted}
 
     def set_state(self, state: dict[str, Any]):
-        """Restore fitted attributes from ``get_state`` output; returns self."""
-        missing = [a for a in self._fitted if a not in state]
-        if missing:
-            raise HarmonizeError(f"state for {type(self).__name__} lacks {missing}")
+        """Restore fitted attributes from ``get_state`` output; returns self.
+
+        Raises
+        ------
+        HarmonizeError
+            Naming the state field (``state.<attribute>``) that is missing, not numeric, not finite, or of
+            a shape that does not fit the parameters and the other fields.
+        """
         self._validate_params()
+        params, arrays, sizes = self.get_params(), {}, {}
         for a in self._fitted:
-            setattr(self, a, np.asarray(state[a], dtype=np.float64))
+            if a not in state:
+                raise HarmonizeError(f"field 'state.{a}' is missing (a fitted {type(self).__name__} has {list(self._fitted)})")
+            try:
+                arr = np.asarray(state[a], dtype=np.float64)
+            except (TypeError, ValueError):
+                raise HarmonizeError(f"field 'state.{a}' must hold numbers; got {_brief(state[a])}") from None
+            if arr.size == 0:
+                raise HarmonizeError(f"field 'state.{a}' is empty")
+            if not np.isfinite(arr).all():
+                raise HarmonizeError(f"field 'state.{a}' holds non-finite values (NaN or inf)")
+            expected = self._state_shapes.get(a)
+            if expected is not None:
+                if arr.ndim != len(expected):
+                    raise HarmonizeError(f"field 'state.{a}' must have {len(expected)} dimension(s); got shape {arr.shape}")
+                for dim, got in zip(expected, arr.shape, strict=True):
+                    if isinstance(dim, int):
+                        want = dim
+                    elif dim in params:  # a parameter fixes the size (n_levels)
+                        want = params[dim]
+                    else:  # a size the fields must agree on
+                        want = sizes.setdefault(dim, got)
+                    if got != want:
+                        raise HarmonizeError(f"field 'state.{a}' has shape {arr.shape}; expected {dim} = {want} "
+                                             "entries, as the parameters and the other fields say")
+            arrays[a] = arr
+        for a, arr in arrays.items():
+            setattr(self, a, arr)
         return self
 
     # -- subclass hooks -----------------------------------------------------------------------
@@ -157,7 +206,28 @@ def register(cls: type[Harmonizer]) -> type[Harmonizer]:
 
 
 def get_harmonizer(name: str, **params: Any) -> Harmonizer:
-    """Build the harmonizer registered as ``name`` (``hm``, ``hm-volume``, ``nyul``, ``zscore``, ``clip``)."""
+    """Build the harmonizer registered as ``name`` (``hm``, ``hm-volume``, ``nyul``, ``zscore``, ``clip``).
+
+    Unlike the constructors, which only store their arguments, the factory checks the parameters at once,
+    so a command refuses a bad option before it reads any volume.
+
+    Raises
+    ------
+    HarmonizeError
+        For an unknown name, an unknown parameter, or a parameter outside its constraint.
+    """
     if name not in HARMONIZERS:
-        raise KeyError(f"unknown harmonization method {name!r}; known: {sorted(HARMONIZERS)}")
-    return HARMONIZERS[name](**params)
+        raise HarmonizeError(f"unknown harmonization method {name!r}; known: {sorted(HARMONIZERS)}")
+    cls = HARMONIZERS[name]
+    unknown = sorted(set(params) - set(cls._parameter_constraints))
+    if unknown:
+        raise HarmonizeError(f"{cls.__name__} has no parameter {unknown[0]!r}; its parameters are "
+                             f"{sorted(cls._parameter_constraints)}")
+    harmonizer = cls(**params)
+    harmonizer._validate_params()
+    return harmonizer
+
+
+def _brief(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."

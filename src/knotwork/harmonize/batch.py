@@ -1,21 +1,30 @@
-"""Apply a saved harmonizer to a folder of volumes: resumable, parallel (processes or Dask), per-file errors.
+"""Fit on a folder of reference volumes; harmonize one volume of a batch; run a batch locally or on Dask.
 
-This is the I/O layer behind ``knotwork harmonize apply``; the algorithms stay in the estimators.
+This is the I/O layer behind ``knotwork harmonize fit`` and ``apply``; the algorithms stay in the estimators.
+Every function that reads a file names it in its errors. :mod:`knotwork.harmonize.resume` drives a whole
+output folder (checks first, resumable, atomic).
 """
 
 from __future__ import annotations
 
 import logging
+import socket
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 
+from knotwork._errors import check_positive_int
+from knotwork._io import sha256_file
 from knotwork.harmonize._checks import HarmonizeError
+from knotwork.harmonize.base import Harmonizer, get_harmonizer
 from knotwork.harmonize.io import (
+    Volume,
     harmonizer_from_dict,
     list_volumes,
     read_volume,
@@ -24,6 +33,9 @@ from knotwork.harmonize.io import (
 )
 
 logger = logging.getLogger(__name__)
+
+#: Output voxel types of ``harmonize apply --dtype``.
+DTYPES = ("float32", "input")
 
 
 @dataclass(frozen=True)
@@ -37,135 +49,230 @@ class ApplyJob:
 
 @dataclass(frozen=True)
 class ApplyResult:
-    """What happened to one job: ``status`` is "done", "skipped" (output existed) or "failed"."""
+    """What happened to one job: ``status`` is "done", "skipped" (complete output existed) or "failed".
+
+    For "done": ``size`` and ``sha256`` of the written volume and ``plot``, the histogram file's name
+    relative to the output folder when one was drawn.
+    """
 
     src: Path
     dst: Path
     status: str
     error: str | None = None
     seconds: float = 0.0
+    size: int | None = None
+    sha256: str | None = None
+    plot: str | None = None
 
 
 def plan_apply(in_dir: Path, out_dir: Path, *, mask_dir: Path | None = None) -> list[ApplyJob]:
     """One job per volume in ``in_dir``; masks are looked up by the same file name in ``mask_dir``.
 
-    A missing mask is not checked here: the job fails with a message naming it, the others go on.
+    Raises
+    ------
+    HarmonizeError
+        When ``in_dir`` or ``mask_dir`` is not a folder, or ``in_dir`` holds no volume.
     """
     in_dir, out_dir = Path(in_dir), Path(out_dir)
-    if in_dir.resolve() == out_dir.resolve():
-        raise HarmonizeError(f"OUT_DIR {out_dir} is IN_DIR; choose another folder so inputs are never overwritten")
     srcs = list_volumes(in_dir)
     if not srcs:
-        raise HarmonizeError(f"{in_dir} holds no volume files (.nii, .nii.gz, .nrrd, .mha, .mhd)")
+        raise HarmonizeError(f"{in_dir} holds no volume files (.nii, .nii.gz, .nrrd, .nhdr, .mha, .mhd)")
+    if mask_dir is not None and not Path(mask_dir).is_dir():
+        raise HarmonizeError(f"{mask_dir}: the mask folder is not a folder")
     return [ApplyJob(s, out_dir / s.name, None if mask_dir is None else Path(mask_dir) / s.name) for s in srcs]
 
 
-def apply_one(job: ApplyJob, model: dict[str, Any], *, dtype: str = "float32", plot_dir: Path | None = None,
-              force: bool = False) -> ApplyResult:
+def read_checked(src: Path, mask_path: Path | None, harmonizer: Harmonizer) -> tuple[Volume, np.ndarray | None]:
+    """Read a volume and its mask and check that ``harmonizer`` can use them (see ``Harmonizer.validate``).
+
+    Raises
+    ------
+    HarmonizeError
+        Naming the volume or the mask file and what is wrong with it.
+    """
+    vol = read_volume(src)
+    mask = None
+    if mask_path is not None:
+        if not Path(mask_path).is_file():
+            raise HarmonizeError(f"{mask_path}: the mask of {Path(src).name} does not exist")
+        mask = read_volume(mask_path).data
+        if mask.shape != vol.data.shape:
+            raise HarmonizeError(f"{mask_path}: the mask has shape {mask.shape} but the volume {src} has shape "
+                                 f"{vol.data.shape}")
+    harmonizer.validate(vol.data, mask, name=str(src))
+    return vol, mask
+
+
+def _failure(src: Path, exc: BaseException) -> str:
+    msg = str(exc) if isinstance(exc, HarmonizeError) else f"{type(exc).__name__}: {exc}"
+    return msg if str(src) in msg else f"{src}: {msg}"  # every report names the input once
+
+
+def check_one(job: ApplyJob, model: dict[str, Any]) -> str | None:
+    """The reason ``job`` cannot be harmonized, or None; reads the volume but writes nothing. Never raises."""
+    try:
+        read_checked(job.src, job.mask, harmonizer_from_dict(model))
+    except Exception as exc:  # noqa: BLE001 - reported per file, the batch checks the others
+        return _failure(job.src, exc)
+    return None
+
+
+def plot_name(job: ApplyJob) -> str:
+    """Where ``--plot`` draws a job's histograms, relative to the output folder."""
+    return f"plots/{job.src.name[: -len(volume_suffix(job.src) or '')]}.png"
+
+
+def apply_one(job: ApplyJob, model: dict[str, Any], *, dtype: str = "float32", plot: bool = False) -> ApplyResult:
     """Read, check, transform and atomically write one volume; never raises, reports instead.
 
     ``model`` is the dict form of a fitted harmonizer (see ``io.harmonizer_to_dict``), small and
     picklable, so it can travel to worker processes and Dask workers.
     """
     t0 = time.perf_counter()
-    if job.dst.exists() and not force:
-        return ApplyResult(job.src, job.dst, "skipped")
     try:
         harmonizer = harmonizer_from_dict(model)
-        vol = read_volume(job.src)
-        mask = None
-        if job.mask is not None:
-            if not job.mask.exists():
-                raise HarmonizeError(f"mask {job.mask} not found")
-            mask = read_volume(job.mask).data
-            if mask.shape != vol.data.shape:
-                raise HarmonizeError(f"mask {job.mask.name} has shape {mask.shape} but the volume has {vol.data.shape}")
+        vol, mask = read_checked(job.src, job.mask, harmonizer)
         out = harmonizer.transform(vol.data, mask)
-        job.dst.parent.mkdir(parents=True, exist_ok=True)
         write_volume(job.dst, out, vol, dtype=dtype)
-        if plot_dir is not None:
+        drawn = None
+        if plot:
             from knotwork.harmonize.plots import save_before_after
 
-            save_before_after(vol.data, out, Path(plot_dir) / (job.src.name[: -len(volume_suffix(job.src))] + ".png"),
-                              title=job.src.name)
-    except Exception as exc:  # reported per file; the batch goes on
-        msg = str(exc) if isinstance(exc, HarmonizeError) else f"{type(exc).__name__}: {exc}"
-        if not msg.startswith(str(job.src)):  # every report starts with the input's path, once
-            msg = f"{job.src}: {msg}"
-        return ApplyResult(job.src, job.dst, "failed", msg, time.perf_counter() - t0)
-    return ApplyResult(job.src, job.dst, "done", None, time.perf_counter() - t0)
+            drawn = plot_name(job)
+            save_before_after(vol.data, out, job.dst.parent / drawn, title=job.src.name)
+        size, digest = job.dst.stat().st_size, sha256_file(job.dst)
+    except Exception as exc:  # noqa: BLE001 - reported per file; the batch goes on
+        return ApplyResult(job.src, job.dst, "failed", _failure(job.src, exc), time.perf_counter() - t0)
+    return ApplyResult(job.src, job.dst, "done", None, time.perf_counter() - t0, size, digest, drawn)
 
 
-def run_apply(
-    jobs: Iterable[ApplyJob],
-    model: dict[str, Any],
-    *,
-    workers: int = 1,
-    scheduler: str | None = None,
-    dtype: str = "float32",
-    plot_dir: Path | None = None,
-    force: bool = False,
-    callback: Callable[[ApplyResult], None] | None = None,
-) -> list[ApplyResult]:
-    """Run ``apply_one`` over ``jobs`` in this process, a process pool, or a Dask cluster.
+# ------------------------------------------------------------------------------------------- executors
 
-    Parameters
-    ----------
-    workers : int, default 1
-        Local worker processes (1 runs in this process). Ignored when ``scheduler`` is given.
-    scheduler : str, optional
-        Address of a Dask distributed scheduler (``tcp://host:8786``); the same jobs are submitted
-        there, so resumability and the failure report are identical.
-    callback : callable, optional
-        Called with each result as it finishes (the CLI advances its progress bar here).
 
-    Returns
-    -------
-    list of ApplyResult, in job order.
+def _scheduler_endpoint(address: str) -> tuple[str, int] | None:
+    """(host, port) of a ``tcp://host:port``/``tls://host:port``/``host:port`` address, else None."""
+    parts = urlsplit(address if "://" in address else f"tcp://{address}")
+    try:
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme not in ("tcp", "tls") or not parts.hostname or port is None:
+        return None
+    return parts.hostname, port
+
+
+@contextmanager
+def dask_client(scheduler: str | None, *, timeout: float = 5.0) -> Iterator[Any]:
+    """A Dask ``Client`` for ``scheduler`` (an address, or ``local:N`` for a local cluster of N workers).
+
+    Yields None when ``scheduler`` is None. A scheduler that cannot be reached is refused within ``timeout``
+    seconds: a refused connection at once, an unanswered one after the timeout.
+
+    Raises
+    ------
+    HarmonizeError
+        When Dask is missing, ``local:N`` has no positive N, or the scheduler cannot be reached.
     """
-    jobs = list(jobs)
-    kwargs = {"dtype": dtype, "plot_dir": plot_dir, "force": force}
-    results: dict[int, ApplyResult] = {}
+    if scheduler is None:
+        yield None
+        return
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise HarmonizeError(f"--scheduler {scheduler}: needs dask.distributed (pip install 'knotwork[dask]')") from None
+    if scheduler.startswith("local:"):
+        n = scheduler.removeprefix("local:")
+        check_positive_int(int(n) if n.isdigit() else n, f"--scheduler {scheduler}: the worker count N of local:N",
+                           error=HarmonizeError)
+        with LocalCluster(n_workers=int(n), threads_per_worker=1, dashboard_address=None) as cluster, \
+                Client(cluster) as client:
+            yield client
+        return
+    endpoint = _scheduler_endpoint(scheduler)
+    try:
+        if endpoint is not None:  # a plain socket says "refused" at once, where Client retries until its timeout
+            socket.create_connection(endpoint, timeout=timeout).close()
+        client = Client(scheduler, timeout=timeout)
+    except (OSError, TimeoutError, ValueError) as exc:
+        reason = getattr(exc, "strerror", None) or " ".join(str(exc).split()) or type(exc).__name__
+        raise HarmonizeError(f"--scheduler {scheduler}: cannot connect to a Dask scheduler there ({reason}); "
+                             "start it, or use local:N for N local workers") from None
+    with client:
+        yield client
 
-    def done(i: int, r: ApplyResult) -> None:
-        results[i] = r
-        if r.status == "failed":
-            logger.warning("%s", r.error)
-        if callback is not None:
-            callback(r)
 
-    if scheduler is not None:
-        from dask.distributed import Client, as_completed
+def run_map(fn: Callable[..., Any], items: Sequence[Any], *args: Any, workers: int = 1, client: Any = None,
+            **kwargs: Any) -> Iterator[tuple[int, Any]]:
+    """Yield ``(i, fn(items[i], *args, **kwargs))`` as they finish: here, in ``workers`` processes, or on Dask.
 
-        with Client(scheduler) as client:
-            futures = {client.submit(apply_one, j, model, pure=False, **kwargs): i for i, j in enumerate(jobs)}
-            for fut in as_completed(futures):
-                done(futures[fut], fut.result())
-    elif workers > 1:
+    A call that raises (a lost worker, a broken pool) yields the exception as its value.
+    """
+    if client is not None:
+        from distributed import as_completed
+
+        futures = {client.submit(fn, item, *args, pure=False, **kwargs): i for i, item in enumerate(items)}
+        for fut in as_completed(futures):
+            try:
+                yield futures[fut], fut.result()
+            except Exception as exc:  # noqa: BLE001 - a lost worker is one item's failure
+                yield futures[fut], exc
+    elif workers > 1 and len(items) > 1:
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
         with ProcessPoolExecutor(max_workers=workers) as pool:
-            futures = {pool.submit(apply_one, j, model, **kwargs): i for i, j in enumerate(jobs)}
+            futures = {pool.submit(fn, item, *args, **kwargs): i for i, item in enumerate(items)}
             for fut in as_completed(futures):
-                done(futures[fut], fut.result())
+                try:
+                    yield futures[fut], fut.result()
+                except Exception as exc:  # noqa: BLE001 - a crashed process is one item's failure
+                    yield futures[fut], exc
     else:
-        for i, j in enumerate(jobs):
-            done(i, apply_one(j, model, **kwargs))
-    return [results[i] for i in range(len(jobs))]
+        for i, item in enumerate(items):
+            yield i, fn(item, *args, **kwargs)
 
 
-def load_references(paths: list[Path], mask_paths: list[Path | None]) -> tuple[list[np.ndarray], list[np.ndarray | None]]:
-    """Read reference volumes and masks for ``fit``; the first unreadable or mismatched file raises."""
+# ------------------------------------------------------------------------------------------------- fit
+
+
+def load_references(
+    paths: Sequence[Path], mask_paths: Sequence[Path | None], harmonizer: Harmonizer
+) -> tuple[list[np.ndarray], list[np.ndarray | None]]:
+    """Read and check reference volumes and masks for ``fit``; the first unusable file raises, named."""
     vols, masks = [], []
     for p, mp in zip(paths, mask_paths, strict=True):
-        v = read_volume(p).data
-        m = None
-        if mp is not None:
-            if not mp.exists():
-                raise HarmonizeError(f"mask {mp} for reference {p.name} not found")
-            m = read_volume(mp).data
-            if m.shape != v.shape:
-                raise HarmonizeError(f"mask {mp.name} has shape {m.shape} but reference {p.name} has {v.shape}")
-        vols.append(v)
-        masks.append(m)
+        vol, mask = read_checked(p, mp, harmonizer)
+        vols.append(vol.data)
+        masks.append(mask)
     return vols, masks
+
+
+def fit_folder(ref_dir: Path, method: str, *, mask_dir: Path | None = None, **params: Any) -> tuple[Harmonizer, list[Path]]:
+    """Fit ``method`` on every volume in ``ref_dir`` (statistics inside the same-named masks in ``mask_dir``).
+
+    Parameters are checked before any volume is read, every volume before the fit starts.
+
+    Returns
+    -------
+    (harmonizer, paths): the fitted harmonizer and the reference files it saw.
+
+    Raises
+    ------
+    HarmonizeError
+        Naming the parameter, folder, volume or mask that cannot be used.
+    """
+    harmonizer = get_harmonizer(method, **params)
+    paths = list_volumes(ref_dir)
+    if not paths:
+        raise HarmonizeError(f"{ref_dir} holds no volume files (.nii, .nii.gz, .nrrd, .nhdr, .mha, .mhd)")
+    if mask_dir is not None and not Path(mask_dir).is_dir():
+        raise HarmonizeError(f"{mask_dir}: the mask folder is not a folder")
+    masks = [None if mask_dir is None else Path(mask_dir) / p.name for p in paths]
+    vols, mvols = load_references(paths, masks, harmonizer)
+    try:
+        harmonizer.fit(vols, mvols)
+    except HarmonizeError as exc:  # map "volumes[i]" back to the file name
+        msg = str(exc)
+        for i in reversed(range(len(paths))):  # volumes[12] before volumes[1]
+            msg = msg.replace(f"volumes[{i}]", str(paths[i]))
+        raise HarmonizeError(msg) from None
+    return harmonizer, paths

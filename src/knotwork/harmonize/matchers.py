@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from knotwork.harmonize._checks import check_not_constant
+from knotwork.harmonize._checks import HarmonizeError, check_not_constant
 from knotwork.harmonize._mapping import merge_ties, piecewise_linear
 from knotwork.harmonize.base import THRESHOLD_CONSTRAINT, Harmonizer, register
 from knotwork.harmonize.functional import _apply_cdf_map, output_dtype, reference_cdf, volume_quantiles
@@ -63,6 +63,8 @@ class HistogramMatcher(Harmonizer):
         "foreground_threshold": THRESHOLD_CONSTRAINT,
     }
     _fitted = ("reference_values_", "reference_quantiles_", "reference_index_")
+    _state_shapes = {"reference_values_": ("n_distinct",), "reference_quantiles_": ("n_distinct",),
+                     "reference_index_": ()}
 
     def __init__(self, *, reference_index: int | None = None, foreground_threshold: float | None = None):
         self.reference_index = reference_index
@@ -71,7 +73,8 @@ class HistogramMatcher(Harmonizer):
     def _fit(self, volumes, masks):
         if self.reference_index is not None:
             if self.reference_index >= len(volumes):
-                raise IndexError(f"reference_index={self.reference_index} but only {len(volumes)} volumes were given")
+                raise HarmonizeError(f"The 'reference_index' parameter of HistogramMatcher is {self.reference_index}, "
+                                     f"but only {len(volumes)} volumes were given")
             idx = self.reference_index
         else:
             levels = np.linspace(0.0, 1.0, 101)
@@ -138,6 +141,7 @@ class QuantileMatcher(Harmonizer):
         "foreground_threshold": THRESHOLD_CONSTRAINT,
     }
     _fitted = ("levels_", "reference_quantiles_")
+    _state_shapes = {"levels_": ("n_levels",), "reference_quantiles_": ("n_levels",)}
 
     def __init__(self, *, n_levels: int = 1000, max_samples: int | None = 2_000_000, seed: int = 0,
                  foreground_threshold: float | None = None):

@@ -68,6 +68,7 @@ class NyulStandardizer(Harmonizer):
         "foreground_threshold": THRESHOLD_CONSTRAINT,
     }
     _fitted = ("percentiles_", "landmarks_")
+    _state_shapes = {"percentiles_": ("n_landmarks",), "landmarks_": ("n_landmarks",)}
 
     def __init__(self, *, cutoffs=(1.0, 99.0), step: float = 10.0, standard_range=(0.0, 100.0),
                  max_samples: int | None = 2_000_000, seed: int = 0, foreground_threshold: float | None = None):
@@ -123,6 +124,7 @@ class ZScoreNormalizer(Harmonizer):
         "foreground_threshold": THRESHOLD_CONSTRAINT,
     }
     _fitted = ("mean_", "std_")
+    _state_shapes = {"mean_": (), "std_": ()}
 
     def __init__(self, *, to_reference: bool = True, foreground_threshold: float | None = None):
         self.to_reference = to_reference
@@ -167,6 +169,7 @@ class ClipRescaleNormalizer(Harmonizer):
         "foreground_threshold": THRESHOLD_CONSTRAINT,
     }
     _fitted = ("reference_range_",)
+    _state_shapes = {"reference_range_": (2,)}
 
     def __init__(self, *, percentiles=(0.5, 99.5), out_range=None, foreground_threshold: float | None = None):
         self.percentiles = percentiles

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
-import os
+import io
 from pathlib import Path
 
 import numpy as np
 
+from knotwork._io import write_scratch
+
 
 def save_before_after(before: np.ndarray, after: np.ndarray, path: Path, *, title: str = "", bins: int = 128) -> Path:
-    """Save side-by-side histograms (log counts) of a volume before and after harmonization, atomically."""
+    """Save side-by-side histograms (log counts) of a volume before and after harmonization, atomically.
+
+    ``path`` lies in a folder the caller owns (the output folder of ``harmonize apply``).
+    """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     fig = Figure(figsize=(8, 3))
     FigureCanvasAgg(fig)
     for ax, data, name in zip(fig.subplots(1, 2), (before, after), ("before", "after"), strict=True):
@@ -24,10 +27,7 @@ def save_before_after(before: np.ndarray, after: np.ndarray, path: Path, *, titl
         ax.set_title(f"{name}: {title}", fontsize=9)
         ax.set_xlabel("intensity")
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.partial.png")
-    try:
-        fig.savefig(tmp, dpi=80)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=80)
+    write_scratch(path, png.getvalue())
+    return Path(path)

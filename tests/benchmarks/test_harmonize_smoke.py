@@ -1,0 +1,76 @@
+"""The harmonization studies' commands still run: each at a tiny budget, writing its records and page into
+tmp_path (never docs/), and each results page names a command the script accepts."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+DATA = ROOT.parent / "shared" / "data" / "med" / "hippocampus"
+PAGES = {"harmonize.md": "harmonize_study.py", "harmonize_speed.md": "harmonize_speed.py"}
+
+
+def _run(script: str, *args) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    res = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *map(str, args)], env=env,
+                         capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return res
+
+
+def _command(page: Path) -> str:
+    match = re.search(r"^- Command: `([^`]+)`", page.read_text(encoding="utf-8"), flags=re.M)
+    assert match, f"{page} names no command in its header"
+    return match.group(1)
+
+
+@pytest.mark.parametrize("page", sorted(PAGES))
+def test_results_page_names_a_command_its_script_accepts(page):
+    import importlib
+
+    cmd = shlex.split(_command(ROOT / "docs" / "results" / page))
+    assert cmd[:2] == ["python", f"benchmarks/{PAGES[page]}"], cmd
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        module = importlib.import_module(PAGES[page].removesuffix(".py"))
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    module.parser().parse_args(cmd[2:])  # exits (a SystemExit failure) on an option the script does not have
+
+
+def test_harmonize_study_smoke(tmp_path):
+    if not (DATA / "imagesTr").is_dir():
+        pytest.skip(f"real data not found at {DATA}; see shared/data/README.md")
+    out = tmp_path / "page" / "harmonize.md"
+    args = ["--severity", "mild", "--seeds", "0", "--conditions", "no-D1", "raw", "hm", "--iterations", "2",
+            "--cases", "2", "2", "2", "--records", tmp_path / "records", "--out", out]
+    _run("harmonize_study.py", *args)
+    units = sorted(p.stem for p in (tmp_path / "records" / "harmonize_study").glob("*.json"))
+    assert units == ["mild_hm_seed0", "mild_raw_seed0", "none_no-D1_seed0"]
+    rec = json.loads((tmp_path / "records" / "harmonize_study" / "mild_hm_seed0.json").read_text())
+    assert rec["data"]["budget"] == {"iterations": 2, "cases": [2, 2, 2]} and len(rec["data"]["dice"]) == 2
+    assert _command(out) == ("python benchmarks/harmonize_study.py --severity mild --seeds 0 --conditions no-D1 raw "
+                             "hm --iterations 2 --cases 2 2 2")
+    assert (out.parent / "harmonize_study.png").read_bytes()[:4] == b"\x89PNG"
+    again = _run("harmonize_study.py", *args)  # every unit has a record: nothing is trained again
+    assert "runs to do" not in again.stdout
+
+
+def test_harmonize_speed_smoke(tmp_path):
+    n_hippo = 2 if (DATA / "imagesTr").is_dir() else 0  # synthetic volumes only without the real data
+    out = tmp_path / "page" / "harmonize_speed.md"
+    _run("harmonize_speed.py", "--repeats", "1", "--shape", "6", "8", "8", "--hippocampus", n_hippo,
+         "--records", tmp_path / "records", "--scratch", tmp_path / "scratch", "--out", out)
+    records = sorted(p.stem for p in (tmp_path / "records" / "harmonize_speed").glob("*.json"))
+    assert records == ["ct", *(["hippocampus"] if n_hippo else [])]
+    text = out.read_text()
+    assert "| CT 8x8x6 int16 | knotwork |" in text and "yes (bit-identical)" in text
+    assert _command(out).startswith("python benchmarks/harmonize_speed.py --repeats 1 --shape 6 8 8")

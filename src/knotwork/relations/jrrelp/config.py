@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields
+
+from knotwork._errors import JrrelpError
 
 ENCODERS = ("palstm", "transformer")
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -64,24 +67,33 @@ class TrainConfig:
     conve_hidden_dropout: float = 0.3
 
     def __post_init__(self) -> None:
+        """Refuse an impossible setting with :class:`~knotwork._errors.JrrelpError` naming the parameter."""
         if self.encoder not in ENCODERS:
-            raise ValueError(f"The 'encoder' parameter of TrainConfig must be one of {ENCODERS}. Got {self.encoder!r}.")
+            raise JrrelpError(f"The 'encoder' parameter of TrainConfig must be one of {ENCODERS}. Got {self.encoder!r}.")
         if self.optimizer not in OPTIMIZERS:
-            raise ValueError(
+            raise JrrelpError(
                 f"The 'optimizer' parameter of TrainConfig must be one of {OPTIMIZERS}. Got {self.optimizer!r}."
             )
-        for name in ("lambda_kglp", "lambda_coupling", "weight_decay"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"The {name!r} parameter of TrainConfig must be >= 0. Got {getattr(self, name)}.")
-        for name in ("epochs", "batch_size", "patience", "hidden_dim", "embedding_dim", "conve_width"):
+        for name in ("lambda_kglp", "lambda_coupling", "weight_decay", "lr", "label_smoothing", "warmup"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0:
+                raise JrrelpError(f"The {name!r} parameter of TrainConfig must be >= 0 and finite. Got {value}.")
+        for name in ("epochs", "batch_size", "patience", "hidden_dim", "embedding_dim", "conve_width", "min_node_count"):
             if getattr(self, name) < 1:
-                raise ValueError(f"The {name!r} parameter of TrainConfig must be >= 1. Got {getattr(self, name)}.")
+                raise JrrelpError(f"The {name!r} parameter of TrainConfig must be >= 1. Got {getattr(self, name)}.")
         if self.lr <= 0:
-            raise ValueError(f"The 'lr' parameter of TrainConfig must be > 0. Got {self.lr}.")
+            raise JrrelpError(f"The 'lr' parameter of TrainConfig must be > 0. Got {self.lr}.")
+        if self.head_lr is not None and not (math.isfinite(self.head_lr) and self.head_lr > 0):
+            raise JrrelpError(f"The 'head_lr' parameter of TrainConfig must be finite and > 0. Got {self.head_lr}.")
+        if self.warmup > 1 or self.label_smoothing >= 1:
+            raise JrrelpError(
+                f"TrainConfig needs warmup in [0, 1] and label_smoothing in [0, 1). Got {self.warmup} and "
+                f"{self.label_smoothing}."
+            )
         if self.encoder == "palstm":
             for name, dim in (("embedding_dim", self.embedding_dim), ("hidden_dim", self.hidden_dim)):
                 if dim % self.conve_width:
-                    raise ValueError(
+                    raise JrrelpError(
                         f"{name}={dim} must be a multiple of conve_width={self.conve_width} (ConvE reshapes it)."
                     )
 

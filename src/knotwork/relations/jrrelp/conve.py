@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from knotwork._errors import JrrelpError
+
 
 class ConvEInteraction(nn.Module):
     """ConvE's interaction: score head ``h`` and relation ``r`` against every candidate tail ``t``.
@@ -50,12 +52,12 @@ class ConvEInteraction(nn.Module):
         super().__init__()
         for name, dim in (("entity_dim", entity_dim), ("relation_dim", relation_dim)):
             if dim % width:
-                raise ValueError(f"{name}={dim} is not a multiple of width={width}; ConvE reshapes it to (H, width)")
+                raise JrrelpError(f"{name}={dim} is not a multiple of width={width}; ConvE reshapes it to (H, width)")
         self.entity_dim, self.relation_dim, self.width = entity_dim, relation_dim, width
         self.entity_height, self.relation_height = entity_dim // width, relation_dim // width
         height = self.entity_height + self.relation_height
         if height < kernel_size or width < kernel_size:
-            raise ValueError(f"image {height}x{width} is smaller than the {kernel_size}x{kernel_size} kernel")
+            raise JrrelpError(f"image {height}x{width} is smaller than the {kernel_size}x{kernel_size} kernel")
         self.bn0 = nn.BatchNorm2d(1)
         self.input_drop = nn.Dropout(input_dropout)
         self.conv = nn.Conv2d(1, channels, kernel_size)
@@ -98,9 +100,9 @@ class ConvEInteraction(nn.Module):
         Tensor of shape (B, N)
         """
         if h.shape[-1] != self.entity_dim or t.shape[-1] != self.entity_dim:
-            raise ValueError(f"h and t must have {self.entity_dim} features, got {h.shape[-1]} and {t.shape[-1]}")
+            raise JrrelpError(f"h and t must have {self.entity_dim} features, got {h.shape[-1]} and {t.shape[-1]}")
         if r.shape[-1] != self.relation_dim:
-            raise ValueError(f"r must have {self.relation_dim} features, got {r.shape[-1]}")
+            raise JrrelpError(f"r must have {self.relation_dim} features, got {r.shape[-1]}")
         scores = self.hidden(h, r) @ t.T
         return scores if t_bias is None else scores + t_bias
 
@@ -125,7 +127,8 @@ def filtered_ranks(scores: torch.Tensor, targets: torch.Tensor, known: torch.Ten
     Tensor of shape (B,), float
         1-based ranks.
     """
-    rows = torch.arange(scores.shape[0])
+    rows = torch.arange(scores.shape[0], device=scores.device)
+    targets = targets.to(scores.device)
     true = scores[rows, targets].unsqueeze(1)
     others = known.clone()
     others[rows, targets] = False

@@ -77,7 +77,7 @@ class PALSTMEncoder(nn.Module):
         """r̂ of shape (B, hidden_dim) from a collated batch (``input_ids``, ``subj_pos``, ``obj_pos``, ``mask``)."""
         ids, mask = batch["input_ids"], batch["mask"]
         if self.training and self.word_dropout > 0:
-            drop = (torch.rand(ids.shape) < self.word_dropout) & mask
+            drop = (torch.rand(ids.shape, device=ids.device) < self.word_dropout) & mask
             ids = ids.masked_fill(drop, self.unk_id)
         x = self.drop(self.word_embeddings(ids))  # (B, T, E)
         lengths = mask.sum(1).cpu()
@@ -123,6 +123,6 @@ class MarkerTransformerEncoder(nn.Module):
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """r̂ of shape (B, 2 * hidden) from ``input_ids``, ``mask``, ``subj_at``, ``obj_at``."""
         states = self.backbone(input_ids=batch["input_ids"], attention_mask=batch["mask"].long()).last_hidden_state
-        rows = torch.arange(states.shape[0])
+        rows = torch.arange(states.shape[0], device=states.device)
         rep = torch.cat([states[rows, batch["subj_at"]], states[rows, batch["obj_at"]]], dim=-1)
         return self.drop(rep)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
+from knotwork._errors import JrrelpError
 from knotwork.relations.data import RelationExample
 
 PAD, UNK = "<pad>", "<unk>"
@@ -22,7 +23,7 @@ class Vocab:
 
     def __post_init__(self) -> None:
         if self.words[:2] != (PAD, UNK):
-            raise ValueError(f"a Vocab must start with {PAD!r}, {UNK!r}; got {self.words[:2]}")
+            raise JrrelpError(f"a Vocab must start with {PAD!r}, {UNK!r}; got {self.words[:2]}")
         object.__setattr__(self, "_index", {w: i for i, w in enumerate(self.words)})
 
     def __len__(self) -> int:
@@ -61,7 +62,7 @@ def build_vocab(
     its own row in the shared embedding table, as JRRELP's parameter sharing requires.
     """
     if entity_masking not in ENTITY_MASKING:
-        raise ValueError(f"entity_masking must be one of {ENTITY_MASKING}, got {entity_masking!r}")
+        raise JrrelpError(f"entity_masking must be one of {ENTITY_MASKING}, got {entity_masking!r}")
     counts = Counter(w for ex in examples for w in _words(ex, lowercase=lowercase, entity_masking=entity_masking))
     words = [w for w, c in sorted(counts.items()) if c >= min_count and w not in (PAD, UNK)]
     seen = set(words)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from knotwork._errors import JrrelpError
 from knotwork.relations.data import RelationExample
 
 UNKNOWN_NODE = "<unk>"
@@ -140,13 +141,13 @@ class RelationKG:
         Tensor of shape (B, n_objects), float32
         """
         if negative_policy not in NEGATIVE_POLICIES:
-            raise ValueError(f"negative_policy must be one of {NEGATIVE_POLICIES}, got {negative_policy!r}")
+            raise JrrelpError(f"negative_policy must be one of {NEGATIVE_POLICIES}, got {negative_policy!r}")
         if not 0.0 <= label_smoothing < 1.0:
-            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+            raise JrrelpError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
         subject_ids = [int(s) for s in subject_ids]
         relation_ids = [int(r) for r in relation_ids]
         if len(subject_ids) != len(relation_ids):
-            raise ValueError(f"{len(subject_ids)} subject ids but {len(relation_ids)} relation ids")
+            raise JrrelpError(f"{len(subject_ids)} subject ids but {len(relation_ids)} relation ids")
         out = torch.zeros(len(subject_ids), self.n_objects)
         for row, (s, r) in enumerate(zip(subject_ids, relation_ids, strict=True)):
             if negative_policy == "all_ones" and r == negative_relation:
@@ -163,7 +164,7 @@ class RelationKG:
         """Subject ids and relation ids of examples (unknown relations raise, naming the example)."""
         key = node_key_function(self.node_key) if self.node_key != "<callable>" else None
         if key is None:
-            raise ValueError("this graph was built with a custom node_key callable; map examples yourself")
+            raise JrrelpError("this graph was built with a custom node_key callable; map examples yourself")
         subjects, relations = [], []
         for ex in examples:
             if ex.relation not in self._relation_index:
@@ -226,9 +227,9 @@ def build_kg(
     (('<unk>', 'PERSON'), {(1, 0): frozenset({1})})
     """
     if not examples:
-        raise ValueError("build_kg needs at least one training example")
+        raise JrrelpError("build_kg needs at least one training example")
     if min_count < 1:
-        raise ValueError(f"min_count must be >= 1, got {min_count}")
+        raise JrrelpError(f"min_count must be >= 1, got {min_count}")
     key = node_key_function(node_key)
     rels = tuple(relations) if relations is not None else tuple(sorted({ex.relation for ex in examples}))
     rel_index = {r: i for i, r in enumerate(rels)}

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from knotwork._errors import JrrelpError
 from knotwork.relations.jrrelp.conve import ConvEInteraction
 
 
@@ -47,11 +48,11 @@ def jrrelp_loss(
 
     Raises
     ------
-    ValueError
+    knotwork._errors.JrrelpError
         When a λ is negative, or a term with λ > 0 lacks its logits or targets.
     """
     if lambda_kglp < 0 or lambda_coupling < 0:
-        raise ValueError(f"lambdas must be >= 0, got lambda_kglp={lambda_kglp}, lambda_coupling={lambda_coupling}")
+        raise JrrelpError(f"lambdas must be >= 0, got lambda_kglp={lambda_kglp}, lambda_coupling={lambda_coupling}")
     re = F.cross_entropy(output.re_logits, labels)
     zero = re.new_zeros(())
     terms = {}
@@ -63,7 +64,7 @@ def jrrelp_loss(
             terms[name] = zero
             continue
         if logits is None or targets is None:
-            raise ValueError(f"lambda_{name}={lam} > 0 but the {name} logits or the KG targets are missing")
+            raise JrrelpError(f"lambda_{name}={lam} > 0 but the {name} logits or the KG targets are missing")
         terms[name] = F.binary_cross_entropy_with_logits(logits, targets)
     total = re + lambda_kglp * terms["kglp"] + lambda_coupling * terms["coupling"]
     return LossTerms(total, re, terms["kglp"], terms["coupling"])
@@ -147,7 +148,7 @@ class JRRELPModel(nn.Module):
         kglp_logits = None
         if kglp:
             if relations is None:
-                raise ValueError("the KGLP term needs the gold relations of the batch")
+                raise JrrelpError("the KGLP term needs the gold relations of the batch")
             kglp_logits = self.conve(e_s, self.relation_embeddings[relations], e_o, self.object_bias)
         coupling_logits = self.conve(e_s, rep, e_o, self.object_bias) if coupling else None
         return JRRELPOutput(re_logits, kglp_logits, coupling_logits)

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from knotwork._errors import JrrelpError
 from knotwork.relations.scorer import score
 
 
@@ -13,7 +14,7 @@ def macro_f1(gold: Sequence[str], predicted: Sequence[str], *, negative_label: s
     """Unweighted mean F1 over the positive gold relations (SemEval-2010 Task 8 reports macro-F1)."""
     labels = sorted({g for g in gold if g != negative_label})
     if not labels:
-        raise ValueError("macro_f1 needs at least one positive gold label")
+        raise JrrelpError("macro_f1 needs at least one positive gold label")
     f1s = []
     for lab in labels:
         tp = sum(1 for g, p in zip(gold, predicted, strict=True) if g == lab and p == lab)
@@ -58,14 +59,14 @@ def paired_bootstrap(
         (fraction of resamples where the system is not better: a one-sided p-value).
     """
     if not baseline or not system:
-        raise ValueError("paired_bootstrap needs at least one run on each side")
+        raise JrrelpError("paired_bootstrap needs at least one run on each side")
     n = len(gold)
     for runs in (baseline, system):
         for r in runs:
             if len(r) != n:
-                raise ValueError(f"a prediction list has {len(r)} entries, gold has {n}")
+                raise JrrelpError(f"a prediction list has {len(r)} entries, gold has {n}")
     if resample_seeds and len(baseline) != len(system):
-        raise ValueError(f"resample_seeds pairs runs by seed but got {len(baseline)} baseline and {len(system)} runs")
+        raise JrrelpError(f"resample_seeds pairs runs by seed but got {len(baseline)} baseline and {len(system)} runs")
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     labels = sorted(set(gold).union(*map(set, baseline), *map(set, system)))
     index = {lab: i for i, lab in enumerate(labels)}

@@ -15,6 +15,9 @@ import torch
 from torch import nn
 
 import knotwork
+from knotwork._errors import JrrelpError
+from knotwork._progress import as_callback
+from knotwork._schedule import warmup_linear_decay
 from knotwork.relations.data import RelationExample
 from knotwork.relations.jrrelp.batching import iterate_batches
 from knotwork.relations.jrrelp.config import TrainConfig
@@ -64,7 +67,9 @@ def _check_examples(examples: Sequence[RelationExample], relations: Sequence[str
     known = set(relations)
     for ex in examples:
         if ex.relation not in known:
-            raise ValueError(f"{split} example {ex.id}: relation {ex.relation!r} does not occur in the training data")
+            raise JrrelpError(
+                f"{split} example {ex.id}: relation {ex.relation!r} does not occur in the training data"
+            )
 
 
 def _node_token_table(featurizer: Any, kg: RelationKG, side: str, pad_id: int) -> torch.Tensor:
@@ -107,7 +112,7 @@ def build_model(
         featurizer, encoder, pad_id = palstm_parts(config, vocab)
     else:
         if backbone is None or tokenizer is None:
-            raise ValueError("encoder='transformer' needs a pretrained backbone and its tokenizer")
+            raise JrrelpError("encoder='transformer' needs a pretrained backbone and its tokenizer")
         featurizer, encoder, pad_id = transformer_parts(config, backbone, tokenizer)
     return assemble_model(config, kg, featurizer, encoder, pad_id), featurizer, kg
 
@@ -133,10 +138,10 @@ def transformer_parts(
 ) -> tuple[MarkerFeaturizer, MarkerTransformerEncoder, int]:
     """Featurizer (entity markers ``[unused0..3]``), encoder and pad id around a pretrained transformer."""
     if backbone is None or tokenizer is None:
-        raise ValueError("encoder='transformer' needs a pretrained backbone and its tokenizer")
+        raise JrrelpError("encoder='transformer' needs a pretrained backbone and its tokenizer")
     markers = tuple(tokenizer.convert_tokens_to_ids([f"[unused{i}]" for i in range(4)]))
     if tokenizer.unk_token_id in markers:
-        raise ValueError("the tokenizer has no [unused0]..[unused3] tokens to use as entity markers")
+        raise JrrelpError("the tokenizer has no [unused0]..[unused3] tokens to use as entity markers")
     featurizer = MarkerFeaturizer(
         tokenize=lambda word: tokenizer.encode(word, add_special_tokens=False),
         cls_id=tokenizer.cls_token_id,
@@ -152,7 +157,7 @@ def assemble_model(config: TrainConfig, kg: RelationKG, featurizer: Any, encoder
     """Wrap an encoder into a :class:`JRRELPModel` whose node tables come from ``kg`` and ``featurizer``."""
     for name, dim in (("entity", encoder.embedding_dim), ("relation", encoder.output_dim)):
         if dim % config.conve_width:
-            raise ValueError(f"the {name} size {dim} is not a multiple of conve_width={config.conve_width}")
+            raise JrrelpError(f"the {name} size {dim} is not a multiple of conve_width={config.conve_width}")
     model = JRRELPModel(
         encoder,
         len(kg.relations),
@@ -180,20 +185,28 @@ def _optimizer(model: JRRELPModel, config: TrainConfig) -> torch.optim.Optimizer
     return torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
 
 
+def _to(inputs: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device) for k, v in inputs.items()}
+
+
 def predict(
     model: JRRELPModel, featurizer: Any, examples: Sequence[RelationExample], relations: Sequence[str], *,
     batch_size: int = 100,
 ) -> list[str]:
-    """Predicted relation labels, in the order of ``examples``; uses only the RE model (no KG inputs)."""
+    """Predicted relation labels, in the order of ``examples``; uses only the RE model (no KG inputs).
+
+    Batches are computed on the model's device.
+    """
     if not examples:
         return []
     feats = [featurizer(ex) for ex in examples]
     out = [""] * len(examples)
     was_training = model.training
+    device = next(model.parameters()).device
     model.eval()
     with torch.no_grad():
         for batch in iterate_batches(feats, [0] * len(feats), featurizer.collate, batch_size=batch_size):
-            pred = model(batch.inputs).re_logits.argmax(1).tolist()
+            pred = model(_to(batch.inputs, device)).re_logits.argmax(1).tolist()
             for i, p in zip(batch.indices, pred, strict=True):
                 out[int(i)] = relations[p]
     model.train(was_training)
@@ -214,7 +227,8 @@ def train(
     *,
     backbone: nn.Module | None = None,
     tokenizer: Any = None,
-    progress: bool = False,
+    device: str | torch.device = "cpu",
+    progress: bool | Callable[[int], Any] = False,
     callback: Callable[[dict[str, float]], None] | None = None,
 ) -> TrainResult:
     """Train with ``L_RE + λ_KGLP L_KGLP + λ_COUPLING L_COUPLING`` and keep the epoch with the best dev F1.
@@ -228,8 +242,10 @@ def train(
     config : TrainConfig
     backbone, tokenizer : optional
         Required for ``config.encoder == "transformer"``; see :func:`build_model`.
-    progress : bool, default False
-        Show a tqdm bar over batches.
+    device : str or torch.device, default "cpu"
+        Where the model and the batches live; the returned model stays there.
+    progress : bool or callable, default False
+        True draws a bar over batches (:mod:`knotwork._progress`); a callable is called with 1 per batch.
     callback : callable, optional
         Called with each epoch's record (epoch, losses, dev precision/recall/F1, lr).
 
@@ -238,16 +254,21 @@ def train(
     TrainResult
     """
     if not train_examples or not dev_examples:
-        raise ValueError("train and dev examples must both be non-empty")
+        raise JrrelpError(
+            f"train and dev examples must both be non-empty; got {len(train_examples)} and {len(dev_examples)}"
+        )
     relations = sorted({ex.relation for ex in train_examples})
     if config.negative_label not in relations:
         logger.warning("negative label %r never occurs in training", config.negative_label)
     _check_examples(dev_examples, relations, "dev")
     start = time.perf_counter()
-    with torch.random.fork_rng(devices=[]):
+    device = torch.device(device)
+    forked = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=forked):
         torch.manual_seed(config.seed)
         rng = np.random.default_rng(config.seed)
         model, featurizer, kg = build_model(train_examples, config, backbone=backbone, tokenizer=tokenizer)
+        model.to(device)
         feats = [featurizer(ex) for ex in train_examples]
         subjects, labels = kg.example_queries(train_examples)
         opt = _optimizer(model, config)
@@ -255,74 +276,72 @@ def train(
         total_steps = n_batches * config.epochs
         scheduler = None
         if config.encoder == "transformer":
+            # At least one warm-up step, as before the shared schedule: the factors are identical to the former
+            # min(warm-up, decay) lambda for every step (tests/relations/jrrelp/test_train.py checks this).
             warm = max(1, int(config.warmup * total_steps))
-            scheduler = torch.optim.lr_scheduler.LambdaLR(
-                opt, lambda s: min((s + 1) / warm, max(0.0, (total_steps - s) / max(1, total_steps - warm)))
-            )
+            scheduler = warmup_linear_decay(opt, total_steps=total_steps, warmup_steps=warm)
         neg = kg.relations.index(config.negative_label) if config.negative_label in kg.relations else None
         target_options = {
             "negative_relation": neg,
             "negative_policy": config.negative_policy,
             "label_smoothing": config.label_smoothing,
         }
-        bar = None
-        if progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=total_steps, desc="train", unit="batch")
+        update, close = as_callback(progress, total=total_steps, desc="train", unit="batch")
         best_f1, best_epoch, best_state, best_scores = -1.0, 0, None, Scores(1.0, 0.0, 0.0)
         history: list[dict[str, float]] = []
         prev_f1, stale = -1.0, 0
-        for epoch in range(1, config.epochs + 1):
-            model.train()
-            sums = {"loss": 0.0, "re": 0.0, "kglp": 0.0, "coupling": 0.0}
-            for batch in iterate_batches(
-                feats, labels, featurizer.collate, batch_size=config.batch_size, rng=rng,
-                kg=kg if config.uses_kg else None, subject_nodes=subjects, target_options=target_options,
-            ):
-                out = model(
-                    batch.inputs, batch.subject_nodes, batch.labels,
-                    kglp=config.lambda_kglp > 0, coupling=config.lambda_coupling > 0,
-                )
-                terms = jrrelp_loss(
-                    out, batch.labels, batch.targets,
-                    lambda_kglp=config.lambda_kglp, lambda_coupling=config.lambda_coupling,
-                )
-                opt.zero_grad()
-                terms.total.backward()
-                nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-                opt.step()
-                if scheduler is not None:
-                    scheduler.step()
-                for k, v in (("loss", terms.total), ("re", terms.re), ("kglp", terms.kglp), ("coupling", terms.coupling)):
-                    sums[k] += float(v.detach()) / n_batches
-                if bar is not None:
-                    bar.update(1)
-            dev_pred = predict(model, featurizer, dev_examples, kg.relations)
-            dev = score([ex.relation for ex in dev_examples], dev_pred, negative_label=config.negative_label)
-            record = {"epoch": epoch, **sums, "dev_p": dev.precision, "dev_r": dev.recall, "dev_f1": dev.f1,
-                      "lr": opt.param_groups[0]["lr"]}
-            history.append(record)
-            logger.info("epoch %d: loss %.4f dev F1 %.4f", epoch, sums["loss"], dev.f1)
-            if bar is not None:
-                bar.set_postfix(dev_f1=f"{dev.f1:.3f}", best=f"{max(best_f1, dev.f1):.3f}")
-            if callback is not None:
-                callback(record)
-            if dev.f1 > best_f1:
-                best_f1, best_epoch, best_scores, stale = dev.f1, epoch, dev, 0
-                best_state = copy.deepcopy(model.state_dict())
-            else:
-                stale += 1
-            # PA-LSTM's schedule: decay the SGD learning rate when dev F1 stops improving.
-            if config.optimizer == "sgd" and epoch > config.decay_after and dev.f1 <= prev_f1:
-                for g in opt.param_groups:
-                    g["lr"] *= config.lr_decay
-            prev_f1 = dev.f1
-            if stale >= config.patience:
-                logger.info("early stop after epoch %d (best %d)", epoch, best_epoch)
-                break
-        if bar is not None:
-            bar.close()
+        try:
+            for epoch in range(1, config.epochs + 1):
+                model.train()
+                sums = {"loss": 0.0, "re": 0.0, "kglp": 0.0, "coupling": 0.0}
+                for batch in iterate_batches(
+                    feats, labels, featurizer.collate, batch_size=config.batch_size, rng=rng,
+                    kg=kg if config.uses_kg else None, subject_nodes=subjects, target_options=target_options,
+                ):
+                    nodes = None if batch.subject_nodes is None else batch.subject_nodes.to(device)
+                    targets = None if batch.targets is None else batch.targets.to(device)
+                    gold = batch.labels.to(device)
+                    out = model(
+                        _to(batch.inputs, device), nodes, gold,
+                        kglp=config.lambda_kglp > 0, coupling=config.lambda_coupling > 0,
+                    )
+                    terms = jrrelp_loss(
+                        out, gold, targets, lambda_kglp=config.lambda_kglp, lambda_coupling=config.lambda_coupling,
+                    )
+                    opt.zero_grad()
+                    terms.total.backward()
+                    nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+                    opt.step()
+                    if scheduler is not None:
+                        scheduler.step()
+                    for k, v in (("loss", terms.total), ("re", terms.re), ("kglp", terms.kglp),
+                                 ("coupling", terms.coupling)):
+                        sums[k] += float(v.detach()) / n_batches
+                    update(1)
+                dev_pred = predict(model, featurizer, dev_examples, kg.relations)
+                dev = score([ex.relation for ex in dev_examples], dev_pred, negative_label=config.negative_label)
+                record = {"epoch": epoch, **sums, "dev_p": dev.precision, "dev_r": dev.recall, "dev_f1": dev.f1,
+                          "lr": opt.param_groups[0]["lr"]}
+                history.append(record)
+                logger.info("epoch %d: loss %.4f dev F1 %.4f (best %.4f)", epoch, sums["loss"], dev.f1,
+                            max(best_f1, dev.f1))
+                if callback is not None:
+                    callback(record)
+                if dev.f1 > best_f1:
+                    best_f1, best_epoch, best_scores, stale = dev.f1, epoch, dev, 0
+                    best_state = copy.deepcopy(model.state_dict())
+                else:
+                    stale += 1
+                # PA-LSTM's schedule: decay the SGD learning rate when dev F1 stops improving.
+                if config.optimizer == "sgd" and epoch > config.decay_after and dev.f1 <= prev_f1:
+                    for g in opt.param_groups:
+                        g["lr"] *= config.lr_decay
+                prev_f1 = dev.f1
+                if stale >= config.patience:
+                    logger.info("early stop after epoch %d (best %d)", epoch, best_epoch)
+                    break
+        finally:
+            close()
         if best_state is not None:
             model.load_state_dict(best_state)
         model.eval()

@@ -93,6 +93,14 @@ def _check(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    saved = _common.RESULTS
+    try:
+        return _main(argv)
+    finally:
+        _common.RESULTS = saved  # --records redirects only this run
+
+
+def _main(argv: list[str] | None) -> int:
     import numpy as np
     import torch
 
@@ -133,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     study = args.out.stem
     for unit, data in lib.result_records(result).items():
         _common.write_record(study, unit, data, script=__file__)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     heat = save_cka_heatmaps(np.asarray(result.cka["before"]), np.asarray(result.cka["after"]), result.tasks,
                              args.out.parent / f"{study}-cka.png")
     joint = build_joint_labels([load_text_task(d, splits=()) for d in dirs])

@@ -68,7 +68,6 @@ def test_lora_train_writes_adapters_and_a_rerun_keeps_finished_ones(tmp_path, ti
         log = json.loads((out / name / "train.json").read_text())
         assert log["task"] == name and log["config"]["steps"] == 2 and len(log["losses"]) == 2
         assert len(merge.load_adapter(out / name).modules) == 2 * 4  # tiny BERT: 2 layers x q, k, v, out
-    before = (out / "s" / "adapter_model.safetensors").read_bytes()
     again = runner.invoke(app, args)
     assert again.exit_code == 0 and again.output.count("already trained") == 2
     assert len(tiny_encoder) == 2  # nothing trained

@@ -9,8 +9,7 @@ from knotwork.lora.evaluate import TaskEvaluator
 from knotwork.lora.io import save_peft_adapter
 from knotwork.lora.model import LoraSpec, load_base_encoder
 from knotwork.lora.tasks import TextTask, load_text_task
-from knotwork.lora.train import train_adapter
-from knotwork.lora.train import TrainConfig
+from knotwork.lora.train import TrainConfig, train_adapter
 
 pytestmark = pytest.mark.slow
 

@@ -51,8 +51,10 @@ def test_load_task_errors_name_the_bad_item(tmp_path):
     with pytest.raises(ValueError, match=r"Task 't' split 'val' has label ids \[5\] outside 0..1"):
         TextTask("t", ("a", "b"), {"val": TextSplit(("x",), (5,))})
     (folder / "labels.json").write_text('["a", "a"]')
-    with pytest.raises(ValueError, match="duplicate label names"):
+    with pytest.raises(ValueError, match="labels.json: duplicate label names"):
         load_text_task(folder, splits=())
+    with pytest.raises(ValueError, match="Task 't' has duplicate label names"):
+        TextTask("t", ("a", "a"))
 
 
 def test_task_data_sha256_follows_the_files(tmp_path):

@@ -142,6 +142,10 @@ def read_label_names(folder: str | Path) -> tuple[str, ...]:
         raise MergeError(f"{labels_path}: not a readable JSON list of label names ({exc}).") from exc
     if not isinstance(label_names, list) or not all(isinstance(x, str) and x.strip() for x in label_names):
         raise MergeError(f"{labels_path}: expected a JSON list of non-empty label names, got {label_names!r}.")
+    if len(label_names) < 2:
+        raise MergeError(f"{labels_path}: a task needs at least 2 labels, got {label_names!r}.")
+    if len(set(label_names)) != len(label_names):
+        raise MergeError(f"{labels_path}: duplicate label names in {label_names!r}.")
     return tuple(label_names)
 
 

@@ -83,34 +83,25 @@ def c_labels_json_not_json(tmp):
 
 
 def c_one_label(tmp):
-    return _with(_train(tmp, task=_task(tmp / "data" / "s", labels=("only",))), r"s/labels.json: a task needs at least 2 labels")
+    return _with(_train(tmp, task=_task(tmp / "data" / "s", labels=("only",))),
+                 r"s/labels.json: a task needs at least 2 labels")
 
 
 def c_duplicate_label_names(tmp):
     return _with(_train(tmp, task=_task(tmp / "data" / "s", labels=("a", "a"))), r"labels.json: duplicate label names")
 
 
-def c_malformed_jsonl_line(tmp):
-    return _with(_train(tmp, task=_rows_task(tmp, '{"text": "a", "label": 0}\n{"text": "b", "label": \n')),
-                 r"s/train.jsonl:2: not valid JSON")
-
-
-def c_row_without_label(tmp):
-    return _with(_train(tmp, task=_rows_task(tmp, '{"text": "a"}\n')), r"train.jsonl:1: expected an object")
-
-
-def c_unknown_label_id(tmp):
-    rows = "".join(json.dumps({"text": f"t{i}", "label": y}) + "\n" for i, y in enumerate([0, 1, 7, 0]))
-    return _with(_train(tmp, task=_rows_task(tmp, rows)), r"train.jsonl:3: label 7 is not in labels.json \(ids 0..1\)")
-
-
-def c_label_name_not_id(tmp):
-    return _with(_train(tmp, task=_rows_task(tmp, '{"text": "a", "label": "positive"}\n')),
-                 r"train.jsonl:1: label must be an integer id, got 'positive'")
-
-
-def c_empty_task(tmp):
-    return _with(_train(tmp, task=_rows_task(tmp, "\n")), r"s/train.jsonl: no examples")
+# Bad train.jsonl contents: (file text, the one line's pattern, naming the file and line).
+TRAIN_FILES = {
+    "malformed_jsonl_line": ('{"text": "a", "label": 0}\n{"text": "b", "label": \n', r"s/train.jsonl:2: not valid JSON"),
+    "row_without_label": ('{"text": "a"}\n', r"train.jsonl:1: expected an object"),
+    "unknown_label_id": ("".join(json.dumps({"text": f"t{i}", "label": y}) + "\n" for i, y in enumerate([0, 1, 7])),
+                         r"train.jsonl:3: label 7 is not in labels.json \(ids 0..1\)"),
+    "label_name_not_id": ('{"text": "a", "label": "positive"}\n',
+                          r"train.jsonl:1: label must be an integer id, got 'positive'"),
+    "empty_text": ('{"text": "  ", "label": 0}\n', r"train.jsonl:1: empty or non-string text"),
+    "empty_task": ("\n", r"s/train.jsonl: no examples"),
+}
 
 
 def c_not_utf8(tmp):
@@ -119,48 +110,23 @@ def c_not_utf8(tmp):
     return _with(_train(tmp, task=root), r"train.jsonl: not UTF-8 text")
 
 
-def c_steps_zero(tmp):
-    return _with(_train(tmp, "--steps", "0"), r"--steps must be an integer >= 1; got 0")
-
-
-def c_steps_negative(tmp):
-    return _with(_train(tmp, "--steps", "-3"), r"--steps must be an integer >= 1; got -3")
+# Impossible training options: (option, value, the one line's pattern); each a case of its own.
+TRAIN_OPTIONS = {
+    "steps_zero": ("--steps", "0", r"--steps must be an integer >= 1; got 0"),
+    "steps_negative": ("--steps", "-3", r"--steps must be an integer >= 1; got -3"),
+    "batch_size_zero": ("--batch-size", "0", r"--batch-size must be an integer >= 1; got 0"),
+    "batch_larger_than_train": ("--batch-size", "16", r"s/train.jsonl: 8 examples, fewer than --batch-size 16"),
+    "lr_nan": ("--lr", "nan", r"--lr must be a finite number > 0; got nan"),
+    "lr_inf": ("--lr", "inf", r"--lr must be a finite number > 0; got inf"),
+    "lr_negative": ("--lr", "-0.001", r"--lr must be a finite number > 0; got -0.001"),
+    "rank_zero": ("--r", "0", r"--r must be an integer >= 1; got 0"),
+    "alpha_zero": ("--alpha", "0", r"--alpha must be a finite number > 0; got 0.0"),
+    "max_length_zero": ("--max-length", "0", r"--max-length must be an integer >= 1; got 0"),
+}
 
 
 def c_epochs_do_not_exist(tmp):
     return _with(_train(tmp, "--epochs", "0"), r"No such option: --epochs", usage=True)
-
-
-def c_batch_size_zero(tmp):
-    return _with(_train(tmp, "--batch-size", "0"), r"--batch-size must be an integer >= 1; got 0")
-
-
-def c_batch_larger_than_train(tmp):
-    return _with(_train(tmp, "--batch-size", "16"), r"s/train.jsonl: 8 examples, fewer than --batch-size 16")
-
-
-def c_lr_nan(tmp):
-    return _with(_train(tmp, "--lr", "nan"), r"--lr must be a finite number > 0; got nan")
-
-
-def c_lr_inf(tmp):
-    return _with(_train(tmp, "--lr", "inf"), r"--lr must be a finite number > 0; got inf")
-
-
-def c_lr_negative(tmp):
-    return _with(_train(tmp, "--lr", "-0.001"), r"--lr must be a finite number > 0; got -0.001")
-
-
-def c_rank_zero(tmp):
-    return _with(_train(tmp, "--r", "0"), r"--r must be an integer >= 1; got 0")
-
-
-def c_alpha_zero(tmp):
-    return _with(_train(tmp, "--alpha", "0"), r"--alpha must be a finite number > 0; got 0.0")
-
-
-def c_max_length_zero(tmp):
-    return _with(_train(tmp, "--max-length", "0"), r"--max-length must be an integer >= 1; got 0")
 
 
 def c_out_is_the_task_folder(tmp):
@@ -281,6 +247,9 @@ def c_demo_out_is_a_file(tmp):
 
 
 CASES = {name[2:]: fn for name, fn in sorted(globals().items()) if name.startswith("c_")}
+CASES.update({name: (lambda tmp, o=o, v=v, m=m: _with(_train(tmp, o, v), m)) for name, (o, v, m) in TRAIN_OPTIONS.items()})
+CASES.update({name: (lambda tmp, t=t, m=m: _with(_train(tmp, task=_rows_task(tmp, t)), m))
+              for name, (t, m) in TRAIN_FILES.items()})
 
 
 @pytest.mark.parametrize("name", sorted(CASES))

@@ -131,7 +131,6 @@ def _same_training(folder: Path, want: dict) -> bool:
 
 @lora_app.command("eval")
 def evaluate(
-    ctx: typer.Context,
     task_dirs: list[Path] = typer.Argument(..., help="Task folders to score (labels.json + <split>.jsonl)."),
     adapter: Path | None = typer.Option(None, "--adapter", help="PEFT adapter (trained or merged); none = base."),
     split: Split = typer.Option(Split.test, "--split", case_sensitive=False, help="Split to score."),

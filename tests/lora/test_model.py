@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from knotwork._errors import MergeError, OutputError
+from knotwork._io import is_knotwork_output
 from knotwork.lora.io import adapter_deltas, read_peft_adapter, save_peft_adapter
 from knotwork.lora.model import (
     LoRALinear,
@@ -62,8 +64,9 @@ def test_saved_adapter_loads_in_peft_with_identical_outputs(tmp_path, minilm_tok
     inject_lora(ours, spec, seed=3)
     _randomize_lora(ours)
     save_peft_adapter(lora_state_dict(ours), spec, tmp_path / "ad", base_model="tiny")
-    with pytest.raises(FileExistsError, match="already exists"):
+    with pytest.raises(OutputError, match="exists; pass --force"):
         save_peft_adapter(lora_state_dict(ours), spec, tmp_path / "ad")
+    assert is_knotwork_output(tmp_path / "ad")
 
     theirs = peft.PeftModel.from_pretrained(make_tiny_bert(), str(tmp_path / "ad")).eval()
     batch = minilm_tokenizer(["merging adapters", "is the whole story"], padding=True, return_tensors="pt")
@@ -95,7 +98,7 @@ def test_added_deltas_equals_lora_forward_and_restores_weights(minilm_tokenizer)
     with lora_disabled(wrapped):
         torch.testing.assert_close(embed_texts(wrapped, minilm_tokenizer, texts),
                                    embed_texts(plain, minilm_tokenizer, texts))
-    with pytest.raises(KeyError, match="no such module"), added_deltas(plain, {"encoder.nope": torch.zeros(1, 1)}):
+    with pytest.raises(MergeError, match="no such module"), added_deltas(plain, {"encoder.nope": torch.zeros(1, 1)}):
         pass
 
 
@@ -113,19 +116,37 @@ def test_embed_texts_keeps_input_order(tiny_bert, minilm_tokenizer):
                                    atol=1e-5)
 
 
-def test_atomic_outputs_get_normal_permissions(tmp_path):
+def test_saved_adapter_gets_normal_permissions_and_force_replaces_only_knotwork_folders(tmp_path):
     import os
     import stat
 
-    from knotwork.lora.io import atomic_write_text
-
+    lora = {"m.lora_A.weight": torch.zeros(1, 2), "m.lora_B.weight": torch.zeros(2, 1)}
+    spec = LoraSpec(r=1, alpha=1.0, target_modules=("m",))
     umask = os.umask(0o022)
     try:
-        atomic_write_text(tmp_path / "a.txt", "x")
-        save_peft_adapter({"m.lora_A.weight": torch.zeros(1, 2), "m.lora_B.weight": torch.zeros(2, 1)},
-                          LoraSpec(r=1, alpha=1.0, target_modules=("m",)), tmp_path / "ad")
+        save_peft_adapter(lora, spec, tmp_path / "ad", extra_files={"note.txt": "x"})
     finally:
         os.umask(umask)
-    assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == 0o644
     assert stat.S_IMODE((tmp_path / "ad").stat().st_mode) == 0o755
+    assert stat.S_IMODE((tmp_path / "ad" / "adapter_config.json").stat().st_mode) == 0o644
+    assert (tmp_path / "ad" / "note.txt").read_text() == "x"
     assert not list(tmp_path.glob(".*"))  # no temp leftovers
+    save_peft_adapter(lora, spec, tmp_path / "ad", force=True)  # our own output: replaced
+    assert not (tmp_path / "ad" / "note.txt").exists()
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "keep.txt").write_text("user data")
+    with pytest.raises(OutputError, match="not a knotwork output"):
+        save_peft_adapter(lora, spec, mine, force=True)
+    assert (mine / "keep.txt").read_text() == "user data"
+
+
+def test_read_peft_adapter_names_the_corrupt_file(tmp_path):
+    spec = LoraSpec(r=1, alpha=1.0, target_modules=("m",))
+    save_peft_adapter({"m.lora_A.weight": torch.zeros(1, 2), "m.lora_B.weight": torch.zeros(2, 1)}, spec,
+                      tmp_path / "ad")
+    (tmp_path / "ad" / "adapter_model.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(MergeError, match=r"adapter_model.safetensors: not a readable safetensors file"):
+        read_peft_adapter(tmp_path / "ad")
+    with pytest.raises(MergeError, match=r"nope: adapter folder not found"):
+        read_peft_adapter(tmp_path / "nope")

@@ -6,7 +6,16 @@ import json
 
 import pytest
 
-from knotwork.lora.tasks import LABEL_PHRASES, TextTask, build_joint_labels, label_phrase, load_text_task
+from knotwork._errors import MergeError
+from knotwork.lora.tasks import (
+    LABEL_PHRASES,
+    TextSplit,
+    TextTask,
+    build_joint_labels,
+    label_phrase,
+    load_text_task,
+    task_data_sha256,
+)
 
 
 def _write_task(root, labels, rows_by_split):
@@ -28,20 +37,34 @@ def test_load_task_reads_splits_and_joins_pairs(tmp_path):
 
 
 def test_load_task_errors_name_the_bad_item(tmp_path):
-    with pytest.raises(FileNotFoundError, match="not found"):
+    with pytest.raises(MergeError, match="nope: task folder not found"):
         load_text_task(tmp_path / "nope")
     folder = _write_task(tmp_path / "t", ["a", "b"], {"train": [{"text": "x", "label": 1}]})
-    with pytest.raises(FileNotFoundError, match=r"lacks split file\(s\): val.jsonl, test.jsonl"):
+    with pytest.raises(MergeError, match=r"lacks split file\(s\): val.jsonl, test.jsonl"):
         load_text_task(folder)
     (folder / "val.jsonl").write_text('{"text": "x", "label": 1}\n{"text": "y"}\n')
     with pytest.raises(ValueError, match=r"val.jsonl:2: expected an object"):
         load_text_task(folder, splits=("val",))
-    (folder / "val.jsonl").write_text('{"text": "x", "label": 5}\n')
-    with pytest.raises(ValueError, match=r"split 'val' has label ids \[5\] outside 0..1"):
+    (folder / "val.jsonl").write_text('{"text": "x", "label": 1}\n{"text": "x", "label": 5}\n')
+    with pytest.raises(ValueError, match=r"val.jsonl:2: label 5 is not in labels.json \(ids 0..1\)"):
         load_text_task(folder, splits=("val",))
+    with pytest.raises(ValueError, match=r"Task 't' split 'val' has label ids \[5\] outside 0..1"):
+        TextTask("t", ("a", "b"), {"val": TextSplit(("x",), (5,))})
     (folder / "labels.json").write_text('["a", "a"]')
-    with pytest.raises(ValueError, match="duplicate label names"):
+    with pytest.raises(ValueError, match="labels.json: duplicate label names"):
         load_text_task(folder, splits=())
+    with pytest.raises(ValueError, match="Task 't' has duplicate label names"):
+        TextTask("t", ("a", "a"))
+
+
+def test_task_data_sha256_follows_the_files(tmp_path):
+    import hashlib
+
+    folder = _write_task(tmp_path / "t", ["a", "b"], {"train": [{"text": "x", "label": 1}]})
+    want = {n: hashlib.sha256((folder / n).read_bytes()).hexdigest() for n in ("labels.json", "train.jsonl")}
+    assert task_data_sha256(folder) == want
+    (folder / "train.jsonl").write_text('{"text": "y", "label": 1}\n')
+    assert task_data_sha256(folder)["train.jsonl"] != want["train.jsonl"]
 
 
 def test_label_phrase_is_recorded_or_the_name():

@@ -7,7 +7,6 @@ import torch
 
 from knotwork.lora.io import load_checkpoint, save_checkpoint
 from knotwork.lora.model import LoraSpec
-from knotwork.lora.runner import train_task_cached
 from knotwork.lora.tasks import TextSplit, TextTask
 from knotwork.lora.train import TrainConfig, train_adapter
 from tests.lora.conftest import make_tiny_bert
@@ -51,20 +50,48 @@ def test_resume_reproduces_uninterrupted_run(minilm_tokenizer, tmp_path):
         torch.testing.assert_close(resumed.lora[k], full.lora[k], rtol=1e-5, atol=1e-6)
 
 
-def test_cached_runner_reuses_and_refuses_changed_config(minilm_tokenizer, tmp_path):
-    calls = []
+def _reference_lr_factor(step, *, steps, warmup):
+    # The schedule train_adapter used before knotwork._schedule existed, kept verbatim as the oracle.
+    if step < warmup:
+        return (step + 1) / warmup
+    return max(0.0, (steps - step) / max(1, steps - warmup))
 
-    def loader():
-        calls.append(1)
-        return make_tiny_bert(), minilm_tokenizer, "tiny"
 
-    first = train_task_cached(loader, _toy_task(), CFG, tmp_path / "toy")
-    assert not first.cached and (first.adapter_dir / "adapter_model.safetensors").is_file()
-    again = train_task_cached(loader, _toy_task(), CFG, tmp_path / "toy")
-    assert again.cached and len(calls) == 1
-    other = TrainConfig(**{**CFG.__dict__, "steps": 7})
-    with pytest.raises(FileExistsError, match="another config or data for task 'toy'"):
-        train_task_cached(loader, _toy_task(), other, tmp_path / "toy")
+@pytest.mark.parametrize(("steps", "warmup"), [(80, 8), (30, 5), (6, 1), (5, 0), (400, 20)])
+def test_learning_rates_are_bit_identical_to_the_old_schedule(steps, warmup):
+    from knotwork._schedule import warmup_linear_decay
+
+    lr = 2e-3
+    new_opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=lr)
+    old_opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=lr)
+    new = warmup_linear_decay(new_opt, total_steps=steps, warmup_steps=warmup)
+    old = torch.optim.lr_scheduler.LambdaLR(
+        old_opt, lambda s: _reference_lr_factor(s, steps=steps, warmup=warmup))
+    for _ in range(steps + 2):
+        assert new_opt.param_groups[0]["lr"] == old_opt.param_groups[0]["lr"]  # exact, not approx
+        new_opt.step(), old_opt.step()
+        new.step(), old.step()
+
+
+def test_train_adapter_follows_the_schedule(minilm_tokenizer, monkeypatch):
+    # The lrs the optimizer actually used, read at each step, are the old schedule's.
+    seen = []
+    real_step = torch.optim.AdamW.step
+
+    def spy(self, *a, **k):
+        seen.append(self.param_groups[0]["lr"])
+        return real_step(self, *a, **k)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", spy)
+    train_adapter(make_tiny_bert(), minilm_tokenizer, _toy_task(), CFG)
+    want = [CFG.lr * _reference_lr_factor(s, steps=CFG.steps, warmup=CFG.warmup_steps) for s in range(CFG.steps)]
+    assert seen == want
+
+
+def test_progress_callback_counts_steps(minilm_tokenizer):
+    done = []
+    train_adapter(make_tiny_bert(), minilm_tokenizer, _toy_task(), CFG, progress=done.append)
+    assert sum(done) == CFG.steps
 
 
 def test_config_validation_names_the_parameter():
@@ -77,3 +104,6 @@ def test_config_validation_names_the_parameter():
     model = make_tiny_bert()
     with pytest.raises(ValueError, match="fewer than batch_size 64"):
         train_adapter(model, None, _toy_task(), TrainConfig(batch_size=64))
+    for bad in (float("nan"), float("inf"), 0.0, -1e-3):
+        with pytest.raises(ValueError, match="'lr' parameter of TrainConfig must be a finite number > 0"):
+            TrainConfig(lr=bad)

@@ -4,7 +4,7 @@ Importing this package imports torch; the CLI imports it inside its commands onl
 """
 
 from knotwork.lora.evaluate import EvalResult, TaskEvaluator, accuracy, hits_at_k, score_embeddings
-from knotwork.lora.io import adapter_deltas, read_peft_adapter, save_peft_adapter
+from knotwork.lora.io import adapter_deltas, read_peft_adapter, save_peft_adapter, write_peft_files
 from knotwork.lora.model import (
     TARGET_MODULES,
     LoRALinear,
@@ -25,6 +25,8 @@ from knotwork.lora.tasks import (
     build_joint_labels,
     label_phrase,
     load_text_task,
+    read_label_names,
+    task_data_sha256,
 )
 from knotwork.lora.train import TrainConfig, TrainState, train_adapter
 
@@ -33,5 +35,6 @@ __all__ = [
     "LoRALinear", "LoraSpec", "SearchResult", "TaskEvaluator", "TextSplit", "TextTask", "TrainConfig", "TrainState",
     "accuracy", "adapter_deltas", "added_deltas", "build_joint_labels", "coordinate_search", "embed_texts",
     "hits_at_k", "inject_lora", "label_phrase", "load_base_encoder", "load_text_task", "lora_deltas",
-    "lora_state_dict", "read_peft_adapter", "save_peft_adapter", "score_embeddings", "train_adapter",
+    "lora_state_dict", "read_label_names", "read_peft_adapter", "save_peft_adapter", "score_embeddings",
+    "task_data_sha256", "train_adapter", "write_peft_files",
 ]

@@ -1,13 +1,18 @@
-"""`knotwork demo`: tiny template tasks, small adapters, every merge method, per-task and joint scores. Offline."""
+"""`knotwork demo`: tiny template tasks, small adapters, every merge method, per-task and joint scores. Offline.
+
+The command writes only into its own output folder (a table, a JSON, a plot, the adapters); never results pages.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
+from knotwork._errors import MergeError
 from knotwork.lora.tasks import TextSplit, TextTask
 
 logger = logging.getLogger(__name__)
@@ -55,7 +60,7 @@ def make_demo_tasks(*, seed: int = 0, n_train: int = 96, n_eval: int = 32) -> li
     that is fine for a demo whose only job is to show the pipeline end to end in minutes.
     """
     if n_train < 8 or n_eval < 4:
-        raise ValueError(f"make_demo_tasks needs n_train >= 8 and n_eval >= 4; got {n_train}, {n_eval}.")
+        raise MergeError(f"make_demo_tasks needs n_train >= 8 and n_eval >= 4; got {n_train}, {n_eval}.")
     rng = np.random.default_rng(seed)
     total = n_train + 2 * n_eval
     tasks = []
@@ -98,6 +103,9 @@ class DemoResult:
 
 
 DEMO_METHODS = ("ta", "ties", "dare-ties", "knots-ties", "knots-dare-ties")
+#: How tables and plots name the merge methods.
+METHOD_LABELS = {"ta": "TA", "ties": "TIES", "dare-ties": "DARE-TIES", "knots-ties": "KnOTS-TIES",
+                 "knots-dare-ties": "KnOTS-DARE-TIES"}
 
 
 def run_demo(model_loader, *, steps: int = 30, seed: int = 0, train_config=None,
@@ -159,3 +167,46 @@ def run_demo(model_loader, *, steps: int = 30, seed: int = 0, train_config=None,
         r = test.evaluate(merged)
         res.merges[method], res.joint[method], res.params[method] = r.accuracy, r.joint_hits, chosen
     return res
+
+
+def demo_table(res: DemoResult) -> str:
+    """A markdown table: test accuracy per task, average normalized accuracy and joint Hits@1/3 per model."""
+    head = ["model", *res.tasks, "avg norm.", "joint H@1", "joint H@3"]
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+    def row(name, acc, joint):
+        norm = sum(acc[t] / res.finetuned[t] for t in res.tasks) / len(res.tasks) if res.finetuned else 0.0
+        j = [f"{100 * joint[k]:.1f}" if joint else "–" for k in (1, 3)]
+        return f"| {name} | " + " | ".join(f"{100 * acc[t]:.1f}" for t in res.tasks) + f" | {100 * norm:.1f} | " \
+            + " | ".join(j) + " |"
+
+    rows.append(row("zero-shot", res.zeroshot, res.joint["zero-shot"]))
+    rows.append(row("fine-tuned (own adapter)", res.finetuned, None))
+    for m, acc in res.merges.items():
+        rows.append(row(f"{METHOD_LABELS[m]} (λ={res.params[m]['scale']:g})", acc, res.joint[m]))
+    return "\n".join(rows)
+
+
+def save_demo_plot(res: DemoResult, path: str | Path) -> None:
+    """A bar chart of test accuracy per task and model, saved as PNG at ``path`` (a file the caller owns)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = ["zero-shot", "fine-tuned", *[METHOD_LABELS[m] for m in res.merges]]
+    accs = [res.zeroshot, res.finetuned, *res.merges.values()]
+    x = np.arange(len(res.tasks))
+    w = 0.8 / len(models)
+    fig, ax = plt.subplots(figsize=(8, 4), constrained_layout=True)
+    try:
+        for i, (name, acc) in enumerate(zip(models, accs, strict=True)):
+            ax.bar(x + i * w - 0.4 + w / 2, [100 * acc[t] for t in res.tasks], w, label=name)
+        ax.set_xticks(x, res.tasks)
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_ylim(0, 100)
+        ax.set_title("knotwork demo: MiniLM LoRA adapters and their merges")
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: bars reach 100 %
+        fig.savefig(path, dpi=110, format="png")
+    finally:
+        plt.close(fig)

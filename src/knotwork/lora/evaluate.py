@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from knotwork._errors import MergeError
 from knotwork.lora.model import added_deltas, embed_texts
 from knotwork.lora.tasks import JointLabels, TextTask, build_joint_labels
 
@@ -30,10 +31,10 @@ def hits_at_k(scores: Tensor, gold: Tensor, ks: Sequence[int] = (1, 3, 5)) -> di
     {1: 0, 2: 2}
     """
     if scores.ndim != 2 or gold.ndim != 1 or scores.shape[0] != gold.shape[0]:
-        raise ValueError(f"hits_at_k needs scores (n, C) and gold (n,); got {tuple(scores.shape)} and "
+        raise MergeError(f"hits_at_k needs scores (n, C) and gold (n,); got {tuple(scores.shape)} and "
                          f"{tuple(gold.shape)}.")
     if gold.numel() and (gold.min() < 0 or gold.max() >= scores.shape[1]):
-        raise ValueError(f"gold ids must be in 0..{scores.shape[1] - 1}; got {gold.min().item()}..{gold.max().item()}.")
+        raise MergeError(f"gold ids must be in 0..{scores.shape[1] - 1}; got {gold.min().item()}..{gold.max().item()}.")
     gold_score = scores.gather(1, gold.long().unsqueeze(1))
     rank = (scores > gold_score).sum(1)
     return {int(k): int((rank < k).sum()) for k in ks}
@@ -141,7 +142,7 @@ class TaskEvaluator:
                  limit: int | None = None, max_length: int = 64, batch_size: int = 64, ks: Sequence[int] = (1, 3, 5)):
         for t in tasks:
             if split not in t.splits:
-                raise ValueError(f"Task '{t.name}' has no '{split}' split loaded.")
+                raise MergeError(f"Task '{t.name}' has no '{split}' split loaded.")
         self.model, self.tokenizer, self.max_length, self.batch_size, self.ks = model, tokenizer, max_length, batch_size, ks
         self.tasks = list(tasks)
         self.data = {t.name: t.splits[split].subset(limit) for t in self.tasks}

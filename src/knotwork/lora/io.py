@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
+import io
 import json
-import os
-import shutil
-import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from knotwork._errors import MergeError
 from knotwork.lora.model import LoraSpec
 
 PEFT_PREFIX = "base_model.model."
@@ -43,57 +42,40 @@ def peft_config(spec: LoraSpec, *, base_model: str = BASE_MODEL_ID) -> dict:
     }
 
 
-def _umask_mode(mode: int) -> int:
-    # mkstemp/mkdtemp create private (0600/0700) entries; give outputs the permissions a plain open() would.
-    umask = os.umask(0)
-    os.umask(umask)
-    return mode & ~umask
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to a temp file in the same folder, then rename it over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.chmod(tmp, _umask_mode(0o666))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
+def write_peft_files(folder: str | Path, lora: Mapping[str, Tensor], spec: LoraSpec, *,
+                     base_model: str = BASE_MODEL_ID) -> None:
+    """Write ``adapter_model.safetensors`` and ``adapter_config.json`` into ``folder``, a folder the caller owns
+    (the temporary folder of a ``knotwork._io.atomic_dir``); :func:`save_peft_adapter` is the safe entry point."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {PEFT_PREFIX + k: v.detach().float().contiguous().clone() for k, v in lora.items()}
+    save_file(tensors, str(folder / WEIGHTS_NAME), metadata={"format": "pt"})
+    (folder / CONFIG_NAME).write_text(json.dumps(peft_config(spec, base_model=base_model), indent=2) + "\n")
 
 
 def save_peft_adapter(
     lora: Mapping[str, Tensor], spec: LoraSpec, out_dir: str | Path, *, base_model: str = BASE_MODEL_ID,
-    overwrite: bool = False,
+    force: bool = False, inputs: Iterable[str | Path] = (), extra_files: Mapping[str, str] | None = None,
 ) -> Path:
     """Write LoRA weights (``<module>.lora_A.weight`` ...) as a PEFT adapter folder, atomically.
 
-    The folder is assembled under a temporary name beside `out_dir` and renamed into place, so a crash never
-    leaves a half-written adapter. Refuses an existing `out_dir` unless `overwrite`.
+    The folder is a knotwork output (``knotwork._io.atomic_dir``): assembled under a temporary name and renamed
+    into place with its marker, so a crash never leaves a half-written adapter. An existing `out_dir` is refused
+    unless `force`, and even then replaced only when it is a knotwork output. ``extra_files`` (name -> text) are
+    written beside the adapter files (e.g. a training log).
+
+    Raises
+    ------
+    OutputError
+        When `out_dir` may not be written (see ``knotwork._io.check_output``).
     """
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not overwrite:
-        raise FileExistsError(f"Adapter folder {out_dir} already exists (pass --force / overwrite=True).")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
-    os.chmod(tmp, _umask_mode(0o777))
-    try:
-        tensors = {PEFT_PREFIX + k: v.detach().float().contiguous().clone() for k, v in lora.items()}
-        save_file(tensors, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
-        (tmp / CONFIG_NAME).write_text(json.dumps(peft_config(spec, base_model=base_model), indent=2) + "\n")
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out_dir
+    from knotwork._io import atomic_dir
+
+    with atomic_dir(out_dir, inputs=inputs, force=force) as tmp:
+        write_peft_files(tmp, lora, spec, base_model=base_model)
+        for name, text in (extra_files or {}).items():
+            (tmp / name).write_text(text, encoding="utf-8")
+    return Path(out_dir)
 
 
 def read_peft_adapter(adapter_dir: str | Path) -> tuple[dict[str, Tensor], LoraSpec]:
@@ -104,18 +86,28 @@ def read_peft_adapter(adapter_dir: str | Path) -> tuple[dict[str, Tensor], LoraS
     """
     adapter_dir = Path(adapter_dir)
     cfg_path, w_path = adapter_dir / CONFIG_NAME, adapter_dir / WEIGHTS_NAME
+    if not adapter_dir.is_dir():
+        raise MergeError(f"{adapter_dir}: adapter folder not found.")
     for p in (cfg_path, w_path):
         if not p.is_file():
-            raise FileNotFoundError(f"Adapter folder {adapter_dir} lacks {p.name}.")
-    cfg = json.loads(cfg_path.read_text())
-    if cfg.get("rank_pattern") or cfg.get("alpha_pattern") or cfg.get("use_rslora"):
-        raise ValueError(f"{cfg_path}: rank/alpha patterns and rsLoRA are not supported by read_peft_adapter.")
-    spec = LoraSpec(r=int(cfg["r"]), alpha=float(cfg["lora_alpha"]), dropout=float(cfg.get("lora_dropout", 0.0)),
-                    target_modules=tuple(cfg["target_modules"]))
-    raw = load_file(str(w_path))
+            raise MergeError(f"{adapter_dir}: adapter folder lacks {p.name}.")
+    try:
+        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+        if cfg.get("rank_pattern") or cfg.get("alpha_pattern") or cfg.get("use_rslora"):
+            raise MergeError(f"{cfg_path}: rank/alpha patterns and rsLoRA are not supported by read_peft_adapter.")
+        spec = LoraSpec(r=int(cfg["r"]), alpha=float(cfg["lora_alpha"]), dropout=float(cfg.get("lora_dropout", 0.0)),
+                        target_modules=tuple(cfg["target_modules"]))
+    except MergeError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise MergeError(f"{cfg_path}: not a LoRA adapter config ({type(exc).__name__}: {exc}).") from exc
+    try:
+        raw = load_file(str(w_path))
+    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types on a corrupt file
+        raise MergeError(f"{w_path}: not a readable safetensors file ({exc}).") from exc
     bad = [k for k in raw if not k.startswith(PEFT_PREFIX)]
     if bad:
-        raise ValueError(f"{w_path}: keys without the '{PEFT_PREFIX}' prefix, e.g. {bad[0]}")
+        raise MergeError(f"{w_path}: keys without the '{PEFT_PREFIX}' prefix, e.g. {bad[0]}")
     return {k[len(PEFT_PREFIX):]: v for k, v in raw.items()}, spec
 
 
@@ -126,29 +118,30 @@ def adapter_deltas(lora: Mapping[str, Tensor], spec: LoraSpec) -> dict[str, Tens
     for m in mods:
         a, b = lora.get(f"{m}.lora_A.weight"), lora.get(f"{m}.lora_B.weight")
         if a is None or b is None:
-            raise KeyError(f"Module '{m}' lacks lora_A or lora_B.")
+            raise MergeError(f"LoRA module '{m}' lacks lora_A or lora_B.")
         out[m] = (b.float() @ a.float()) * spec.scaling
     return out
 
 
 def save_checkpoint(state, path: str | Path) -> None:
-    """Save a `TrainState` (tensors, optimizer and scheduler state) atomically with torch.save."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save({"step": state.step, "lora": state.lora, "optimizer": state.optimizer,
-                    "scheduler": state.scheduler, "losses": state.losses}, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Save a `TrainState` (tensors, optimizer and scheduler state) atomically with torch.save.
+
+    A checkpoint is scratch: it goes into a folder the caller owns (``knotwork._io.write_scratch``).
+    """
+    from knotwork._io import write_scratch
+
+    buf = io.BytesIO()
+    torch.save({"step": state.step, "lora": state.lora, "optimizer": state.optimizer,
+                "scheduler": state.scheduler, "losses": state.losses}, buf)
+    write_scratch(path, buf.getvalue())
 
 
 def load_checkpoint(path: str | Path):
     """Load a checkpoint written by `save_checkpoint` (``weights_only=True``: no code is unpickled)."""
     from knotwork.lora.train import TrainState
 
-    d = torch.load(path, weights_only=True)
-    return TrainState(d["step"], d["lora"], d["optimizer"], d["scheduler"], list(d["losses"]))
+    try:
+        d = torch.load(path, weights_only=True)
+        return TrainState(d["step"], d["lora"], d["optimizer"], d["scheduler"], list(d["losses"]))
+    except Exception as exc:  # noqa: BLE001 - torch raises many types on a corrupt file
+        raise MergeError(f"{path}: not a readable training checkpoint ({type(exc).__name__}).") from exc

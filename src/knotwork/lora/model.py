@@ -10,6 +10,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from knotwork._errors import MergeError
+
 # The paper adapts ViT's q, k, v and attention-output projections; these are BERT's names for the same four.
 TARGET_MODULES: tuple[str, ...] = ("query", "key", "value", "attention.output.dense")
 
@@ -25,13 +27,13 @@ class LoraSpec:
 
     def __post_init__(self) -> None:
         if not isinstance(self.r, int) or self.r < 1:
-            raise ValueError(f"The 'r' parameter of LoraSpec must be a positive int. Got {self.r!r} instead.")
+            raise MergeError(f"The 'r' parameter of LoraSpec must be a positive int. Got {self.r!r} instead.")
         if self.alpha <= 0:
-            raise ValueError(f"The 'alpha' parameter of LoraSpec must be > 0. Got {self.alpha!r} instead.")
+            raise MergeError(f"The 'alpha' parameter of LoraSpec must be > 0. Got {self.alpha!r} instead.")
         if not 0 <= self.dropout < 1:
-            raise ValueError(f"The 'dropout' parameter of LoraSpec must be in [0, 1). Got {self.dropout!r} instead.")
+            raise MergeError(f"The 'dropout' parameter of LoraSpec must be in [0, 1). Got {self.dropout!r} instead.")
         if not self.target_modules:
-            raise ValueError("The 'target_modules' parameter of LoraSpec must name at least one module.")
+            raise MergeError("The 'target_modules' parameter of LoraSpec must name at least one module.")
 
     @property
     def scaling(self) -> float:
@@ -90,10 +92,10 @@ def inject_lora(model: nn.Module, spec: LoraSpec, *, seed: int = 0) -> list[str]
     names = [n for n, m in model.named_modules() if n and _matches(n, spec.target_modules)]
     for t in spec.target_modules:
         if not any(_matches(n, [t]) for n in names):
-            raise ValueError(f"LoRA target module '{t}' matches no module of {type(model).__name__}.")
+            raise MergeError(f"LoRA target module '{t}' matches no module of {type(model).__name__}.")
     not_linear = [n for n in names if not isinstance(model.get_submodule(n), nn.Linear)]
     if not_linear:
-        raise ValueError(f"LoRA targets must be nn.Linear; these are not: {not_linear[:5]}")
+        raise MergeError(f"LoRA targets must be nn.Linear; these are not: {not_linear[:5]}")
     for p in model.parameters():
         p.requires_grad_(False)
     gen = torch.Generator().manual_seed(seed)
@@ -130,11 +132,11 @@ def load_lora_state(model: nn.Module, state: Mapping[str, Tensor]) -> None:
            for n, m in lora_modules(model).items() for ab in "AB"}
     missing, extra = sorted(set(own) - set(state)), sorted(set(state) - set(own))
     if missing or extra:
-        raise KeyError(f"LoRA state does not fit the model: missing {missing[:3]}, unexpected {extra[:3]}")
+        raise MergeError(f"LoRA state does not fit the model: missing {missing[:3]}, unexpected {extra[:3]}")
     with torch.no_grad():
         for k, p in own.items():
             if p.shape != state[k].shape:
-                raise ValueError(f"LoRA tensor {k}: expected shape {tuple(p.shape)}, got {tuple(state[k].shape)}.")
+                raise MergeError(f"LoRA tensor {k}: expected shape {tuple(p.shape)}, got {tuple(state[k].shape)}.")
             p.copy_(state[k])
 
 
@@ -173,10 +175,10 @@ def added_deltas(model: nn.Module, deltas: Mapping[str, Tensor]) -> Iterator[nn.
         try:
             mod = model.get_submodule(name)
         except AttributeError as exc:
-            raise KeyError(f"Delta for module '{name}' but the model has no such module.") from exc
+            raise MergeError(f"Delta for module '{name}' but the model has no such module.") from exc
         if not isinstance(mod, nn.Linear) or mod.weight.shape != d.shape:
             got = tuple(mod.weight.shape) if isinstance(mod, nn.Linear) else type(mod).__name__
-            raise ValueError(f"Delta for module '{name}' has shape {tuple(d.shape)}; the module is {got}.")
+            raise MergeError(f"Delta for module '{name}' has shape {tuple(d.shape)}; the module is {got}.")
     try:
         with torch.no_grad():
             for name, d in deltas.items():
@@ -214,17 +216,15 @@ def embed_texts(
     """Embed texts with `model` in eval mode; returns unit vectors of shape (len(texts), H), in input order.
 
     Texts are processed sorted by length so batches carry little padding (2-4x faster on CPU).
-    `progress` is False, True (a tqdm bar) or a callback receiving the number of texts just done.
+    `progress` is False, True (a progress bar on stderr) or a callback receiving the number of texts just done.
     """
+    from knotwork._progress import as_callback
+
     if not texts:
-        raise ValueError("embed_texts got no texts.")
+        raise MergeError("embed_texts got no texts.")
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     out = torch.empty(len(texts), model.config.hidden_size)
-    bar = None
-    if progress is True:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(texts), desc="embed", leave=False)
+    update, close = as_callback(progress, total=len(texts), desc="embed", unit="text")
     was_training = model.training
     model.eval()
     try:
@@ -234,14 +234,10 @@ def embed_texts(
                 batch = tokenizer([texts[i] for i in idx], padding=True, truncation=True, max_length=max_length,
                                   return_tensors="pt")
                 out[idx] = encode_batch(model, batch).float()
-                if bar is not None:
-                    bar.update(len(idx))
-                elif callable(progress):
-                    progress(len(idx))
+                update(len(idx))
     finally:
         model.train(was_training)
-        if bar is not None:
-            bar.close()
+        close()
     return out
 
 

@@ -6,6 +6,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from knotwork._errors import MergeError
+
 # Grids of the paper (§4 of the method note): λ on 0.1..1.0, TIES top-K on 10..100 % kept, DARE drop p on
 # 0.99, 0.9 .. 0.1.
 SCALE_GRID: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(1, 11))
@@ -51,10 +53,10 @@ def coordinate_search(
     {'scale': 0.3}
     """
     if not grids:
-        raise ValueError("coordinate_search needs at least one (name, grid) pair.")
+        raise MergeError("coordinate_search needs at least one (name, grid) pair.")
     for name, grid in grids:
         if not grid:
-            raise ValueError(f"The grid of parameter '{name}' is empty.")
+            raise MergeError(f"The grid of parameter '{name}' is empty.")
     params = dict(defaults)
     trace: list[tuple[dict[str, Any], float]] = []
     best_score = float("-inf")

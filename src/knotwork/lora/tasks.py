@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from knotwork._errors import MergeError
+
 SPLITS = ("train", "val", "test")
 PAIR_SEPARATOR = " [SEP] "
 
@@ -75,42 +77,76 @@ class TextTask:
 
     def __post_init__(self) -> None:
         if len(self.label_names) < 2:
-            raise ValueError(f"Task '{self.name}' needs at least 2 labels, got {list(self.label_names)}.")
+            raise MergeError(f"Task '{self.name}' needs at least 2 labels, got {list(self.label_names)}.")
         if len(set(self.label_names)) != len(self.label_names):
-            raise ValueError(f"Task '{self.name}' has duplicate label names: {list(self.label_names)}.")
+            raise MergeError(f"Task '{self.name}' has duplicate label names: {list(self.label_names)}.")
         for split_name, split in self.splits.items():
             if len(split.texts) != len(split.labels):
-                raise ValueError(f"Task '{self.name}' split '{split_name}': {len(split.texts)} texts but "
+                raise MergeError(f"Task '{self.name}' split '{split_name}': {len(split.texts)} texts but "
                                  f"{len(split.labels)} labels.")
             bad = [y for y in split.labels if not 0 <= y < len(self.label_names)]
             if bad:
-                raise ValueError(f"Task '{self.name}' split '{split_name}' has label ids {sorted(set(bad))[:5]} "
+                raise MergeError(f"Task '{self.name}' split '{split_name}' has label ids {sorted(set(bad))[:5]} "
                                  f"outside 0..{len(self.label_names) - 1}.")
 
 
-def _read_jsonl(path: Path) -> TextSplit:
+def _read_jsonl(path: Path, n_labels: int) -> TextSplit:
     texts: list[str] = []
     labels: list[int] = []
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{lineno}: not valid JSON ({exc.msg}).") from exc
-            if not isinstance(row, dict) or "label" not in row or ("text" not in row and "texts" not in row):
-                raise ValueError(f"{path}:{lineno}: expected an object with 'text' (or 'texts') and 'label'.")
-            text = row["text"] if "text" in row else PAIR_SEPARATOR.join(row["texts"])
-            if not isinstance(text, str) or not text.strip():
-                raise ValueError(f"{path}:{lineno}: empty or non-string text.")
-            if not isinstance(row["label"], int) or isinstance(row["label"], bool):
-                raise ValueError(f"{path}:{lineno}: label must be an integer id, got {row['label']!r}.")
-            texts.append(text)
-            labels.append(row["label"])
+    try:
+        fh = path.open(encoding="utf-8")
+    except OSError as exc:
+        raise MergeError(f"{path}: cannot be read ({exc.strerror}).") from exc
+    with fh:
+        try:
+            lines = list(fh)
+        except UnicodeDecodeError as exc:
+            raise MergeError(f"{path}: not UTF-8 text ({exc.reason}).") from exc
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise MergeError(f"{path}:{lineno}: not valid JSON ({exc.msg}).") from exc
+        if not isinstance(row, dict) or "label" not in row or ("text" not in row and "texts" not in row):
+            raise MergeError(f"{path}:{lineno}: expected an object with 'text' (or 'texts') and 'label'.")
+        text = row["text"] if "text" in row else row["texts"]
+        if isinstance(text, list) and text and all(isinstance(t, str) for t in text):
+            text = PAIR_SEPARATOR.join(text)
+        if not isinstance(text, str) or not text.strip():
+            raise MergeError(f"{path}:{lineno}: empty or non-string text.")
+        label = row["label"]
+        if not isinstance(label, int) or isinstance(label, bool):
+            raise MergeError(f"{path}:{lineno}: label must be an integer id, got {label!r}.")
+        if not 0 <= label < n_labels:
+            raise MergeError(f"{path}:{lineno}: label {label} is not in labels.json (ids 0..{n_labels - 1}).")
+        texts.append(text)
+        labels.append(label)
     if not texts:
-        raise ValueError(f"{path}: no examples.")
+        raise MergeError(f"{path}: no examples.")
     return TextSplit(tuple(texts), tuple(labels))
+
+
+def read_label_names(folder: str | Path) -> tuple[str, ...]:
+    """The label names of a task folder (``labels.json``, in id order), checked."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise MergeError(f"{folder}: task folder not found.")
+    labels_path = folder / "labels.json"
+    if not labels_path.is_file():
+        raise MergeError(f"{folder}: task folder has no labels.json (a JSON list of label names).")
+    try:
+        label_names = json.loads(labels_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise MergeError(f"{labels_path}: not a readable JSON list of label names ({exc}).") from exc
+    if not isinstance(label_names, list) or not all(isinstance(x, str) and x.strip() for x in label_names):
+        raise MergeError(f"{labels_path}: expected a JSON list of non-empty label names, got {label_names!r}.")
+    if len(label_names) < 2:
+        raise MergeError(f"{labels_path}: a task needs at least 2 labels, got {label_names!r}.")
+    if len(set(label_names)) != len(label_names):
+        raise MergeError(f"{labels_path}: duplicate label names in {label_names!r}.")
+    return tuple(label_names)
 
 
 def load_text_task(folder: str | Path, *, splits: Sequence[str] = SPLITS, name: str | None = None) -> TextTask:
@@ -121,25 +157,25 @@ def load_text_task(folder: str | Path, *, splits: Sequence[str] = SPLITS, name: 
 
     Raises
     ------
-    FileNotFoundError
-        When the folder, ``labels.json`` or a requested split is missing (the path is named).
-    ValueError
-        On malformed lines (file and line number named) or label ids outside ``labels.json``.
+    MergeError
+        (a ValueError) when the folder, ``labels.json`` or a requested split is missing (the path is named), on
+        malformed lines (file and line number named), label ids outside ``labels.json``, or an empty split.
     """
     folder = Path(folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"Task folder not found: {folder}")
-    labels_path = folder / "labels.json"
-    if not labels_path.is_file():
-        raise FileNotFoundError(f"Task folder {folder} has no labels.json (a JSON list of label names).")
-    label_names = json.loads(labels_path.read_text(encoding="utf-8"))
-    if not isinstance(label_names, list) or not all(isinstance(x, str) and x.strip() for x in label_names):
-        raise ValueError(f"{labels_path}: expected a JSON list of non-empty label names, got {label_names!r}.")
+    label_names = read_label_names(folder)
     missing = [s for s in splits if not (folder / f"{s}.jsonl").is_file()]
     if missing:
-        raise FileNotFoundError(f"Task folder {folder} lacks split file(s): {', '.join(m + '.jsonl' for m in missing)}")
-    data = {s: _read_jsonl(folder / f"{s}.jsonl") for s in splits}
-    return TextTask(name or folder.name, tuple(label_names), data)
+        raise MergeError(f"{folder}: task folder lacks split file(s): {', '.join(m + '.jsonl' for m in missing)}")
+    data = {s: _read_jsonl(folder / f"{s}.jsonl", len(label_names)) for s in splits}
+    return TextTask(name or folder.name, label_names, data)
+
+
+def task_data_sha256(folder: str | Path, *, splits: Sequence[str] = ("train",)) -> dict[str, str]:
+    """sha256 of ``labels.json`` and each ``<split>.jsonl`` of a task folder: a cache key that changes with the data."""
+    from knotwork._io import sha256_file
+
+    folder = Path(folder)
+    return {name: sha256_file(folder / name) for name in ("labels.json", *(f"{s}.jsonl" for s in splits))}
 
 
 def _norm(phrase: str) -> str:
@@ -179,7 +215,7 @@ def build_joint_labels(tasks: Sequence[TextTask]) -> JointLabels:
     names = [t.name for t in tasks]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
-        raise ValueError(f"Task names must be unique for the joint benchmark; repeated: {dup}")
+        raise MergeError(f"Task names must be unique for the joint benchmark; repeated: {dup}")
     index: dict[str, int] = {}
     phrases: list[str] = []
     mapping: dict[str, tuple[int, ...]] = {}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -12,6 +13,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from knotwork._errors import MergeError
+from knotwork._progress import as_callback
+from knotwork._schedule import warmup_linear_decay
 from knotwork.lora.model import (
     LoraSpec,
     embed_texts,
@@ -46,13 +50,19 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "max_length"):
             v = getattr(self, name)
-            if not isinstance(v, int) or v < 1:
-                raise ValueError(f"The '{name}' parameter of TrainConfig must be a positive int. Got {v!r} instead.")
-        if self.lr <= 0 or self.logit_scale <= 0:
-            raise ValueError(f"TrainConfig needs lr > 0 and logit_scale > 0. Got lr={self.lr}, "
-                             f"logit_scale={self.logit_scale} instead.")
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise MergeError(f"The '{name}' parameter of TrainConfig must be a positive int. Got {v!r} instead.")
+        for name in ("lr", "logit_scale"):
+            v = getattr(self, name)
+            if not (isinstance(v, int | float) and math.isfinite(v) and v > 0):
+                raise MergeError(f"The '{name}' parameter of TrainConfig must be a finite number > 0. "
+                                 f"Got {v!r} instead.")
+        if not (isinstance(self.weight_decay, int | float) and math.isfinite(self.weight_decay)
+                and self.weight_decay >= 0):
+            raise MergeError(f"The 'weight_decay' parameter of TrainConfig must be a finite number >= 0. "
+                             f"Got {self.weight_decay!r} instead.")
         if not 0 <= self.warmup_steps < self.steps:
-            raise ValueError(f"The 'warmup_steps' parameter of TrainConfig must be in [0, steps). "
+            raise MergeError(f"The 'warmup_steps' parameter of TrainConfig must be in [0, steps). "
                              f"Got {self.warmup_steps} instead.")
 
     def to_dict(self) -> dict:
@@ -95,7 +105,7 @@ def train_adapter(
     resume: TrainState | None = None,
     on_checkpoint: Callable[[TrainState], None] | None = None,
     checkpoint_every: int = 50,
-    progress: bool = False,
+    progress: bool | Callable[[int], object] = False,
 ) -> TrainState:
     """Fine-tune LoRA weights of `model` (a plain base encoder, modified in place) on ``task.splits["train"]``.
 
@@ -114,8 +124,9 @@ def train_adapter(
         Continue from this state (same config); batches and dropout masks match an uninterrupted run.
     on_checkpoint : callable, optional
         Called with the current `TrainState` every `checkpoint_every` steps and at the end (e.g. to save it).
-    progress : bool
-        Show a tqdm bar.
+    progress : bool or callable
+        True shows a progress bar on stderr (``knotwork._progress``); a callable receives the number of steps
+        just done.
 
     Returns
     -------
@@ -123,25 +134,19 @@ def train_adapter(
         The final state; ``state.lora`` holds the adapter (``<module>.lora_A.weight`` ...).
     """
     if "train" not in task.splits:
-        raise ValueError(f"Task '{task.name}' has no 'train' split to fine-tune on.")
+        raise MergeError(f"Task '{task.name}' has no 'train' split to fine-tune on.")
     train = task.splits["train"]
     if len(train) < config.batch_size:
-        raise ValueError(f"Task '{task.name}' has {len(train)} training examples, fewer than batch_size "
+        raise MergeError(f"Task '{task.name}' has {len(train)} training examples, fewer than batch_size "
                          f"{config.batch_size}.")
     if resume is not None and resume.step > config.steps:
-        raise ValueError(f"Resume state is at step {resume.step}, past the configured {config.steps} steps.")
+        raise MergeError(f"Resume state is at step {resume.step}, past the configured {config.steps} steps.")
 
     head = label_embeddings(model, tokenizer, task.phrases, max_length=config.max_length)  # (C, H) frozen
     inject_lora(model, config.lora, seed=config.seed)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-
-    def lr_lambda(step: int) -> float:
-        if step < config.warmup_steps:
-            return (step + 1) / config.warmup_steps
-        return max(0.0, (config.steps - step) / max(1, config.steps - config.warmup_steps))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda)
+    sched = warmup_linear_decay(opt, total_steps=config.steps, warmup_steps=config.warmup_steps)
     losses: list[float] = []
     step = 0
     if resume is not None:
@@ -155,11 +160,9 @@ def train_adapter(
         return TrainState(step, lora_state_dict(model), copy.deepcopy(opt.state_dict()),
                           copy.deepcopy(sched.state_dict()), list(losses))
 
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=config.steps, initial=step, desc=f"train {task.name}", leave=False)
+    update, close = as_callback(progress, total=config.steps, desc=f"train {task.name}", unit="step")
+    if step and progress is True:  # a resumed run's bar starts where the interrupted one stopped
+        update(step)
     labels_all = torch.tensor(train.labels)
     model.train()
     t0 = time.perf_counter()
@@ -180,14 +183,11 @@ def train_adapter(
             sched.step()
             step += 1
             losses.append(float(loss.detach()))
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+            update(1)
             if on_checkpoint is not None and (step % checkpoint_every == 0 or step == config.steps):
                 on_checkpoint(snapshot())
     finally:
-        if bar is not None:
-            bar.close()
+        close()
         model.eval()
     logger.info("task %s: %d steps in %.1fs, final loss %.3f", task.name, step, time.perf_counter() - t0,
                 float(np.mean(losses[-20:])) if losses else float("nan"))

@@ -268,7 +268,8 @@ def write_marker(folder: PathLike, report: Mapping[str, Any] | None = None, *, f
     folder = Path(folder)
     if files is None:
         files = sorted(
-            os.path.relpath(os.path.join(r, f), folder) for r, _d, fs in os.walk(folder) for f in fs if f != MARKER
+            rel for r, _d, fs in os.walk(folder) for f in fs
+            if (rel := os.path.relpath(os.path.join(r, f), folder)) != MARKER  # nested outputs' markers count
         )
     from knotwork._provenance import provenance
 

@@ -190,6 +190,3 @@ def emit_json(result: Any, path: str | None, *, inputs: Any = (), force: bool = 
     else:
         write_json(Path(path), result, inputs=inputs, force=force)
 
-
-# TEMPORARY while the study commands move to benchmarks/ (issue 11): removed with the last `bench` command.
-bench_app = group("bench", "Reproduce the papers' experiments (moving to benchmarks/; see benchmarks/README.md).")

@@ -147,7 +147,7 @@ def test_file_where_folder_expected_and_symlink_refused(tmp_path):
 def test_output_under_a_file_is_one_clear_error(tmp_path):
     f = tmp_path / "file"
     f.write_text("x")
-    with pytest.raises(OutputError, match="cannot create the output's folder"):
+    with pytest.raises(OutputError, match="is a file, not a folder"):
         _io.write_text(f / "sub" / "out.txt", "y")
 
 

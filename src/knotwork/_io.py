@@ -140,6 +140,17 @@ def check_inputs(path: PathLike, inputs: Iterable[PathLike]) -> None:
     _check_inputs(Path(path), inputs)
 
 
+def _check_parent(path: Path) -> None:
+    """Refuse, before any work, an output whose folder cannot be created or written."""
+    parent = Path(os.path.abspath(path)).parent
+    while not (parent.exists() or parent == parent.parent):
+        parent = parent.parent
+    if not parent.is_dir():
+        raise OutputError(f"{path}: cannot create the output there: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(f"{path}: the folder {parent} is not writable")
+
+
 def check_output(path: PathLike, *, inputs: Iterable[PathLike] = (), force: bool = False, folder: bool) -> None:
     """Refuse an output path that knotwork may not write, before any work starts.
 
@@ -153,6 +164,7 @@ def check_output(path: PathLike, *, inputs: Iterable[PathLike] = (), force: bool
     path = Path(path)
     _check_inputs(path, inputs)
     if not (path.exists() or path.is_symlink()):
+        _check_parent(path)
         return
     kind = "folder" if path.is_dir() else "file"
     if path.is_symlink():

@@ -10,7 +10,8 @@ import torch
 
 from knotwork._errors import MergeError, OutputError
 from knotwork.merge import AdapterError, load_adapter, merge_adapters, save_merged_adapter
-from knotwork.merge.save import save_merged_model
+from knotwork.merge.model_io import BaseModel
+from knotwork.merge.save import run_merge
 from tests.merge.helpers import random_factors, write_peft_dir
 
 SHAPES = {"enc.0.q": (8, 6), "enc.0.v": (8, 6), "enc.1.q": (8, 6)}
@@ -170,8 +171,9 @@ def test_merged_adapter_loads_in_peft_with_same_outputs(tmp_path, minilm):
     assert (want - base).abs().max() > 1e-3  # the merge really changes the model
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
 
-    # The dense-weights output (--base) holds exactly base + ΔW.
-    full_dir = save_merged_model(result, tmp_path / "full", base_dir=path, adapters=adapters)
+    # The dense-weights output (--base), streamed module by module, holds exactly base + ΔW.
+    full_dir = tmp_path / "full"
+    run_merge(adapters, full_dir, method="knots-ties", config=result.config, base=BaseModel(path))
     full = type(model).from_pretrained(str(full_dir)).eval()
     with torch.no_grad():
         torch.testing.assert_close(full(input_ids=ids).last_hidden_state, want, rtol=1e-5, atol=1e-5)
@@ -197,3 +199,32 @@ def test_adapter_error_is_the_capability_error():
     from knotwork.merge.errors import AdapterError as same
 
     assert same is AdapterError
+
+
+@pytest.mark.parametrize("method, rank", [("ties", "full"), ("dare-ties", "full"), ("ta", None), ("ties", 6)])
+def test_streamed_adapter_loads_in_peft_with_the_merge_outputs(tmp_path, minilm, method, rank):
+    """Full-rank methods written with --rank full are exact in PEFT; --rank K records the true error."""
+    peft = pytest.importorskip("peft")
+    from knotwork.merge import MergeConfig
+
+    path, model = minilm
+    _, a, b = _minilm_adapters(tmp_path, model)
+    adapters = [load_adapter(a), load_adapter(b)]
+    config = MergeConfig(scale=0.7, topk=30, drop_rate=0.2, seed=1)
+    want = merge_adapters(adapters, method=method, **{k: getattr(config, k) for k in ("scale", "topk", "drop_rate",
+                                                                                       "seed")})
+    out = tmp_path / f"{method}-{rank}"
+    report = run_merge(adapters, out, method=method, config=config, rank=rank)
+    wrapped = peft.PeftModel.from_pretrained(type(model).from_pretrained(path), str(out))
+    for name, delta in want.iter_deltas():
+        got = wrapped.base_model.model.get_submodule(name).get_delta_weight("default")
+        true_err = float((got.double() - delta.double()).norm())
+        stats = report["truncation"]["modules"][name]
+        if rank in (None, "full"):
+            torch.testing.assert_close(got, delta, rtol=1e-5, atol=1e-6)
+        else:
+            assert stats["rank"] == rank and true_err > 1e-3
+        assert stats["error"] == pytest.approx(true_err, rel=1e-4, abs=1e-6)
+    saved = json.loads((out / "merge_report.json").read_text())
+    assert saved["rank"] == rank and saved["truncation"]["total"]["rel_error"] == pytest.approx(
+        report["truncation"]["total"]["rel_error"])

@@ -118,5 +118,5 @@ def test_merge_with_base_writes_dense_weights(tmp_path):
     for name, delta in expected.items():
         torch.testing.assert_close(got[f"{name}.weight"], weights[f"{name}.weight"] + delta, rtol=1e-5, atol=1e-6)
     assert (out / "config.json").read_text() == '{"model_type": "tiny"}'
-    assert json.loads((out / "merge_report.json").read_text())["base_model_dir"] == str(base)
+    assert json.loads((out / "merge_report.json").read_text())["base"] == str(base)
     assert "config.json" in json.loads((out / ".knotwork.json").read_text())["files"]

@@ -15,7 +15,15 @@ from pathlib import Path
 import typer
 
 from knotwork._errors import MergeError, OutputError, check_positive_int
-from knotwork.cli._app import Device, app, device_option, emit_json, force_option, json_option, out_option
+from knotwork.cli._app import (
+    Device,
+    app,
+    device_option,
+    emit_json,
+    force_option,
+    json_option,
+    scheduler_option,
+)
 from knotwork.merge.registry import METHOD_NAMES
 
 # The --method choices, built from the registry (names only: no torch import at start-up).
@@ -37,17 +45,10 @@ class Reduce(str, enum.Enum):
 
 
 def _check_out(path: Path, *, inputs: Iterable[Path | None], force: bool, folder: bool) -> None:
-    """Refuse an output path before any work: the core's rules, plus a folder it could not be created in."""
+    """Refuse an output path before any work (the core's rules, including an unwritable folder)."""
     from knotwork._io import check_output
 
     check_output(path, inputs=[p for p in inputs if p is not None], force=force, folder=folder)
-    parent = Path(os.path.abspath(path)).parent
-    while not (parent.exists() or parent == parent.parent):
-        parent = parent.parent
-    if not parent.is_dir():
-        raise OutputError(f"{path}: cannot create the output there: {parent} is a file, not a folder")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise OutputError(f"{path}: the folder {parent} is not writable")
 
 
 def _check_json_path(json_path: str | None, *, inputs: list[Path], force: bool, out: Path | None) -> None:
@@ -77,10 +78,67 @@ def _task_scales(text: str | None, n_adapters: int) -> tuple[float, ...] | None:
     return tuple(values)
 
 
+def _resolve(path: str, what: str) -> Path:
+    """A local folder, or a Hugging Face cache entry named by model id (resolved offline)."""
+    local = Path(path)
+    if local.exists():
+        return local
+    from knotwork.merge.model_io import resolve_model_dir
+
+    try:
+        return resolve_model_dir(path)
+    except MergeError:
+        raise MergeError(f"{path}: {what} not found (neither a folder nor a model id in the Hugging Face cache)") \
+            from None
+
+
+def _rank(text: str | None) -> int | str | None:
+    if text is None or text == "full":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        raise MergeError(f"--rank must be an integer >= 1 or 'full'; got {text!r}") from None
+    return check_positive_int(value, "--rank", error=MergeError)
+
+
+def _read_config(path: Path) -> dict:
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise MergeError(f"{path}: merge config not found") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        first = " ".join(str(err).split())[:160]
+        raise MergeError(f"{path}: not a readable YAML/JSON merge config ({first})") from None
+    if not isinstance(data, dict):
+        raise MergeError(f"{path}: a merge config is a mapping of fields (method, adapters, out, ...)")
+    return data
+
+
+# CLI parameter -> MergeSpec field (top level) or MergeConfig parameter (under "parameters")
+_FIELDS = {"method": "method", "rank": "rank", "base": "base", "out": "out", "device": "device", "threads": "threads",
+           "scheduler": "scheduler"}
+_PARAMS = {"scale": "scale", "topk": "topk", "topk_scope": "topk_scope", "drop_rate": "drop_rate", "seed": "seed",
+           "reduce": "reduce"}
+
+
+def _value(v):
+    return v.value if isinstance(v, enum.Enum) else str(v) if isinstance(v, Path) else v
+
+
 @app.command("merge")
 def merge_cmd(
-    adapters: list[Path] = typer.Argument(..., help="PEFT LoRA adapter directories of one base model."),
-    out: Path = out_option("Output folder: a PEFT adapter, or a dense model with --base."),
+    ctx: typer.Context,
+    adapters: list[str] | None = typer.Argument(
+        None, help="PEFT LoRA adapters of one base model: folders or Hugging Face cache ids (or give --config)."
+    ),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Output folder: a PEFT adapter, or a model with --base."),
+    config_path: Path | None = typer.Option(
+        None, "--config", help="A YAML/JSON merge config (or a merge_report.json to redo a merge); flags given "
+        "on the command line override its fields."
+    ),
     method: Method = typer.Option(Method("knots-ties"), "--method", help="Merge method; knots-* merge after KnOTS alignment."),
     scale: float = typer.Option(1.0, "--scale", help="λ, multiplies the merged update."),
     topk: float | None = typer.Option(
@@ -90,67 +148,118 @@ def merge_cmd(
         TopkScope.global_, "--topk-scope", help="global (the paper: one cut over the whole model) or module."
     ),
     drop_rate: float = typer.Option(0.1, "--drop-rate", help="DARE drop probability p, in [0, 1)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of DARE's masks."),
+    seed: int = typer.Option(0, "--seed", help="Seed of DARE's masks (drawn per task and module on the CPU)."),
     reduce: Reduce = typer.Option(Reduce.sum, "--reduce", help="TA: sum or mean of the tasks."),
     task_scales: str | None = typer.Option(
         None, "--task-scales", help="Comma-separated per-task weights, one per adapter (extension)."
     ),
-    rank: int | None = typer.Option(None, "--rank", help="Truncate the written adapter to this rank (>= 1)."),
-    base: Path | None = typer.Option(None, "--base", help="Base model folder: write dense merged safetensors weights."),
+    rank: str | None = typer.Option(
+        None, "--rank", metavar="K|full",
+        help="Adapter output rank: K truncates (error reported per module and in total), 'full' writes a full-rank "
+        "merge exactly. Required for ties/dare/dare-ties adapters; KnOTS methods and ta are exact without it.",
+    ),
+    base: str | None = typer.Option(
+        None, "--base", help="Base model (folder or Hugging Face cache id): write base + merged update, sharded as the base."
+    ),
+    device: Device = device_option(),
+    scheduler: str | None = scheduler_option(),
     force: bool = force_option(),
     threads: int | None = typer.Option(None, "--threads", help="torch intra-op threads, >= 1 (default: torch's choice)."),
     json_path: str | None = json_option(),
 ) -> None:
-    """Merge LoRA adapters; writes the result with merge_report.json inside."""
+    """Merge LoRA adapters; writes the result with merge_report.json inside (the report is also a config)."""
     from knotwork.merge.config import check_param
+    from knotwork.merge.spec import MergeSpec
 
-    # Options first, outputs second: nothing is read before both are known to be fine.
-    if rank is not None:
-        check_positive_int(rank, "--rank", error=MergeError)
-        if base is not None:
-            raise MergeError("--rank truncates an adapter output; it has no effect with --base (a dense model)")
+    # Flags first, named as typed: nothing is read before every option is known to be fine.
     if threads is not None:
         check_positive_int(threads, "--threads", error=MergeError)
     check_param("scale", scale, label="--scale")
     check_param("topk", topk, label="--topk")
     check_param("drop_rate", drop_rate, label="--drop-rate")
-    weights = _task_scales(task_scales, len(adapters))
-    _check_out(out, inputs=[*adapters, base], force=force, folder=True)
-    _check_json_path(json_path, inputs=[*adapters, *([base] if base else [])], force=force, out=out)
+    given = {name for name in ctx.params
+             if ctx.get_parameter_source(name) is not None and ctx.get_parameter_source(name).name == "COMMANDLINE"}
+    flags = {"method": method, "rank": _rank(rank), "base": base, "out": out, "device": device, "threads": threads,
+             "scheduler": scheduler}
+    params = {"scale": scale, "topk": topk, "topk_scope": topk_scope, "drop_rate": drop_rate, "seed": seed,
+              "reduce": reduce}
+    if config_path is not None:
+        data = _read_config(config_path)
+        data = data.get("config", data) if "adapters" not in data else data
+        data = dict(data)
+        if adapters:
+            data["adapters"] = list(adapters)
+        data.setdefault("parameters", {})
+        data["parameters"] = dict(data["parameters"] or {})
+        for name, key in _FIELDS.items():
+            if name in given:
+                data[key] = _value(flags[name])
+        for name, key in _PARAMS.items():
+            if name in given:
+                data["parameters"][key] = _value(params[name])
+        source = str(config_path)
+    else:
+        if not adapters:
+            raise MergeError("give the adapters to merge (or --config FILE)")
+        if out is None:
+            raise MergeError("--out is required (or give it in --config FILE)")
+        data = {"adapters": list(adapters), **{k: _value(v) for k, v in flags.items()},
+                "parameters": {k: _value(v) for k, v in params.items()}}
+        source = "options"
+    if task_scales is not None:
+        data["weights"] = list(_task_scales(task_scales, len(data.get("adapters") or [])))
+    spec = MergeSpec.from_mapping(data, source=source)
+    run_spec(spec, force=force, json_path=json_path)
+
+
+def run_spec(spec, *, force: bool, json_path: str | None) -> None:
+    """Check every option and output, then read the adapters lazily and stream the merge into the output."""
+    from knotwork.cli._app import resolve_device
+    from knotwork.merge.save import check_rank_policy
+
+    check_rank_policy(spec.method, spec.rank, base=spec.base is not None)
+    dev = resolve_device(spec.device)
+    paths = [_resolve(a, "adapter directory") for a in spec.adapters]
+    base_dir = _resolve(spec.base, "base model") if spec.base is not None else None
+    out = Path(spec.out)
+    _check_out(out, inputs=[*paths, base_dir], force=force, folder=True)
+    _check_json_path(json_path, inputs=[*paths, *([base_dir] if base_dir else [])], force=force, out=out)
+
+    import contextlib
 
     import torch
 
-    if threads is not None:
-        torch.set_num_threads(threads)
-    from knotwork._progress import progress_bar
-    from knotwork.merge import MergeConfig, adapter_factors, load_adapter, merge_modules
-    from knotwork.merge.save import merge_report, save_merged_adapter, save_merged_model
+    if spec.threads is not None:
+        torch.set_num_threads(spec.threads)
+    import time
 
-    config = MergeConfig(
-        scale=scale, topk=topk, topk_scope=topk_scope.value, drop_rate=drop_rate, seed=seed, reduce=reduce.value,
-        task_scales=weights,
-    )
-    name = method.value
-    loaded = [load_adapter(p) for p in adapters]
-    factors = adapter_factors(loaded)
-    with progress_bar(total=len(factors), desc=f"{name}: aligning" if name.startswith("knots") else name,
-                      unit="module") as bar:
-        result = merge_modules(factors, method=name, config=config, progress=lambda _: bar.update(1))
-    del factors  # the scaled float32 copies are not needed for writing; large merges are memory-bound
-    dtype = loaded[0].dtype if loaded[0].dtype in (torch.float16, torch.bfloat16, torch.float32) else torch.float32
-    if base is not None:
-        save_merged_model(result, out, base_dir=base, adapters=loaded, fan_in_fan_out=loaded[0].fan_in_fan_out,
-                          force=force)
-        report = merge_report(result, loaded, base_model_dir=str(base))
-    else:
-        save_merged_adapter(result, out, base_config=loaded[0].config, adapters=loaded, rank=rank, dtype=dtype,
-                            force=force)
-        report = merge_report(result, loaded, output_rank=rank)
-    emit_json({"out": str(out), **report}, json_path, inputs=[*adapters, out], force=force)
-    ranks = result.ranks.values()
+    from knotwork._progress import progress_bar
+    from knotwork._scheduler import dask_client, ordered_map
+    from knotwork.merge import load_adapter
+    from knotwork.merge.model_io import BaseModel
+    from knotwork.merge.save import run_merge
+
+    start = time.perf_counter()
+    loaded = [load_adapter(p) for p in paths]
+    base_model = BaseModel(base_dir) if base_dir is not None else None
+    load_s = time.perf_counter() - start
+    config = spec.config()
+    cluster = dask_client(spec.scheduler) if spec.scheduler else contextlib.nullcontext()
+    with cluster as client, progress_bar(total=len(loaded[0].modules), desc=spec.method, unit="module") as bar:
+        report = run_merge(
+            loaded, out, method=spec.method, config=config, rank=spec.rank, base=base_model, device=dev,
+            map_fn=ordered_map(client) if client is not None else map, force=force,
+            progress=lambda _: bar.update(1),
+            report_extra={"config": spec.to_mapping(), "seconds_load": round(load_s, 3)},
+        )
+    emit_json({"out": str(out), **report}, json_path, inputs=[*paths, out], force=force)
+    ranks = [m["merged_rank"] for m in report["modules"].values()]
+    trunc = report.get("truncation", {}).get("total")
+    how = f"; truncated to rank {spec.rank}: rel. error {trunc['rel_error']:.4f}, kept energy " \
+          f"{trunc['kept_energy']:.4f}" if trunc and spec.rank not in (None, "full") else ""
     typer.echo(
-        f"merged {len(loaded)} adapters ({len(result.merged)} modules) with {name} in {result.seconds:.2f}s; "
-        f"merged ranks {min(ranks)}..{max(ranks)}; wrote {out}",
+        f"merged {len(loaded)} adapters ({len(ranks)} modules) with {spec.method} in "
+        f"{report['seconds']['total'] + load_s:.2f}s; merged ranks {min(ranks)}..{max(ranks)}{how}; wrote {out}",
         err=json_path == "-",
     )
 

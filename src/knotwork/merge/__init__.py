@@ -15,7 +15,11 @@ _EXPORTS = {
     "check_compatible": "adapters",
     "load_adapter": "adapters",
     "write_adapter": "adapters",
-    "write_dense_model": "adapters",
+    "write_merged_model": "model_io",
+    "BaseModel": "model_io",
+    "resolve_model_dir": "model_io",
+    "MergeSpec": "spec",
+    "run_merge": "save",
     "Alignment": "align",
     "dense_knots_align": "align",
     "knots_align": "align",
@@ -52,7 +56,11 @@ __all__ = [
     "merge_modules",
     "save_merged_adapter",
     "write_adapter",
-    "write_dense_model",
+    "write_merged_model",
+    "BaseModel",
+    "resolve_model_dir",
+    "MergeSpec",
+    "run_merge",
 ]
 
 
@@ -75,11 +83,12 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
         check_compatible,
         load_adapter,
         write_adapter,
-        write_dense_model,
     )
     from knotwork.merge.align import Alignment, dense_knots_align, knots_align
     from knotwork.merge.api import MergeResult, adapter_factors, merge_adapters, merge_modules
     from knotwork.merge.config import MergeConfig
     from knotwork.merge.errors import AdapterError
+    from knotwork.merge.model_io import BaseModel, resolve_model_dir, write_merged_model
     from knotwork.merge.registry import METHODS, available_methods, get_method, knots
-    from knotwork.merge.save import save_merged_adapter
+    from knotwork.merge.save import run_merge, save_merged_adapter
+    from knotwork.merge.spec import MergeSpec

@@ -1,4 +1,5 @@
-"""Read PEFT LoRA adapters (no `peft` needed) and write merged results as PEFT adapters or dense weights.
+"""Read PEFT LoRA adapters (no `peft` needed) and write merged results as PEFT adapters (dense merged models are
+written by :mod:`knotwork.merge.model_io`).
 
 Only this module and the CLI touch files. An adapter becomes a :class:`LoraAdapter`: per target module the factors
 ``A`` (r, d_in) and ``B`` (d_out, r) with PEFT's per-module scaling resolved from ``r``, ``lora_alpha``,
@@ -13,8 +14,7 @@ import math
 import os
 import pickle
 import re
-import shutil
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -350,42 +350,44 @@ def check_compatible(adapters: Iterable[LoraAdapter]) -> None:
 # --------------------------------------------------------------------------------------------- writing
 
 
-def _fill(tmp: Path, extra_files: Mapping[str, str] | None) -> None:
-    for fname, text in (extra_files or {}).items():
-        (tmp / fname).write_text(text, encoding="utf-8")
-
-
 def write_adapter(
     out_dir: str | os.PathLike[str],
-    factors: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
+    factors: Mapping[str, tuple[torch.Tensor, torch.Tensor]] | Iterable[tuple[str, tuple[torch.Tensor, torch.Tensor]]],
     *,
     base_config: Mapping[str, Any],
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype | None = torch.float32,
     force: bool = False,
     inputs: Iterable[str] = (),
-    extra_files: Mapping[str, str] | None = None,
+    extra_files: Mapping[str, str] | Callable[[], Mapping[str, str]] | None = None,
 ) -> Path:
-    """Write ``{module: (B, A)}`` as a PEFT LoRA adapter whose scaling is 1 for every module.
+    """Write ``{module: (B, A)}`` (or an iterable of ``(module, (B, A))``) as a PEFT LoRA adapter of scaling 1.
 
     Every module gets ``r = lora_alpha = its rank`` through ``rank_pattern`` / ``alpha_pattern`` (the most common
-    rank is the default), so PEFT's ``alpha / r`` is exactly 1 and ``B @ A`` is the update.
+    rank is the default), so PEFT's ``alpha / r`` is exactly 1 and ``B @ A`` is the update. Modules are written
+    as they come, so an iterable that computes them one at a time never holds the whole adapter.
 
     The folder is written through :func:`knotwork._io.atomic_dir`: it appears whole or not at all, with the marker
     ``.knotwork.json`` inside; an existing folder is replaced only with ``force`` and only when it is a previous
-    knotwork output; ``out_dir`` may not be, contain or lie inside one of ``inputs``. ``extra_files`` (name -> text)
-    are written into it too (the merge report).
+    knotwork output; ``out_dir`` may not be, contain or lie inside one of ``inputs``. ``extra_files`` (name -> text,
+    or a function returning that, called after the last module) are written into it too (the merge report).
+    ``dtype=None`` keeps each factor's dtype.
 
     Raises
     ------
     knotwork._errors.OutputError
         When ``out_dir`` may not be written (see above).
     """
-    out_dir = Path(out_dir)
-    from safetensors.torch import save_file
+    from knotwork.merge.model_io import SafetensorsWriter
 
+    out_dir = Path(out_dir)
+    items = factors.items() if isinstance(factors, Mapping) else factors
     with atomic_dir(out_dir, inputs=inputs, force=force) as tmp:
-        _fill(tmp, extra_files)
-        ranks = {name: int(A.shape[0]) for name, (B, A) in factors.items()}
+        ranks: dict[str, int] = {}
+        with SafetensorsWriter(tmp / SAFETENSORS_NAME) as writer:
+            for name, (B, A) in items:
+                ranks[name] = int(A.shape[0])
+                writer.add(f"{_PREFIX}{name}.lora_A.weight", A if dtype is None else A.to(dtype))
+                writer.add(f"{_PREFIX}{name}.lora_B.weight", B if dtype is None else B.to(dtype))
         values = list(ranks.values())
         r = max(set(values), key=values.count) if values else 1
         pattern = {re.escape(name): k for name, k in ranks.items() if k != r}
@@ -398,81 +400,12 @@ def write_adapter(
             use_rslora=False,
             rank_pattern=pattern,
             alpha_pattern=dict(pattern),
-            target_modules=sorted(factors),  # full names: a suffix like "dense" would also match unadapted layers
+            target_modules=sorted(ranks),  # full names: a suffix like "dense" would also match unadapted layers
             lora_dropout=0.0,
             bias=config.get("bias", "none"),
         )
-        tensors = {}
-        for name, (B, A) in factors.items():
-            tensors[f"{_PREFIX}{name}.lora_A.weight"] = A.to(dtype).contiguous()
-            tensors[f"{_PREFIX}{name}.lora_B.weight"] = B.to(dtype).contiguous()
-        save_file(tensors, str(tmp / SAFETENSORS_NAME), metadata={"format": "pt"})
         (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-    return out_dir
-
-
-def _find_weight_key(keys: Iterable[str], module: str) -> str | None:
-    keys = list(keys)
-    exact = f"{module}.weight"
-    if exact in keys:
-        return exact
-    hits = [k for k in keys if k.endswith(f".{exact}")]
-    if len(hits) == 1:
-        return hits[0]
-    # The adapter may carry a wrapper prefix the base checkpoint lacks (e.g. "model." or "bert.").
-    parts = module.split(".")
-    for i in range(1, len(parts)):
-        tail = ".".join(parts[i:]) + ".weight"
-        hits = [k for k in keys if k == tail or k.endswith("." + tail)]
-        if len(hits) == 1:
-            return hits[0]
-    return None
-
-
-def write_dense_model(
-    out_dir: str | os.PathLike[str],
-    base_dir: str | os.PathLike[str],
-    deltas: Iterable[tuple[str, torch.Tensor]],
-    *,
-    fan_in_fan_out: bool = False,
-    force: bool = False,
-    inputs: Iterable[str] = (),
-    extra_files: Mapping[str, str] | None = None,
-) -> Path:
-    """Write base weights plus merged updates as ``model.safetensors``, beside copies of the base's other files.
-
-    ``deltas`` yields ``(module, delta)`` with delta of shape (d_out, d_in); it is transposed for ``fan_in_fan_out``
-    checkpoints (GPT-2's Conv1D) and added in float32, then cast back to the base weight's dtype. The folder is
-    written as in :func:`write_adapter`; ``base_dir`` counts as an input.
-    """
-    from safetensors.torch import load_file, save_file
-
-    base_dir = Path(base_dir)
-    files = sorted(base_dir.glob("*.safetensors"))
-    if not files:
-        raise AdapterError(f"{base_dir}: no *.safetensors weights found in the base model directory")
-    state: dict[str, torch.Tensor] = {}
-    for f in files:
-        try:
-            state.update(load_file(str(f)))
-        except Exception as err:
-            raise AdapterError(f"{f}: cannot read base weights ({_first_line(err)})") from err
-    out_dir = Path(out_dir)
-    with atomic_dir(out_dir, inputs=[str(base_dir), *inputs], force=force) as tmp:
-        _fill(tmp, extra_files)
-        for module, delta in deltas:
-            key = _find_weight_key(state, module)
-            if key is None:
-                raise AdapterError(f"{base_dir}: no weight for adapted module {module!r} in the base model")
-            update = delta.T if fan_in_fan_out else delta
-            if tuple(state[key].shape) != tuple(update.shape):
-                raise AdapterError(
-                    f"{base_dir}: module {module!r}: base weight {key!r} is {tuple(state[key].shape)}, "
-                    f"update is {tuple(update.shape)}"
-                )
-            state[key] = (state[key].float() + update.float()).to(state[key].dtype)
-        save_file({k: v.contiguous() for k, v in state.items()}, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-        for f in base_dir.iterdir():
-            if f.is_file() and not f.name.endswith((".safetensors", ".bin", ".pt", ".pth")) and f.name != "model.safetensors.index.json":
-                shutil.copy2(f, tmp / f.name)
+        files = extra_files() if callable(extra_files) else (extra_files or {})
+        for fname, text in files.items():
+            (tmp / fname).write_text(text, encoding="utf-8")
     return out_dir

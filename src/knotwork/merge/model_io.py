@@ -203,6 +203,7 @@ def write_merged_model(
     inputs: Iterable[PathLike] = (),
     report: Mapping[str, Any] | None = None,
     device: str | torch.device = "cpu",
+    extra_files: Callable[[], Mapping[str, str]] | None = None,
 ) -> Path:
     """Write ``base`` plus one update per module as a model folder in the base's layout, one shard at a time.
 
@@ -234,6 +235,9 @@ def write_merged_model(
         Stored in the output's marker.
     device : str or torch.device, default="cpu"
         Where each addition runs.
+    extra_files : callable, optional
+        Called once every shard is written; returns ``{file name: text}`` to write into the folder too (the
+        merge report, which knows the timings only at the end).
 
     Returns
     -------
@@ -261,6 +265,8 @@ def write_merged_model(
         for shard in base.shards:
             _write_shard(tmp / shard, base, shard, {k: (m, deltas[m]) for k, m in keys.items()}, fan_in_fan_out, device)
         _copy_other_files(base, tmp)
+        for name, text in (extra_files() if extra_files is not None else {}).items():
+            (tmp / name).write_text(text, encoding="utf-8")
     return out_dir
 
 
@@ -324,3 +330,58 @@ def _copy_other_files(base: BaseModel, out: Path) -> None:
     if skipped:
         logger.warning("%s: not copied to the merged model (base weights in another format): %s",
                        base.path, ", ".join(sorted(skipped)))
+
+
+# ----------------------------------------------------------------------------- streaming safetensors writer
+
+_DTYPES = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
+           torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
+           torch.bool: "BOOL"}
+
+
+class SafetensorsWriter:
+    """Write a safetensors file tensor by tensor, never holding more than the tensor being added.
+
+    Tensor bytes go to a scratch file beside ``path`` as they come; :meth:`close` writes the header (which must
+    come first in the format and needs every offset) and then the bytes. Use as a context manager; on an error
+    the scratch file is removed and ``path`` is not written.
+    """
+
+    def __init__(self, path: PathLike, *, metadata: Mapping[str, str] | None = None) -> None:
+        self.path = Path(path)
+        self._scratch = self.path.with_name(self.path.name + ".data")
+        self._fh = open(self._scratch, "wb")  # noqa: SIM115 - closed in close()/__exit__
+        self._entries: dict[str, dict[str, Any]] = {}
+        self._offset = 0
+        self.metadata = dict(metadata or {"format": "pt"})
+
+    def add(self, key: str, tensor: torch.Tensor) -> None:
+        if key in self._entries:
+            raise ValueError(f"tensor {key!r} added twice")
+        t = tensor.detach().to("cpu").contiguous()
+        data = t.reshape(-1).view(torch.uint8).numpy() if t.numel() else b""
+        self._fh.write(memoryview(data))
+        size = t.numel() * t.element_size()
+        self._entries[key] = {"dtype": _DTYPES[t.dtype], "shape": list(t.shape),
+                              "data_offsets": [self._offset, self._offset + size]}
+        self._offset += size
+
+    def close(self) -> None:
+        self._fh.close()
+        header = json.dumps({"__metadata__": self.metadata, **self._entries}, separators=(",", ":")).encode()
+        header += b" " * (-len(header) % 8)  # the format aligns the data to 8 bytes
+        with open(self.path, "wb") as out, open(self._scratch, "rb") as data:
+            out.write(len(header).to_bytes(8, "little"))
+            out.write(header)
+            shutil.copyfileobj(data, out, 16 << 20)
+        self._scratch.unlink()
+
+    def __enter__(self) -> SafetensorsWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self._fh.close()
+            self._scratch.unlink(missing_ok=True)

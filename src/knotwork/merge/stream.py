@@ -13,7 +13,7 @@ module's tasks at a time, whatever the number of layers:
 Representations are recomputed in each pass rather than kept (the KnOTS alignment of a module is cheap; a dense
 ΔW_i is a matmul), which is what makes memory independent of the number of modules. Each pass is a ``map`` of a
 per-module function of :class:`ModuleMerger` followed by a small reduction, so a Dask client's ``map`` spreads the
-modules over workers (``knotwork.merge.distributed``) and gives the same result as one process.
+modules over workers (``knotwork._scheduler.ordered_map``) and gives the same result as one process.
 """
 
 from __future__ import annotations
@@ -273,6 +273,7 @@ def merge_stream(
     config: MergeConfig | None = None,
     device: str = "cpu",
     map_fn: MapFn = map,
+    cuts: Sequence[float] | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> Iterator[MergedModule]:
     """Merge module by module; yields one :class:`MergedModule` per name (held-back modules come last).
@@ -291,7 +292,9 @@ def merge_stream(
         Where the alignment and merge run; DARE masks are drawn on the CPU whatever the device.
     map_fn : callable, default builtin ``map``
         How each pass visits the modules: ``map_fn(fn, names)`` yields ``fn(name)`` in order (lazily is best:
-        the merge pass then holds one module at a time). ``knotwork.merge.distributed`` passes a Dask map.
+        the merge pass then holds one module at a time). ``knotwork._scheduler.ordered_map`` gives a Dask map.
+    cuts : sequence of float, optional
+        The global top-K cuts (one per task) when already computed with :func:`global_cuts`.
     progress : callable, optional
         Called with each module's name once it is merged.
     """
@@ -299,7 +302,8 @@ def merge_stream(
     names = list(names)
     if not names:
         return
-    cuts = global_cuts(merger, names, map_fn=map_fn) if merger.needs_global_cuts else None
+    if cuts is None and merger.needs_global_cuts:
+        cuts = global_cuts(merger, names, map_fn=map_fn)
     if merger.spec.combine == "ties" and merger.config.topk_scope == "global" and cuts is None:
         cuts = [0.0] * len(load(names[0]))  # top-K 100%: nothing trimmed
     sign_total: torch.Tensor | int = 0

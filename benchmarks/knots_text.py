@@ -104,10 +104,11 @@ def _main(argv: list[str] | None) -> int:
     import numpy as np
     import torch
 
+    from knotwork._io import write_scratch
     from knotwork.lora.model import LoraSpec
     from knotwork.lora.tasks import build_joint_labels, load_text_task
     from knotwork.lora.train import TrainConfig
-    from knotwork.merge.plots import save_cka_heatmaps
+    from knotwork.merge.plots import render_cka_heatmaps
 
     args = parse_args(argv)
     torch.set_num_threads(1)
@@ -142,8 +143,9 @@ def _main(argv: list[str] | None) -> int:
     for unit, data in lib.result_records(result).items():
         _common.write_record(study, unit, data, script=__file__)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    heat = save_cka_heatmaps(np.asarray(result.cka["before"]), np.asarray(result.cka["after"]), result.tasks,
-                             args.out.parent / f"{study}-cka.png")
+    heat = args.out.parent / f"{study}-cka.png"  # the study owns its page's figure: rewritten on every run
+    write_scratch(heat, render_cka_heatmaps(np.asarray(result.cka["before"]), np.asarray(result.cka["after"]),
+                                            result.tasks))
     joint = build_joint_labels([load_text_task(d, splits=()) for d in dirs])
     command = shlex.join(["python", "benchmarks/knots_text.py", *(argv if argv is not None else sys.argv[1:])])
     header = _common.header(

@@ -2,7 +2,7 @@
 
 Both commands check every option and input before any work, write their run folder atomically (``--force``
 replaces only a previous knotwork output) and print a one-line summary; ``--json PATH|-`` gives the metrics.
-The studies behind docs/results/jrrelp*.md are scripts: ``python benchmarks/jrrelp_study.py`` and
+The studies behind the JRRELP results pages are scripts: ``python benchmarks/jrrelp_study.py`` and
 ``python benchmarks/conve_linkpred.py``.
 """
 

@@ -2,7 +2,7 @@
 
 Heavy imports (torch, transformers) happen inside the commands so `knotwork --help` stays instant. Errors are
 raised as :class:`~knotwork._errors.MergeError` (the capability's error); the root group prints the one line.
-The KnOTS text study is not a command: ``python benchmarks/knots_text.py`` (docs/results/knots-text.md).
+The KnOTS text study is not a command: ``python benchmarks/knots_text.py``.
 """
 
 from __future__ import annotations

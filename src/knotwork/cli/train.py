@@ -2,7 +2,7 @@
 
 Heavy modules (torch, numpy) are imported inside the commands so `knotwork --help` stays instant; for the same
 reason the choice enums spell out the registry keys (tests/train/test_bad_inputs.py checks they agree).
-The study that reproduces the paper is `python benchmarks/dba_study.py` (docs/results/dba.md).
+The study that reproduces the paper is `python benchmarks/dba_study.py`.
 """
 
 from __future__ import annotations

@@ -114,13 +114,26 @@ class AdapterLoader:
 
 
 class _Clock:
+    """Seconds spent in each stage, and the process's peak resident memory when each stage last ended."""
+
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
+        self.peak_mib: dict[str, float] = {}
 
     def add(self, stage: str, since: float) -> float:
         now = time.perf_counter()
         self.seconds[stage] = self.seconds.get(stage, 0.0) + now - since
+        self.peak_mib[stage] = _peak_rss_mib()
         return now
+
+
+def _peak_rss_mib() -> float:
+    try:
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    except (ImportError, OSError):  # pragma: no cover - not on Linux
+        return float("nan")
 
 
 def run_merge(
@@ -207,6 +220,7 @@ def run_merge(
             "device": device,
             "modules": ranks,
             "seconds": {k: round(v, 3) for k, v in clock.seconds.items()},
+            "peak_rss_mib_after": {k: round(v, 1) for k, v in clock.peak_mib.items()},
         }
         if base is None:
             body["dtype"] = str(out_dtype).removeprefix("torch.")
@@ -264,4 +278,5 @@ def run_merge(
                            fan_in_fan_out=adapters[0].fan_in_fan_out, force=force, inputs=inputs, device=device,
                            extra_files=lambda: {REPORT_NAME: json.dumps(report(), indent=2) + "\n"})
         clock.seconds["write"] = time.perf_counter() - t_write - clock.seconds.get("merge", 0.0)
+        clock.peak_mib["write"] = _peak_rss_mib()
     return report()

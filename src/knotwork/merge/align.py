@@ -77,20 +77,28 @@ def knots_align(
             raise ValueError(f"task {i}: factors of shapes {tuple(B.shape)} and {tuple(A.shape)} do not fit ({d_out}, {d_in})")
     B_all = torch.cat([B.double() for B, _ in factors], dim=1)  # (d_out, Σr)
     Q_B, R_B = torch.linalg.qr(B_all)  # (d_out, m), (m, Σr)
-    Q_A, P_T = [], []
-    for _, A in factors:
-        Q_i, P_i = torch.linalg.qr(A.double().T)  # (d_in, m_i), (m_i, r_i)
-        Q_A.append(Q_i)
-        P_T.append(P_i.T)  # (r_i, m_i)
+    if len({A.shape for _, A in factors}) == 1:  # equal ranks: one batched QR of every A_iᵀ
+        Q_all, P_all = torch.linalg.qr(torch.stack([A.double().T for _, A in factors]))  # (n, d_in, r), (n, r, r)
+        Q_A, P_T = list(Q_all), [P.T for P in P_all]
+    else:
+        Q_A, P_T = [], []
+        for _, A in factors:
+            Q_i, P_i = torch.linalg.qr(A.double().T)  # (d_in, m_i), (m_i, r_i)
+            Q_A.append(Q_i)
+            P_T.append(P_i.T)  # (r_i, m_i)
     core = R_B @ torch.block_diag(*P_T)  # (m, Σm_i)
     U_c, S, Vh_c = torch.linalg.svd(core, full_matrices=False)
     k = _keep(S, rel_tol)
     U_c, S, Vh_c = U_c[:, :k], S[:k], Vh_c[:k]
-    basis = Q_B @ U_c  # (d_out, k)
+    # The factorisation ran in float64; the two large products only map its result back to (d_out, k) and
+    # (k, d_in), so they run in the output dtype when that is at least float32 (half the cost, same rounding).
+    work = dtype if dtype in (torch.float32, torch.float64) else torch.float64
+    basis = Q_B.to(work) @ U_c.to(work)  # (d_out, k)
     reps, start = [], 0
     for Q_i in Q_A:
         width = Q_i.shape[1]
-        reps.append(((S[:, None] * Vh_c[:, start : start + width]) @ Q_i.T).to(dtype))  # (k, d_in)
+        coef = (S[:, None] * Vh_c[:, start : start + width]).to(work)  # (k, m_i)
+        reps.append((coef @ Q_i.T.to(work)).to(dtype))  # (k, d_in)
         start += width
     return Alignment(basis=basis.to(dtype), singular_values=S.to(dtype), reps=reps)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -191,11 +192,12 @@ def run_merge(
         order = {key: i for i, key in enumerate(k for shard in base.shards for k, s in base.weight_map.items()
                                                   if s == shard)}
         names.sort(key=lambda m: order[base.find_weight_key(m)])
-    merger = ModuleMerger(method, config, loader, device)
+    scratch = tempfile.TemporaryDirectory(prefix="knotwork-merge-")  # aligned representations between passes
+    merger = ModuleMerger(method, config, loader, device, scratch.name)
     cuts = global_cuts(merger, names, map_fn=map_fn) if merger.needs_global_cuts else None
     t = clock.add("statistics", start)
     stream = merge_stream(names, loader, method=method, config=config, device=device, map_fn=map_fn, cuts=cuts,
-                          progress=progress)
+                          cache_dir=scratch.name, progress=progress)
     stats: dict[str, dict[str, float]] = {}
     ranks: dict[str, dict[str, Any]] = {}
     inputs = [a.source for a in adapters]
@@ -279,4 +281,5 @@ def run_merge(
                            extra_files=lambda: {REPORT_NAME: json.dumps(report(), indent=2) + "\n"})
         clock.seconds["write"] = time.perf_counter() - t_write - clock.seconds.get("merge", 0.0)
         clock.peak_mib["write"] = _peak_rss_mib()
+    scratch.cleanup()
     return report()

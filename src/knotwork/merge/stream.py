@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
+import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -94,12 +95,15 @@ class ModuleMerger:
     load : callable
         ``load(name) -> [(B_i scaled, A_i), ...]``, one pair per task.
     device : str
+    cache_dir : str, optional
+        A scratch folder where aligned representations are kept between passes (see :meth:`reps`).
     """
 
     method: str
     config: MergeConfig
     load: Loader
     device: str = "cpu"
+    cache_dir: str | None = None
 
     @property
     def spec(self) -> MergeMethod:
@@ -117,9 +121,21 @@ class ModuleMerger:
         dev = torch.device(self.device)
         return [(B.to(dev, torch.float32), A.to(dev, torch.float32)) for B, A in self.load(name)]
 
-    def reps(self, name: str) -> tuple[torch.Tensor | None, list[torch.Tensor], list[Factors]]:
-        """The basis (KnOTS) or None, every task's representation (after DARE), and the factors."""
+    def reps(self, name: str) -> tuple[torch.Tensor | None, list[torch.Tensor], tuple[int, ...]]:
+        """The basis (KnOTS) or None, every task's representation (after DARE), and the tasks' LoRA ranks.
+
+        With ``cache_dir``, aligned representations are computed once and read back in later passes (they are
+        small: k x d_in per task); dense ΔW_i are recomputed, a matmul being cheaper than their disk traffic.
+        """
+        cached = self._cache_path(name)
+        if cached is not None and os.path.exists(cached):
+            from safetensors.torch import load_file
+
+            t = load_file(cached, device=str(self.device))
+            n = int(t["ranks"].numel())
+            return t["basis"], [t[f"rep{i}"] for i in range(n)], tuple(int(r) for r in t["ranks"].tolist())
         pairs = self.factors(name)
+        ranks = tuple(int(A.shape[0]) for _, A in pairs)
         if self.spec.aligned:
             alignment = knots_align(pairs, rel_tol=self.config.rel_tol)
             basis, reps = alignment.basis, list(alignment.reps)
@@ -127,7 +143,20 @@ class ModuleMerger:
             basis, reps = None, [B @ A for B, A in pairs]
         if self.spec.drop:
             reps = [drop_module(rep, self.config, i, name) for i, rep in enumerate(reps)]
-        return basis, reps, pairs
+        if cached is not None:
+            from safetensors.torch import save_file
+
+            os.makedirs(os.path.dirname(cached), exist_ok=True)  # a remote worker may not have it yet
+            tmp = f"{cached}.tmp-{os.getpid()}"
+            save_file({"basis": basis.contiguous(), "ranks": torch.tensor(ranks),
+                       **{f"rep{i}": r.contiguous() for i, r in enumerate(reps)}}, tmp)
+            os.replace(tmp, cached)
+        return basis, reps, ranks
+
+    def _cache_path(self, name: str) -> str | None:
+        if self.cache_dir is None or not self.spec.aligned:
+            return None
+        return os.path.join(self.cache_dir, hashlib.sha1(name.encode()).hexdigest() + ".safetensors")
 
     def size_bound(self, name: str) -> list[int]:
         """Per task, an upper bound on the number of entries of the representation (exact for dense ΔW_i)."""
@@ -181,13 +210,13 @@ class ModuleMerger:
         """Pass 3: the merged module, its elected-sign total, and, when its result waits for the model-wide
         majority sign (exact cancellations), what is needed to finish it (the module is then None)."""
         config, spec = self.config, self.spec
-        basis, reps, pairs = self.reps(name)
-        ranks = tuple(int(A.shape[0]) for _, A in pairs)
         zero = torch.zeros(())
+        if spec.combine == "ta" and not (spec.aligned or spec.drop):  # plain TA: an exact LoRA, no dense update
+            pairs = self.factors(name)
+            return _ta_factors(name, pairs, config, tuple(int(A.shape[0]) for _, A in pairs)), zero, ()
+        basis, reps, ranks = self.reps(name)
         if spec.combine == "ta":
-            if spec.aligned or spec.drop:
-                return MergedModule(name, basis, ta_module(reps, config), ranks), zero, ()
-            return _ta_factors(name, pairs, config, ranks), zero, ()  # plain TA: an exact LoRA, no dense update
+            return MergedModule(name, basis, ta_module(reps, config), ranks), zero, ()
         module_cuts = cuts if cuts is not None else [topk_threshold(rep, self.topk) for rep in reps]
         stacked = ties_trimmed(reps, module_cuts, config.task_weights(len(reps)))
         signs = elect_sign(stacked).sum().cpu()
@@ -274,6 +303,7 @@ def merge_stream(
     device: str = "cpu",
     map_fn: MapFn = map,
     cuts: Sequence[float] | None = None,
+    cache_dir: str | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> Iterator[MergedModule]:
     """Merge module by module; yields one :class:`MergedModule` per name (held-back modules come last).
@@ -295,10 +325,12 @@ def merge_stream(
         the merge pass then holds one module at a time). ``knotwork._scheduler.ordered_map`` gives a Dask map.
     cuts : sequence of float, optional
         The global top-K cuts (one per task) when already computed with :func:`global_cuts`.
+    cache_dir : str, optional
+        Scratch folder for aligned representations between passes (:class:`ModuleMerger`).
     progress : callable, optional
         Called with each module's name once it is merged.
     """
-    merger = ModuleMerger(method, config or MergeConfig(), load, device)
+    merger = ModuleMerger(method, config or MergeConfig(), load, device, cache_dir)
     names = list(names)
     if not names:
         return

@@ -99,3 +99,25 @@ def test_majority_sign_held_back_modules_match_whole_model():
     got = {m.name: m.right for m in merge_stream(["a", "b"], factors.__getitem__, method="ties", config=config)}
     assert torch.equal(got["a"], want["a"]) and torch.equal(got["b"], want["b"])
     assert torch.equal(got["a"], torch.tensor([[-2.0, 0.0]]))  # the majority is negative
+
+
+@pytest.mark.parametrize("name", ["ties", "dare", "dare-ties", "knots-dare-ties"])
+@pytest.mark.parametrize("params", [{"topk": 20, "drop_rate": 0.3}, {"topk": 40, "topk_scope": "module",
+                                                                     "drop_rate": 0.5}])
+def test_row_blocks_change_nothing(monkeypatch, name, params):
+    """Dense merges run in blocks of rows; with blocks forced small the result is bit for bit the one-pass one."""
+    import knotwork.merge.methods.dare as dare_mod
+    import knotwork.merge.stream as stream
+
+    factors = _tasks()
+    config = MergeConfig(**params)
+    whole = {m.name: m.right for m in merge_stream(sorted(factors), factors.__getitem__, method=name, config=config)}
+    monkeypatch.setattr(stream, "_BLOCK_ENTRIES", 1)
+    monkeypatch.setattr(stream, "MASK_ROWS", 3)
+    monkeypatch.setattr(dare_mod, "MASK_ROWS", 3)
+    blocked = {m.name: m.right for m in merge_stream(sorted(factors), factors.__getitem__, method=name, config=config)}
+    for module, right in whole.items():
+        torch.testing.assert_close(blocked[module], right, rtol=1e-6, atol=1e-7)
+    _, raw = _whole_model(factors, name, config)
+    for module, right in blocked.items():
+        torch.testing.assert_close(right, raw[module], rtol=1e-6, atol=1e-7)

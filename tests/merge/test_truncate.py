@@ -54,7 +54,7 @@ def test_truncation_is_within_one_percent_of_the_svd_optimum_and_reports_its_tru
     assert f.rank == rank
     assert true <= 1.01 * optimum, (true, optimum)
     assert f.error == pytest.approx(true, rel=1e-6)
-    assert f.kept_energy == pytest.approx(1 - true**2 / float(M.double().norm()) ** 2, rel=1e-9)
+    assert f.kept_energy == pytest.approx(1 - true**2 / float(M.double().norm()) ** 2, rel=1e-6)  # M @ Aᵀ in float32
 
 
 def test_factored_truncation_is_optimal_and_error_counts_the_output_dtype():

@@ -30,7 +30,7 @@ import torch
 from knotwork.merge.align import knots_align
 from knotwork.merge.config import MergeConfig
 from knotwork.merge.methods.base import MergeMethod
-from knotwork.merge.methods.dare import drop_module
+from knotwork.merge.methods.dare import MASK_ROWS, dare_generator, drop_module, drop_rows
 from knotwork.merge.methods.ta import ta_module
 from knotwork.merge.methods.ties import has_sign_ties, majority_sign, resolve_topk, ties_combine, ties_trimmed
 from knotwork.merge.primitives import elect_sign, topk_threshold
@@ -40,6 +40,7 @@ Factors = tuple[torch.Tensor, torch.Tensor]  # (B scaled, A): (d_out, r), (r, d_
 Loader = Callable[[str], Sequence[Factors]]
 
 _SAMPLE = 1 << 20  # magnitudes sampled per task (at most) for the bracket; its width shrinks as 1/sqrt(_SAMPLE)
+_BLOCK_ENTRIES = 1 << 21  # entries of all tasks' row blocks together (8 MiB of float32: about the CPU cache)
 _Z = 6.0  # bracket half-width in binomial standard deviations: a miss (then one more pass) is ~1e-9 likely
 
 
@@ -171,17 +172,10 @@ class ModuleMerger:
         Dense ΔW_i entries are computed straight from the factors, without the matmul.
         """
         gen = _module_generator(seed, name)
-        if self.spec.aligned or self.spec.drop:
-            numels, out = [], []
-            for rep, rate in zip(self.reps(name)[1], rates, strict=True):
-                flat = rep.reshape(-1)
-                numels.append(flat.numel())
-                if rate >= 1.0:
-                    out.append(flat.abs().float().cpu())
-                else:
-                    idx = torch.randint(flat.numel(), (math.ceil(flat.numel() * rate),), generator=gen)
-                    out.append(flat[idx.to(flat.device)].abs().float().cpu())
-            return numels, out
+        if self.spec.aligned:
+            return _sample_blocks([(slice(None), self.reps(name)[1])], rates, gen)
+        if self.spec.drop:
+            return _sample_blocks(self.blocks(name), rates, gen)
         numels, out = [], []
         for (B, A), rate in zip(self.factors(name), rates, strict=True):
             d_out, d_in = B.shape[0], A.shape[1]
@@ -193,37 +187,100 @@ class ModuleMerger:
             out.append((B[idx // d_in] * A[:, idx % d_in].T).sum(dim=1).abs().cpu())
         return numels, out
 
+    def blocks(self, name: str) -> Iterator[tuple[slice, list[torch.Tensor]]]:
+        """Every task's representation in blocks of rows: ``(rows, [block_i, ...])``.
+
+        A dense ΔW_i (d_out, d_in) is never built whole: each block of rows is B_i[rows] @ A_i (then DARE), sized
+        so that the tasks' blocks fit in the CPU cache; the elementwise TIES steps then run at cache speed instead of
+        streaming each (d_out, d_in) matrix through memory several times. Aligned R_i are small and come whole.
+        """
+        if self.spec.aligned:
+            yield slice(None), self.reps(name)[1]
+            return
+        pairs = self.factors(name)
+        d_out, d_in = pairs[0][0].shape[0], pairs[0][1].shape[1]
+        step = max(MASK_ROWS, (_BLOCK_ENTRIES // max(1, len(pairs) * d_in)) // MASK_ROWS * MASK_ROWS)
+        gens = [dare_generator(self.config.seed, i, name) for i in range(len(pairs))] if self.spec.drop else None
+        for r0 in range(0, d_out, step):
+            rows = slice(r0, min(d_out, r0 + step))
+            block = [B[rows] @ A for B, A in pairs]
+            if gens is not None:
+                block = [drop_rows(b, self.config.drop_rate, g) for b, g in zip(block, gens, strict=True)]
+            yield rows, block
+
     def count(self, name: str, brackets: Sequence[tuple[float, float] | None]) -> list[tuple[int, torch.Tensor]]:
         """Pass 2: per task with a bracket (lo, hi), how many magnitudes lie below lo, and those inside it."""
-        reps = self.reps(name)[1]
-        out = []
-        for rep, bracket in zip(reps, brackets, strict=True):
-            if bracket is None:
-                out.append((0, torch.zeros(0)))
-                continue
-            lo, hi = bracket
-            mag = rep.reshape(-1).abs().float()
-            out.append((int((mag < lo).sum()), mag[(mag >= lo) & (mag <= hi)].cpu()))
-        return out
+        below = [0] * len(brackets)
+        inside: list[list[torch.Tensor]] = [[] for _ in brackets]
+        for _, block in self.blocks(name):
+            for t, (rep, bracket) in enumerate(zip(block, brackets, strict=True)):
+                if bracket is None:
+                    continue
+                lo, hi = bracket
+                mag = rep.reshape(-1).abs()
+                below[t] += int((mag < lo).sum())
+                inside[t].append(mag[(mag >= lo) & (mag <= hi)].float().cpu())
+        return [(b, torch.cat(x) if x else torch.zeros(0)) for b, x in zip(below, inside, strict=True)]
 
-    def merge(self, name: str, cuts: Sequence[float] | None) -> tuple[MergedModule | None, torch.Tensor, tuple]:
-        """Pass 3: the merged module, its elected-sign total, and, when its result waits for the model-wide
-        majority sign (exact cancellations), what is needed to finish it (the module is then None)."""
+    def merge(self, name: str, cuts: Sequence[float] | None,
+              majority: torch.Tensor | None = None) -> tuple[MergedModule | None, torch.Tensor, tuple]:
+        """Pass 3: the merged module and its elected-sign total.
+
+        TIES's model-wide majority sign only matters where a module's trimmed values cancel exactly; such a module
+        comes back as None (with its name) and is merged again once ``majority`` is known.
+        """
         config, spec = self.config, self.spec
         zero = torch.zeros(())
         if spec.combine == "ta" and not (spec.aligned or spec.drop):  # plain TA: an exact LoRA, no dense update
             pairs = self.factors(name)
             return _ta_factors(name, pairs, config, tuple(int(A.shape[0]) for _, A in pairs)), zero, ()
-        basis, reps, ranks = self.reps(name)
-        if spec.combine == "ta":
-            return MergedModule(name, basis, ta_module(reps, config), ranks), zero, ()
-        module_cuts = cuts if cuts is not None else [topk_threshold(rep, self.topk) for rep in reps]
-        stacked = ties_trimmed(reps, module_cuts, config.task_weights(len(reps)))
-        signs = elect_sign(stacked).sum().cpu()
-        if has_sign_ties(stacked):
-            return None, signs, (name, basis, stacked, ranks)
-        plus = torch.tensor(1.0, device=stacked.device)
-        return MergedModule(name, basis, ties_combine(stacked, plus, config.scale), ranks), signs, ()
+        if spec.aligned:
+            basis, reps, ranks = self.reps(name)
+            blocks = [(slice(None), reps)]
+        else:
+            basis, ranks = None, tuple(int(A.shape[0]) for _, A in self.load(name))
+            blocks = self.blocks(name)
+        if spec.combine == "ties" and cuts is None:  # per-module top-K: each task's cut over its whole module
+            blocks = list(blocks)
+            cuts = [topk_threshold(torch.cat([b[t] for _, b in blocks]), self.topk) for t in range(len(ranks))]
+        weights = config.task_weights(len(ranks))
+        out, signs, tie = None, zero, False
+        sign = majority if majority is not None else torch.tensor(1.0)
+        for rows, block in blocks:
+            if spec.combine == "ta":
+                merged = ta_module(block, config)
+            else:
+                stacked = ties_trimmed(block, cuts, weights)
+                signs = signs + elect_sign(stacked).sum().cpu()
+                tie = tie or has_sign_ties(stacked)
+                merged = ties_combine(stacked, sign.to(stacked.device), config.scale)
+            if rows == slice(None):
+                out = merged
+                continue
+            if out is None:
+                out = torch.empty((self._d_out(name), merged.shape[1]), dtype=merged.dtype, device=merged.device)
+            out[rows] = merged
+        if tie and majority is None:
+            return None, signs, (name,)
+        return MergedModule(name, basis, out, ranks), signs, ()
+
+    def _d_out(self, name: str) -> int:
+        return int(self.load(name)[0][0].shape[0])
+
+
+def _sample_blocks(blocks, rates: Sequence[float], gen: torch.Generator) -> tuple[list[int], list[torch.Tensor]]:
+    numels: list[int] = [0] * len(rates)
+    out: list[list[torch.Tensor]] = [[] for _ in rates]
+    for _, block in blocks:
+        for t, (rep, rate) in enumerate(zip(block, rates, strict=True)):
+            flat = rep.reshape(-1)
+            numels[t] += flat.numel()
+            if rate >= 1.0:
+                out[t].append(flat.abs().float().cpu())
+            else:
+                idx = torch.randint(flat.numel(), (math.ceil(flat.numel() * rate),), generator=gen)
+                out[t].append(flat[idx.to(flat.device)].abs().float().cpu())
+    return numels, [torch.cat(x) for x in out]
 
 
 def _ta_factors(name: str, pairs: Sequence[Factors], config: MergeConfig, ranks: tuple[int, ...]) -> MergedModule:
@@ -340,16 +397,16 @@ def merge_stream(
         cuts = [0.0] * len(load(names[0]))  # top-K 100%: nothing trimmed
     sign_total: torch.Tensor | int = 0
     held = []
-    for name, (module, signs, pending) in zip(names, map_fn(functools.partial(merger.merge, cuts=cuts), names), strict=True):
+    for name, (module, signs, pending) in zip(names, map_fn(functools.partial(merger.merge, cuts=cuts), names),
+                                              strict=True):
         sign_total = sign_total + signs
         if module is None:
-            held.append(pending)
+            held.append(pending[0])
         else:
             yield module
         if progress is not None:
             progress(name)
     if held:
         majority = majority_sign(sign_total)
-        for name, basis, stacked, ranks in held:
-            yield MergedModule(name, basis, ties_combine(stacked, majority.to(stacked.device), merger.config.scale),
-                               ranks)
+        for module, _, _ in map_fn(functools.partial(merger.merge, cuts=cuts, majority=majority), held):
+            yield module

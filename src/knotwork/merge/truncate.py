@@ -86,17 +86,34 @@ def randomized_factors(
 
 
 def _error(left: torch.Tensor | None, right: torch.Tensor, B: torch.Tensor, A: torch.Tensor) -> tuple[float, float]:
-    """(||M||_F, ||M - B A||_F) for M = left @ right (or right when left is None), via float64 Gram matrices."""
-    Bd, Ad, R = B.double(), A.double(), right.double()
+    """(||M||_F, ||M - B A||_F) for M = left @ right (or right when left is None), via Gram matrices.
+
+    The small products run in float64. For a dense M the one large product, M @ Aᵀ, runs in float32 with a float64
+    reduction, then again in float64 when the error is so small against ||M|| that float32 rounding could matter.
+    """
+    Bd, Ad = B.double(), A.double()
     gram = float(((Bd.T @ Bd) * (Ad @ Ad.T)).sum())
     if left is None:
-        norm2 = float((R * R).sum())
-        cross = float((Bd * (R @ Ad.T)).sum())
+        R = right.float()
+        norm2 = float(torch.sum(R * R, dtype=torch.float64))
+        cross = float(torch.sum(B.float() * (R @ A.float().T), dtype=torch.float64))
+        if norm2 - 2 * cross + gram < 1e-6 * norm2:
+            cross = float((Bd * (right.double() @ Ad.T)).sum())
     else:
-        L = left.double()
+        L, R = left.double(), right.double()
         norm2 = float(((L.T @ L) * (R @ R.T)).sum())
         cross = float(((L.T @ Bd) * (R @ Ad.T)).sum())
     return math.sqrt(max(norm2, 0.0)), math.sqrt(max(norm2 - 2 * cross + gram, 0.0))
+
+
+def _cast_error(right: torch.Tensor, dtype: torch.dtype) -> tuple[float, float]:
+    """(||M||_F, ||M - cast(M)||_F): the whole error of writing a dense M exactly in ``dtype``."""
+    R = right.float()
+    norm2 = float(torch.sum(R * R, dtype=torch.float64))
+    if dtype == R.dtype:
+        return math.sqrt(norm2), 0.0
+    diff = R - R.to(dtype).float()
+    return math.sqrt(norm2), math.sqrt(float(torch.sum(diff * diff, dtype=torch.float64)))
 
 
 def factor_module(
@@ -143,6 +160,8 @@ def factor_module(
                 B, A = torch.eye(d_out, dtype=right.dtype, device=right.device), right
             else:
                 B, A = right, torch.eye(d_in, dtype=right.dtype, device=right.device)
+            norm, error = _cast_error(right, dtype)  # the identity is exact in any dtype: only M's cast counts
+            return Factored(B=B.to(dtype).contiguous(), A=A.to(dtype).contiguous(), norm=norm, error=error)
         else:
             B, A = randomized_factors(right.float(), int(rank), sketch=sketch, seed=seed)
     B, A = B.to(dtype).contiguous(), A.to(dtype).contiguous()

@@ -10,7 +10,6 @@ from knotwork.merge.config import MergeConfig
 from knotwork.merge.methods.base import MergeMethod, TaskReps
 from knotwork.merge.methods.ta import task_arithmetic
 from knotwork.merge.methods.ties import ties_merge
-from knotwork.merge.primitives import dare
 
 REFERENCE = "Yu et al., Language Models are Super Mario (DARE), ICML 2024 (arXiv 2311.03099)"
 
@@ -25,11 +24,23 @@ def dare_generator(seed: int, task: int, module: str) -> torch.Generator:
     return torch.Generator(device="cpu").manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
 
 
+MASK_ROWS = 64  # masks are drawn in blocks of this many rows, so a row-blocked merge draws the same numbers
+
+
+def drop_rows(block: torch.Tensor, drop_rate: float, generator: torch.Generator) -> torch.Tensor:
+    """DARE on a block of rows, drawing its mask next from ``generator`` (CPU), MASK_ROWS rows at a time."""
+    if drop_rate <= 0:
+        return block
+    shape = block.shape if block.ndim > 1 else (1, block.numel())
+    draws = [torch.rand((min(MASK_ROWS, shape[0] - r),) + tuple(shape[1:]), generator=generator)
+             for r in range(0, shape[0], MASK_ROWS)]
+    keep = (torch.cat(draws) >= drop_rate).reshape(block.shape).to(block.device)
+    return block * keep / (1.0 - drop_rate)
+
+
 def drop_module(rep: torch.Tensor, config: MergeConfig, task: int, module: str) -> torch.Tensor:
     """DARE on one task's representation of one module; the mask is drawn on the CPU, then moved to ``rep``."""
-    if config.drop_rate <= 0:
-        return rep
-    return dare(rep.cpu(), config.drop_rate, dare_generator(config.seed, task, module)).to(rep.device)
+    return drop_rows(rep, config.drop_rate, dare_generator(config.seed, task, module))
 
 
 def drop_and_rescale(reps: list[TaskReps], config: MergeConfig) -> list[dict[str, torch.Tensor]]:

@@ -6,6 +6,7 @@ global top-K) reduce over all modules of a task.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 
 import numpy as np
@@ -70,6 +71,13 @@ def disjoint_mean(stacked: torch.Tensor, sign: torch.Tensor) -> torch.Tensor:
     agree = torch.where(sign > 0, stacked > 0, stacked < 0)
     count = agree.sum(dim=0).clamp(min=1)
     return (stacked * agree).sum(dim=0) / count
+
+
+def derived_generator(*parts: object) -> torch.Generator:
+    """A CPU generator seeded from a hash of ``parts`` (e.g. seed, task, module): the draws of one (task, module)
+    do not depend on which other modules were visited first, by which worker, or on which device."""
+    digest = hashlib.sha256("/".join(map(str, parts)).encode()).digest()
+    return torch.Generator(device="cpu").manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
 
 
 def dare(values: torch.Tensor, drop_rate: float, generator: torch.Generator) -> torch.Tensor:

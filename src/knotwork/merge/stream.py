@@ -33,7 +33,7 @@ from knotwork.merge.methods.base import MergeMethod
 from knotwork.merge.methods.dare import MASK_ROWS, dare_generator, drop_module, drop_rows
 from knotwork.merge.methods.ta import ta_module
 from knotwork.merge.methods.ties import has_sign_ties, majority_sign, resolve_topk, ties_combine, ties_trimmed
-from knotwork.merge.primitives import elect_sign, topk_threshold
+from knotwork.merge.primitives import derived_generator, elect_sign, topk_threshold
 from knotwork.merge.registry import get_method
 
 Factors = tuple[torch.Tensor, torch.Tensor]  # (B scaled, A): (d_out, r), (r, d_in)
@@ -78,11 +78,6 @@ class MergedModule:
 
 
 # ------------------------------------------------------------------------------------ per-module work
-
-
-def _module_generator(seed: int, name: str) -> torch.Generator:
-    digest = hashlib.sha256(f"sample/{int(seed)}/{name}".encode()).digest()
-    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
 
 
 @dataclass
@@ -171,7 +166,7 @@ class ModuleMerger:
 
         Dense ΔW_i entries are computed straight from the factors, without the matmul.
         """
-        gen = _module_generator(seed, name)
+        gen = derived_generator("sample", int(seed), name)
         if self.spec.aligned:
             return _sample_blocks([(slice(None), self.reps(name)[1])], rates, gen)
         if self.spec.drop:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
-
 import torch
 
 from knotwork.merge.config import MergeConfig
 from knotwork.merge.methods.base import MergeMethod, TaskReps
 from knotwork.merge.methods.ta import task_arithmetic
 from knotwork.merge.methods.ties import ties_merge
+from knotwork.merge.primitives import derived_generator
 
 REFERENCE = "Yu et al., Language Models are Super Mario (DARE), ICML 2024 (arXiv 2311.03099)"
 
@@ -20,8 +19,7 @@ def dare_generator(seed: int, task: int, module: str) -> torch.Generator:
     Masks do not depend on the order modules are visited, the device, or which worker merges a module, so the
     in-memory, streaming, Dask and GPU routes draw identical masks.
     """
-    digest = hashlib.sha256(f"{int(seed)}/{int(task)}/{module}".encode()).digest()
-    return torch.Generator(device="cpu").manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
+    return derived_generator(int(seed), int(task), module)
 
 
 MASK_ROWS = 64  # masks are drawn in blocks of this many rows, so a row-blocked merge draws the same numbers

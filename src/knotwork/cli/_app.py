@@ -155,7 +155,7 @@ def resolve_device(device: Device | str) -> str:
 
 
 def force_option() -> Any:
-    return typer.Option(False, "--force", help="Replace a previous knotwork output at --out (never anything else).")
+    return typer.Option(False, "--force", help="Replace a previous knotwork output (--out, --json PATH); never anything else.")
 
 
 def out_option(help: str) -> Any:

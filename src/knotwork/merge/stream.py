@@ -32,8 +32,8 @@ from knotwork.merge.config import MergeConfig
 from knotwork.merge.methods.base import MergeMethod
 from knotwork.merge.methods.dare import MASK_ROWS, dare_generator, drop_module, drop_rows
 from knotwork.merge.methods.ta import ta_module
-from knotwork.merge.methods.ties import has_sign_ties, majority_sign, resolve_topk, ties_combine, ties_trimmed
-from knotwork.merge.primitives import derived_generator, elect_sign, topk_threshold
+from knotwork.merge.methods.ties import majority_sign, resolve_topk, ties_block
+from knotwork.merge.primitives import derived_generator, topk_threshold
 from knotwork.merge.registry import get_method
 
 Factors = tuple[torch.Tensor, torch.Tensor]  # (B scaled, A): (d_out, r), (r, d_in)
@@ -182,39 +182,48 @@ class ModuleMerger:
             out.append((B[idx // d_in] * A[:, idx % d_in].T).sum(dim=1).abs().cpu())
         return numels, out
 
-    def blocks(self, name: str) -> Iterator[tuple[slice, list[torch.Tensor]]]:
-        """Every task's representation in blocks of rows: ``(rows, [block_i, ...])``.
+    def blocks(self, name: str) -> Iterator[tuple[slice, torch.Tensor]]:
+        """Every task's representation in blocks of rows: ``(rows, stacked)``, stacked of shape (n_tasks, r, d_in).
 
         A dense ΔW_i (d_out, d_in) is never built whole: each block of rows is B_i[rows] @ A_i (then DARE), sized
         so that the tasks' blocks fit in the CPU cache; the elementwise TIES steps then run at cache speed instead of
         streaming each (d_out, d_in) matrix through memory several times. Aligned R_i are small and come whole.
         """
         if self.spec.aligned:
-            yield slice(None), self.reps(name)[1]
+            yield slice(None), torch.stack(self.reps(name)[1])
             return
         pairs = self.factors(name)
         d_out, d_in = pairs[0][0].shape[0], pairs[0][1].shape[1]
         step = max(MASK_ROWS, (_BLOCK_ENTRIES // max(1, len(pairs) * d_in)) // MASK_ROWS * MASK_ROWS)
         gens = [dare_generator(self.config.seed, i, name) for i in range(len(pairs))] if self.spec.drop else None
+        buffer = torch.empty((len(pairs), min(step, d_out), d_in), dtype=torch.float32, device=pairs[0][1].device)
         for r0 in range(0, d_out, step):
             rows = slice(r0, min(d_out, r0 + step))
-            block = [B[rows] @ A for B, A in pairs]
-            if gens is not None:
-                block = [drop_rows(b, self.config.drop_rate, g) for b, g in zip(block, gens, strict=True)]
-            yield rows, block
+            stacked = buffer[:, : rows.stop - r0]
+            for i, (B, A) in enumerate(pairs):
+                torch.mm(B[rows], A, out=stacked[i])
+                if gens is not None:
+                    stacked[i] = drop_rows(stacked[i], self.config.drop_rate, gens[i])
+            yield rows, stacked
 
     def count(self, name: str, brackets: Sequence[tuple[float, float] | None]) -> list[tuple[int, torch.Tensor]]:
         """Pass 2: per task with a bracket (lo, hi), how many magnitudes lie below lo, and those inside it."""
         below = [0] * len(brackets)
         inside: list[list[torch.Tensor]] = [[] for _ in brackets]
-        for _, block in self.blocks(name):
-            for t, (rep, bracket) in enumerate(zip(block, brackets, strict=True)):
-                if bracket is None:
-                    continue
-                lo, hi = bracket
-                mag = rep.reshape(-1).abs()
-                below[t] += int((mag < lo).sum())
-                inside[t].append(mag[(mag >= lo) & (mag <= hi)].float().cpu())
+        todo = [t for t, b in enumerate(brackets) if b is not None]
+        if not todo:
+            return [(0, torch.zeros(0)) for _ in brackets]
+        for _, stacked in self.blocks(name):
+            mags = stacked[todo].abs_() if len(todo) < len(brackets) else stacked.abs_()  # the block is scratch
+            view = (-1,) + (1,) * (mags.ndim - 1)
+            lo = torch.tensor([brackets[t][0] for t in todo], dtype=mags.dtype, device=mags.device).view(view)
+            hi = torch.tensor([brackets[t][1] for t in todo], dtype=mags.dtype, device=mags.device).view(view)
+            low = mags < lo
+            counts = low.reshape(len(todo), -1).sum(dim=1).tolist()
+            band = (~low).logical_and_(mags <= hi)
+            for j, t in enumerate(todo):
+                below[t] += int(counts[j])
+                inside[t].append(mags[j][band[j]].float().cpu())
         return [(b, torch.cat(x) if x else torch.zeros(0)) for b, x in zip(below, inside, strict=True)]
 
     def merge(self, name: str, cuts: Sequence[float] | None,
@@ -231,24 +240,23 @@ class ModuleMerger:
             return _ta_factors(name, pairs, config, tuple(int(A.shape[0]) for _, A in pairs)), zero, ()
         if spec.aligned:
             basis, reps, ranks = self.reps(name)
-            blocks = [(slice(None), reps)]
+            blocks = [(slice(None), torch.stack(reps))]
         else:
             basis, ranks = None, tuple(int(A.shape[0]) for _, A in self.load(name))
             blocks = self.blocks(name)
         if spec.combine == "ties" and cuts is None:  # per-module top-K: each task's cut over its whole module
-            blocks = list(blocks)
+            blocks = [(rows, b.clone()) for rows, b in blocks]  # blocks() reuses one buffer
             cuts = [topk_threshold(torch.cat([b[t] for _, b in blocks]), self.topk) for t in range(len(ranks))]
         weights = config.task_weights(len(ranks))
         out, signs, tie = None, zero, False
         sign = majority if majority is not None else torch.tensor(1.0)
         for rows, block in blocks:
             if spec.combine == "ta":
-                merged = ta_module(block, config)
+                merged = ta_module(list(block), config)
             else:
-                stacked = ties_trimmed(block, cuts, weights)
-                signs = signs + elect_sign(stacked).sum().cpu()
-                tie = tie or has_sign_ties(stacked)
-                merged = ties_combine(stacked, sign.to(stacked.device), config.scale)
+                merged, block_signs, block_tie = ties_block(block, cuts, weights, sign, config.scale)
+                signs = signs + block_signs.cpu()
+                tie = tie or block_tie
             if rows == slice(None):
                 out = merged
                 continue
@@ -267,7 +275,7 @@ def _sample_blocks(blocks, rates: Sequence[float], gen: torch.Generator) -> tupl
     numels: list[int] = [0] * len(rates)
     out: list[list[torch.Tensor]] = [[] for _ in rates]
     for _, block in blocks:
-        for t, (rep, rate) in enumerate(zip(block, rates, strict=True)):
+        for t, (rep, rate) in enumerate(zip(list(block), rates, strict=True)):
             flat = rep.reshape(-1)
             numels[t] += flat.numel()
             if rate >= 1.0:

@@ -37,6 +37,31 @@ def has_sign_ties(stacked: torch.Tensor) -> bool:
     return bool(((stacked.sum(dim=0) == 0) & (stacked != 0).any(dim=0)).any())
 
 
+def ties_block(stacked: torch.Tensor, cuts: Sequence[float], weights: Sequence[float], majority: torch.Tensor,
+               scale: float) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """TIES on one block of a module, in place: the same numbers as :func:`ties_trimmed` + :func:`ties_combine`.
+
+    ``stacked`` (n_tasks, *shape) is overwritten. Returns the merged block, the sum of its elected signs, and
+    whether some entry's trimmed values cancel exactly (there the model-wide ``majority`` decides). Each step is
+    one pass over the block: trim, weight, sum, sign, then the disjoint mean as sign · Σ max(x · sign, 0) / count,
+    which equals the mean of the agreeing entries (negation is exact in floating point).
+    """
+    view = (-1,) + (1,) * (stacked.ndim - 1)
+    cut = torch.tensor(list(cuts), dtype=stacked.dtype, device=stacked.device).view(view)
+    stacked.masked_fill_(stacked.abs() < cut, 0)
+    if any(w != 1 for w in weights):
+        stacked.mul_(torch.tensor(list(weights), dtype=stacked.dtype, device=stacked.device).view(view))
+    sign = torch.sign(stacked.sum(dim=0))
+    signs = sign.sum()
+    zero = sign == 0
+    tie = bool(((stacked != 0).any(dim=0) & zero).any())
+    sign.masked_fill_(zero, float(majority))
+    prod = stacked.mul_(sign)
+    count = (prod > 0).sum(dim=0).clamp_(min=1)
+    merged = prod.clamp_(min=0).sum(dim=0).mul_(sign)
+    return scale * (merged / count), signs, tie
+
+
 def resolve_topk(config: MergeConfig, default: float) -> float:
     return config.topk if config.topk is not None else default
 

@@ -254,6 +254,13 @@ def render(align, llama, peft_row, command: str, fingerprint: str = "") -> str:
             "| method | " + " | ".join(STAGES[1:]) + " | input MiB | output MiB | merged ranks | truncation rel. error |",
             "|---|---|---|---|---|---|---|---|---|",
         ]
+        for row in llama:
+            pa, fl = row["peak_after"], row["floor"]
+            trunc = f"{row['trunc']['rel_error']:.3f}" if row["trunc"] and "--rank" in row["flags"] else "0 (exact)"
+            lines.append(
+                f"| {row['method']} | " + " | ".join(f"{pa.get(k, float('nan')):.0f}" for k in STAGES[1:])
+                + f" | {fl['in_mib']:.0f} | {fl['out_mib']:.0f} | {row['ranks'][0]}..{row['ranks'][-1]} | {trunc} |"
+            )
         missed = [r for r in llama if not (r["seconds"] < r["target_s"] and r["peak_mib"] < r["target_mib"])]
         if missed:
             lines += ["", "**Targets missed, by how much and why.** Memory is met everywhere (it no longer grows with the",
@@ -279,13 +286,6 @@ def render(align, llama, peft_row, command: str, fingerprint: str = "") -> str:
                 "randomized SVD (six 4096x4096 by 96 products per module). `--topk-scope module` skips the two",
                 "statistics passes; a GPU (`--device cuda`) or `--scheduler local:N` on more cores divides the rest.",
             ]
-        for row in llama:
-            pa, fl = row["peak_after"], row["floor"]
-            trunc = f"{row['trunc']['rel_error']:.3f}" if row["trunc"] and "--rank" in row["flags"] else "0 (exact)"
-            lines.append(
-                f"| {row['method']} | " + " | ".join(f"{pa.get(k, float('nan')):.0f}" for k in STAGES[1:])
-                + f" | {fl['in_mib']:.0f} | {fl['out_mib']:.0f} | {row['ranks'][0]}..{row['ranks'][-1]} | {trunc} |"
-            )
     if peft_row:
         lines += [
             "",

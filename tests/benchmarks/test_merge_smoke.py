@@ -34,11 +34,13 @@ def test_page_commands_name_this_script_and_its_options():
 def test_knots_speed_runs_at_a_tiny_budget(tmp_path):
     page = tmp_path / "knots-speed.md"
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "knots_speed.py"), "--tiny", "--merge-threads", "1", "--out", str(page)],
+        [sys.executable, str(ROOT / "benchmarks" / "knots_speed.py"), "--tiny", "--merge-threads", "1", "--out", str(page),
+         "--records", str(tmp_path / "records")],
         capture_output=True, text=True, env=_env(), timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     text = page.read_text()
+    assert len(list((tmp_path / "records" / "knots-speed-tiny").glob("*.json"))) == 4  # 1 alignment + 3 merges
     assert "Command: `python benchmarks/knots_speed.py --threads 1 --merge-threads 1 --tiny`" in text
     assert "| tiny | 64x48, n=3, r=4 |" in text
     for method in ("knots-ties", "ties", "dare-ties"):  # each whole merge has its row, split by stage, with its floor

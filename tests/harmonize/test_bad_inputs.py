@@ -87,7 +87,7 @@ def _fit(w: World, *extra, ref=None, out=None):
 
 def _apply(w: World, *extra, model=None, inp=None, out=None):
     out = out or w.tmp / "out"
-    return ["harmonize", "apply", model or w.model, inp or w.inp, out, *extra], out
+    return ["harmonize", "apply", model or w.model, inp or w.inp, "--out", out, *extra], out
 
 
 def _knotwork_folder_of_another_command(w: World) -> Path:
@@ -198,7 +198,7 @@ USAGE = {
                                      w.tmp / "m.json", r"'hn' is not one of 'hm', 'hm-volume', 'nyul'"),
     "fit-n-levels-not-int": lambda w: (*_fit(w, "--n-levels", "2.5"), r"--n-levels.*valid integer"),
     "apply-unknown-dtype": lambda w: (*_apply(w, "--dtype", "int8"), r"'int8' is not one of 'float32', 'input'"),
-    "apply-missing-out-dir": lambda w: (["harmonize", "apply", w.model, w.inp], w.tmp / "out", r"Missing argument"),
+    "apply-missing-out-dir": lambda w: (["harmonize", "apply", w.model, w.inp], w.tmp / "out", r"Missing option .--out"),
 }
 
 
@@ -244,10 +244,10 @@ def test_zero_byte_leftover_of_a_killed_run_is_redone(w):
                        "volumes": {}}, files=[])
     (out / "v0.nii.gz").write_bytes(b"")
     (out / ".v1.nii.gz.knotwork-tmp-999999999-x.nii.gz").write_bytes(b"half a volume")
-    res = invoke(["harmonize", "apply", w.model, w.inp, out])
+    res = invoke(["harmonize", "apply", w.model, w.inp, "--out", out])
     assert res.exit_code == 0, res.output
     clean = w.tmp / "clean"
-    assert invoke(["harmonize", "apply", w.model, w.inp, clean]).exit_code == 0
+    assert invoke(["harmonize", "apply", w.model, w.inp, "--out", clean]).exit_code == 0
     assert sorted(p.name for p in out.iterdir()) == [MARKER, "v0.nii.gz", "v1.nii.gz"]
     for name in ("v0.nii.gz", "v1.nii.gz"):
         assert (out / name).read_bytes() == (clean / name).read_bytes()

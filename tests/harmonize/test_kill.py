@@ -40,7 +40,7 @@ def world(tmp_path_factory):
     model = tmp / "model.json"
     assert _knotwork("harmonize", "fit", tmp / "ref", "--method", "hm", "--n-levels", "32", "--out", model).returncode == 0
     clean = tmp / "clean"
-    res = _knotwork("harmonize", "apply", model, tmp / "in", clean)
+    res = _knotwork("harmonize", "apply", model, tmp / "in", "--out", clean)
     assert res.returncode == 0, res.stderr
     return tmp, model, clean
 
@@ -53,7 +53,7 @@ def world(tmp_path_factory):
 def test_killed_apply_resumes_to_a_clean_runs_bytes(world, tmp_path, fault, finished):
     tmp, model, clean = world
     out = tmp_path / "out"
-    killed = _knotwork("harmonize", "apply", model, tmp / "in", out, fault=fault)
+    killed = _knotwork("harmonize", "apply", model, tmp / "in", "--out", out, fault=fault)
     assert killed.returncode == -9, (killed.returncode, killed.stderr)
     recorded = sorted(read_marker(out)["report"]["volumes"])
     assert recorded == list(NAMES[:finished])
@@ -63,7 +63,7 @@ def test_killed_apply_resumes_to_a_clean_runs_bytes(world, tmp_path, fault, fini
         assert any(".knotwork-tmp-" in name for name in left), left  # the killed write's temp file
     done_at = {n: (out / n).stat().st_mtime_ns for n in NAMES[:finished]}
 
-    rerun = _knotwork("harmonize", "apply", model, tmp / "in", out)
+    rerun = _knotwork("harmonize", "apply", model, tmp / "in", "--out", out)
     assert rerun.returncode == 0, rerun.stderr
     assert f"{len(NAMES) - finished} harmonized, {finished} skipped" in rerun.stdout
     assert {n: (out / n).stat().st_mtime_ns for n in NAMES[:finished]} == done_at  # not rewritten

@@ -69,13 +69,14 @@ def fit(
 def apply(
     model: Path = typer.Argument(..., help="A harmonizer saved by `knotwork harmonize fit`."),
     in_dir: Path = typer.Argument(..., help="Folder of volumes to harmonize."),
-    out_dir: Path = typer.Argument(..., help="Output folder: new, empty, or a previous (killed) run's, resumed."),
+    out_dir: Path = typer.Option(..., "--out", "-o", help="Output folder: new, empty, or a previous (killed) run's, "
+                                 "resumed."),
     mask_dir: Path | None = typer.Option(None, "--mask-dir", help="Statistics masks with the same file names."),
     workers: int = typer.Option(1, "--workers", help="Local worker processes (ignored with --scheduler)."),
     scheduler: str | None = scheduler_option(),
     dtype: OutputDtype = typer.Option(OutputDtype.float32, "--dtype", help="Output voxel type: float32, or the "
                                       "input's type (rounded)."),
-    plot: bool = typer.Option(False, "--plot", help="Save before/after histograms to OUT_DIR/plots/."),
+    plot: bool = typer.Option(False, "--plot", help="Save before/after histograms to <--out>/plots/."),
     force: bool = typer.Option(False, "--force", help="Redo every volume of a previous run in OUT_DIR (also with "
                                "another model or --dtype); never touches anything else."),
     json_out: str | None = json_option(),

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+import json
+import math
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -67,7 +72,35 @@ class StepRecord:
     loss: float
 
 
-class DBA:
+def _rng_to_tensor(rng: np.random.Generator) -> Tensor:
+    """The bit generator's state as JSON bytes in a uint8 tensor (loadable with ``torch.load(weights_only=True)``)."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, np.ndarray):
+            return value.tolist()
+        if isinstance(value, np.integer):
+            return int(value)
+        raise TypeError(f"cannot store {type(value).__name__} in a DBA generator state")
+
+    text = json.dumps(rng.bit_generator.state, default=plain)
+    return torch.tensor(list(text.encode("utf-8")), dtype=torch.uint8)
+
+
+def _rng_from_tensor(data: Tensor) -> np.random.Generator:
+    """Inverse of :func:`_rng_to_tensor`."""
+    state = json.loads(bytes(data.to(torch.uint8).tolist()).decode("utf-8"))
+    name = state.get("bit_generator")
+    bit_generator = getattr(np.random, str(name), None)
+    if not (isinstance(bit_generator, type) and issubclass(bit_generator, np.random.BitGenerator)):
+        raise TrainError(f"the DBA state names an unknown numpy bit generator {name!r}.")
+    if name == "MT19937":
+        state["state"]["key"] = np.asarray(state["state"]["key"], dtype=np.uint32)
+    bg = bit_generator()
+    bg.state = state
+    return np.random.Generator(bg)
+
+
+class DBA(torch.optim.Optimizer):
     """Dynamic Batch Adaptation: per-layer choice of the samples whose gradients make up each step.
 
     At every step DBA runs the closure's forward and backward pass once over a pool of ``P`` samples,
@@ -76,6 +109,12 @@ class DBA:
     the aggregated gradient of that subset into ``.grad`` and calls the wrapped optimizer's ``step()``. The
     wrapped optimizer (SGD, Adam, ...) is unchanged: DBA only produces gradients, like Opacus's
     ``DPOptimizer``.
+
+    Like ``DPOptimizer``, DBA is itself a ``torch.optim.Optimizer`` that shares the wrapped optimizer's
+    ``param_groups``, ``state`` and ``defaults`` (not copies), so learning-rate schedulers accept it and
+    setting ``dba.param_groups[0]["lr"]`` sets the wrapped optimizer's rate. :meth:`state_dict` holds the
+    wrapped optimizer's state plus DBA's own (its generator, its history), so a resumed run repeats an
+    uninterrupted one exactly.
 
     Only the abstract of the paper is public: it fixes per-sample gradients, a subset chosen per layer to
     improve "metrics such as gradient variance", and a standard optimizer applying the step. The metric,
@@ -114,6 +153,8 @@ class DBA:
     ----------
     optimizer : torch.optim.Optimizer
         The wrapped optimizer.
+    param_groups, state, defaults
+        The wrapped optimizer's, shared.
     layers : dict of str to nn.Module
         The layers DBA adapts, by module name.
     history : list of StepRecord
@@ -175,42 +216,166 @@ class DBA:
                     )
         self.history: list[StepRecord] = []
         self._input_cache: dict[str, tuple[Tensor, Tensor]] = {}
+        self._captured: dict | None = None
+        # What torch.optim.Optimizer.__init__ sets besides param_groups/state/defaults (those are the wrapped
+        # optimizer's, below); its __init__ is not called because it would build a second set of groups.
+        self._optimizer_step_pre_hooks: OrderedDict = OrderedDict()
+        self._optimizer_step_post_hooks: OrderedDict = OrderedDict()
+        self._optimizer_state_dict_pre_hooks: OrderedDict = OrderedDict()
+        self._optimizer_state_dict_post_hooks: OrderedDict = OrderedDict()
+        self._optimizer_load_state_dict_pre_hooks: OrderedDict = OrderedDict()
+        self._optimizer_load_state_dict_post_hooks: OrderedDict = OrderedDict()
+        self._patch_step_function()
+
+    #: GradScaler hands DBA the scale (``grad_scale``) and its inf check (``found_inf``) instead of unscaling
+    #: ``.grad`` itself: DBA rebuilds the gradients from the recorded (scaled) output gradients.
+    _step_supports_amp_scaling = True
 
     # Delegation to the wrapped optimizer, as Opacus's DPOptimizer does.
-    @property
+    @property  # type: ignore[override]
     def param_groups(self) -> list[dict]:
         return self.optimizer.param_groups
 
-    def state_dict(self) -> dict:
-        return self.optimizer.state_dict()
+    @param_groups.setter
+    def param_groups(self, value: list[dict]) -> None:
+        self.optimizer.param_groups = value
 
-    def load_state_dict(self, state_dict: dict) -> None:
-        self.optimizer.load_state_dict(state_dict)
+    @property  # type: ignore[override]
+    def state(self) -> dict:
+        return self.optimizer.state
+
+    @state.setter
+    def state(self, value: dict) -> None:
+        self.optimizer.state = value
+
+    @property  # type: ignore[override]
+    def defaults(self) -> dict:
+        return self.optimizer.defaults
+
+    @defaults.setter
+    def defaults(self, value: dict) -> None:
+        self.optimizer.defaults = value
+
+    def add_param_group(self, param_group: dict) -> None:
+        """Add a group to the wrapped optimizer (its parameters must belong to layers DBA adapts)."""
+        self.optimizer.add_param_group(param_group)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         self.optimizer.zero_grad(set_to_none=set_to_none)
 
+    def _options(self) -> dict:
+        return {"metric": self.metric, "search": self.search, "per_layer": self.per_layer,
+                "aggregate": self.aggregate, "min_size": self.min_size, "max_size": self.max_size,
+                "random_composition": self.random_composition}
+
+    def state_dict(self) -> dict:
+        """The wrapped optimizer's ``state_dict()`` plus key ``"dba"``: DBA's options, generator and history.
+
+        Everything is a tensor or a plain Python value (the generator state is a uint8 tensor), so the result
+        loads with ``torch.load(..., weights_only=True)``.
+        """
+        out = self.optimizer.state_dict()
+        out["dba"] = {
+            "options": self._options(),
+            "rng": _rng_to_tensor(self._rng),
+            "history": [asdict(rec) for rec in self.history],
+        }
+        return out
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Restore :meth:`state_dict`; a plain optimizer ``state_dict`` (no ``"dba"`` key) restores the optimizer only.
+
+        Raises
+        ------
+        TrainError
+            When the saved DBA options differ from this DBA's (the resumed run would not continue the saved one).
+        """
+        state_dict = dict(state_dict)
+        own = state_dict.pop("dba", None)
+        if own is not None:
+            saved = own.get("options", {})
+            for key, value in self._options().items():
+                if key in saved and saved[key] != value:
+                    raise TrainError(
+                        f"the DBA state was saved with {key}={saved[key]!r} but this DBA has {key}={value!r}."
+                    )
+        self.optimizer.load_state_dict(state_dict)
+        if own is not None:
+            self._rng = _rng_from_tensor(own["rng"])
+            self.history = [StepRecord(**rec) for rec in own.get("history", [])]
+            self._input_cache = {}
+
     def __repr__(self) -> str:
+        inner = "\n".join("    " + line for line in repr(self.optimizer).splitlines())
         return (
             f"DBA(metric='{self.metric}', search='{self.search}', per_layer={self.per_layer}, "
             f"aggregate='{self.aggregate}', min_size={self.min_size}, max_size={self.max_size}, "
-            f"random_composition={self.random_composition}, optimizer={type(self.optimizer).__name__})"
+            f"random_composition={self.random_composition}, layers={list(self.layers)}, "
+            f"steps={len(self.history)},\n  optimizer=\n{inner}\n)"
         )
 
-    def step(self, closure: Callable[[], Tensor]) -> Tensor:
-        """Run one DBA step on the pool that ``closure`` evaluates.
+    @contextmanager
+    def capture(self) -> Iterator[None]:
+        """Record the pool's forward and backward pass for the next :meth:`step` called without a closure.
+
+        Inside the block, run the model on the pool and back-propagate the **sum** of the per-sample losses
+        (optionally scaled, e.g. ``scaler.scale(losses.sum()).backward()``); then call ``dba.step()`` or
+        ``scaler.step(dba)``. This is the form that works with ``torch.amp.GradScaler``: the scaler's inf check
+        reads the ``.grad`` of that backward pass, and DBA divides the recorded output gradients by the scale.
+        """
+        self._captured = None
+        with torch.enable_grad(), capture(self.layers) as traces:
+            yield
+        self._captured = traces
+
+    def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:
+        """Run one DBA step on the pool that ``closure`` evaluates, or on the pass recorded by :meth:`capture`.
 
         Parameters
         ----------
-        closure : callable returning Tensor of shape (P,)
+        closure : callable returning Tensor of shape (P,), optional
             Runs the model's forward pass on the pool and returns the loss of every sample separately (e.g.
             ``F.cross_entropy(model(x), y, reduction="none")``). DBA calls it once and does the backward pass.
+            Without it, the step uses the pass recorded by the last ``with dba.capture():`` block.
 
         Returns
         -------
-        Tensor
-            The mean pool loss before the step (detached).
+        Tensor or None
+            The mean pool loss before the step (detached); None without a closure.
         """
+        grad_scale = getattr(self, "grad_scale", None)
+        found_inf = getattr(self, "found_inf", None)
+        if closure is None:
+            if self._captured is None:
+                raise TrainError(
+                    "DBA.step() needs a closure returning per-sample losses, or a preceding 'with dba.capture():' "
+                    "block that ran the forward and backward pass."
+                )
+            traces, self._captured = self._captured, None
+            first = next(iter(traces.values()))
+            if first.inputs is None:
+                raise TrainError(f"layer '{first.name}' did not run inside 'with dba.capture():'.")
+            pool = first.inputs.shape[0]
+            check_traces(traces, pool)
+            if found_inf is not None and grad_scale is None:
+                raise TrainError(
+                    "DBA rebuilds the gradients from the scaled output gradients it recorded, so it needs the scale: "
+                    "call scaler.step(dba) without calling scaler.unscale_(dba) first."
+                )
+            if found_inf is not None and float(found_inf) > 0:
+                return None  # GradScaler's contract: skip the step, the scaler lowers its scale in update().
+            if grad_scale is not None:
+                for trace in traces.values():
+                    trace.grad_outputs = trace.grad_outputs / grad_scale.to(trace.grad_outputs.device)
+            return self._apply(traces, None)
+        if found_inf is not None:
+            raise TrainError(
+                "with torch.amp.GradScaler, record the pass with 'with dba.capture():' and call scaler.step(dba) "
+                "without a closure."
+            )
+        return self._run_closure(closure)
+
+    def _run_closure(self, closure: Callable[[], Tensor]) -> Tensor:
         with torch.enable_grad(), capture(self.layers) as traces:
             losses = closure()
             if not isinstance(losses, Tensor) or losses.dim() != 1 or losses.numel() == 0:
@@ -222,9 +387,12 @@ class DBA:
             # Asking only for biases (weights where there is none) runs the backward through every layer
             # but skips the weight-gradient products, which DBA recomputes for the chosen subset anyway.
             torch.autograd.grad(losses.sum(), self._backward_targets(), allow_unused=True)
-        pool = losses.shape[0]
-        check_traces(traces, pool)
+        check_traces(traces, losses.shape[0])
+        return self._apply(traces, losses)
 
+    def _apply(self, traces: dict, losses: Tensor | None) -> Tensor | None:
+        """Select from the recorded pass, write the subset gradients and step the wrapped optimizer."""
+        pool = next(iter(traces.values())).inputs.shape[0]
         grams = {
             name: layer_gram(t.inputs, t.grad_outputs, bias=t.has_bias, input_gram=self._input_gram(name, t.inputs))
             for name, t in traces.items()
@@ -252,8 +420,8 @@ class DBA:
             if b_grad is not None:
                 module.bias.grad = b_grad.to(module.bias.dtype)
         self.optimizer.step()
-        loss = losses.detach().mean()
-        self.history.append(StepRecord(pool, sizes, pool_scores, sel_scores, float(loss)))
+        loss = losses.detach().mean() if losses is not None else None
+        self.history.append(StepRecord(pool, sizes, pool_scores, sel_scores, float(loss) if loss is not None else math.nan))
         return loss
 
     def _backward_targets(self) -> list[Tensor]:

@@ -62,7 +62,7 @@ class StepRecord:
     score_pool, score_selected : dict of str to float
         The metric on the whole pool and on the chosen subset, per layer (key ``"<global>"`` when global).
     loss : float
-        Mean loss over the pool before the step.
+        Mean loss over the pool before the step; NaN for a step on a pass recorded by :meth:`DBA.capture`.
     """
 
     pool_size: int
@@ -358,6 +358,7 @@ class DBA(torch.optim.Optimizer):
             pool = first.inputs.shape[0]
             check_traces(traces, pool)
             if found_inf is not None and grad_scale is None:
+                self._drop_scaler_attributes()
                 raise TrainError(
                     "DBA rebuilds the gradients from the scaled output gradients it recorded, so it needs the scale: "
                     "call scaler.step(dba) without calling scaler.unscale_(dba) first."
@@ -369,11 +370,17 @@ class DBA(torch.optim.Optimizer):
                     trace.grad_outputs = trace.grad_outputs / grad_scale.to(trace.grad_outputs.device)
             return self._apply(traces, None)
         if found_inf is not None:
+            self._drop_scaler_attributes()
             raise TrainError(
                 "with torch.amp.GradScaler, record the pass with 'with dba.capture():' and call scaler.step(dba) "
                 "without a closure."
             )
         return self._run_closure(closure)
+
+    def _drop_scaler_attributes(self) -> None:
+        """Remove what GradScaler set before a step that fails (it deletes them only after a step that returns)."""
+        for name in ("grad_scale", "found_inf"):
+            self.__dict__.pop(name, None)
 
     def _run_closure(self, closure: Callable[[], Tensor]) -> Tensor:
         with torch.enable_grad(), capture(self.layers) as traces:

@@ -62,3 +62,23 @@ def test_find_issues_cli_matches_library(tacred_file, tmp_path):
               "--label-file", str(tmp_path / "labels.txt")]
     )
     assert result.exit_code == 2 and "bad.npy: shape (4, 2), expected (4, 3)" in result.output
+
+
+def test_find_issues_cli_filter_and_ranking(tacred_file, tmp_path):
+    labels = ["no_relation", "org:founded_by", "per:employee_of"]
+    (tmp_path / "labels.txt").write_text("\n".join(labels) + "\n")
+    probs = np.array([[0.1, 0.8, 0.1], [0.9, 0.05, 0.05], [0.05, 0.05, 0.9], [0.05, 0.05, 0.9]])
+    np.save(tmp_path / "p.npy", probs)
+    out = tmp_path / "issues.csv"
+    result = CliRunner().invoke(
+        app, ["relations", "find-issues", str(tacred_file), str(tmp_path / "p.npy"), "--out", str(out),
+              "--label-file", str(tmp_path / "labels.txt"), "--filter-by", "predicted_neq_given",
+              "--ranked-by", "normalized_margin", "--all"]
+    )
+    assert result.exit_code == 0, result.output
+    y = np.array([1, 0, 2, 0])
+    rows = out.read_text().splitlines()[1:]
+    expected = find_label_issues(y, probs, filter_by="predicted_neq_given")
+    assert [r.split(",")[-1] == "True" for r in rows].count(True) == expected.sum() == 1
+    # ranked by normalized margin: (p_given - max other + 1) / 2, lowest first
+    assert rows[0].startswith("61b3a65fb90000000003,no_relation,per:employee_of,0.0750")

@@ -33,8 +33,10 @@ def test_hand_worked_confident_joint():
     # thresholds: t0 = (0.9 + 0.7) / 2 = 0.8; t1 = (0.8 + 0.6 + 0.2) / 3 = 0.533
     # confident classes: x0 -> 0; x1 -> none (0.7 < 0.8, 0.3 < t1); x2 -> 1; x3 -> 1; x4 -> 0
     np.testing.assert_array_equal(confident_joint(labels, probs, calibrate=False), [[1, 0], [1, 2]])
-    mask = find_label_issues(labels, probs, filter_by="confident_joint")
+    mask = find_label_issues(labels, probs, filter_by="confident_learning")
     assert mask.tolist() == [False, False, False, False, True]
+    # calibrated: rows scaled to the label counts (2 and 3), total n, rounded keeping row totals
+    np.testing.assert_array_equal(confident_joint(labels, probs), [[2, 0], [1, 2]])
 
 
 def test_finds_injected_noise():
@@ -52,8 +54,9 @@ def test_filters_are_nested_and_never_flag_agreeing_predictions():
     labels, probs, _ = make_data(seed=1)
     both = find_label_issues(labels, probs, filter_by="both")
     prune = find_label_issues(labels, probs, filter_by="prune_by_noise_rate")
-    cj = find_label_issues(labels, probs, filter_by="confident_joint")
-    assert not (both & ~prune).any() and not (both & ~cj).any()
+    by_class = find_label_issues(labels, probs, filter_by="prune_by_class")
+    assert not (both & ~prune).any() and not (both & ~by_class).any()
+    assert both.sum() < min(prune.sum(), by_class.sum())
     assert not (prune & (probs.argmax(1) == labels)).any()
 
 
@@ -77,3 +80,13 @@ def test_input_errors():
         find_label_issues(np.array([0, 1, 1]), probs, filter_by="magic")
     with pytest.raises(TypeError, match="must be integer class ids"):
         find_label_issues(np.array([0.0, 1.0, 1.0]), probs)
+    with pytest.raises(ValueError, match=r"now called 'confident_learning'"):
+        find_label_issues(np.array([0, 1, 1]), probs, filter_by="confident_joint")
+    with pytest.raises(ValueError, match=r"filter_by='low_self_confidence' is not supported"):
+        find_label_issues(np.array([0, 1, 1]), probs, filter_by="low_self_confidence")
+    with pytest.raises(ValueError, match=r"labels hold 3 distinct names but pred_probs has 2 columns"):
+        find_label_issues(np.array(["a", "b", "c"]), probs)
+    with pytest.raises(ValueError, match=r"label 'c' of example 2 is not in label_names"):
+        find_label_issues(np.array(["a", "b", "c"]), probs, label_names=["a", "b"])
+    with pytest.raises(ValueError, match=r"return_indices_ranked_by must be None or one of"):
+        find_label_issues(np.array([0, 1, 1]), probs, return_indices_ranked_by="entropy")

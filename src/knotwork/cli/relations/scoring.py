@@ -24,8 +24,18 @@ class FilterBy(str, enum.Enum):
     """How ``find_label_issues`` flags examples (its ``filter_by`` parameter)."""
 
     prune_by_noise_rate = "prune_by_noise_rate"
-    confident_joint = "confident_joint"
+    prune_by_class = "prune_by_class"
     both = "both"
+    confident_learning = "confident_learning"
+    predicted_neq_given = "predicted_neq_given"
+
+
+class RankedBy(str, enum.Enum):
+    """The label quality score that orders the examples (``find_label_issues``'s ``return_indices_ranked_by``)."""
+
+    self_confidence = "self_confidence"
+    normalized_margin = "normalized_margin"
+    confidence_weighted_entropy = "confidence_weighted_entropy"
 
 
 def _scoring_labels(labels: LabelSet | None, label_file: Path | None, observed: list[str],
@@ -152,7 +162,10 @@ def find_issues_cmd(
     out: Path = out_option("CSV of examples ranked from most to least likely mislabelled."),
     labels: LabelSet | None = labels_option(LabelSet.auto, "Column order of PROBS (any is refused).", "DATA's labels"),
     label_file: Path | None = label_file_option(),
-    filter_by: FilterBy = typer.Option(FilterBy.prune_by_noise_rate, case_sensitive=False, help="Which filter flags examples."),
+    filter_by: FilterBy = typer.Option(FilterBy.prune_by_noise_rate, case_sensitive=False,
+                                       help="Which filter flags examples (cleanlab's filter_by)."),
+    ranked_by: RankedBy = typer.Option(RankedBy.self_confidence, case_sensitive=False,
+                                       help="The quality score that ranks examples and fills the quality column."),
     all_examples: bool = typer.Option(False, "--all", help="List every example, not only flagged ones."),
     force: bool = force_option(),
 ) -> None:
@@ -177,8 +190,8 @@ def find_issues_cmd(
     index = {lab: i for i, lab in enumerate(label_set)}
     y = np.array([index[ex.relation] for ex in examples], dtype=np.int64)
     mask = find_label_issues(y, p, filter_by=filter_by.value)
-    order = rank_label_issues(y, p, mask=None if all_examples else mask)
-    quality = label_quality_scores(y, p)
+    order = rank_label_issues(y, p, method=ranked_by.value, mask=None if all_examples else mask)
+    quality = label_quality_scores(y, p, method=ranked_by.value)
     table = pd.DataFrame(
         {
             "id": [ids[i] for i in order],
@@ -189,5 +202,5 @@ def find_issues_cmd(
         }
     )
     write_text(out, table.to_csv(index=False), inputs=inputs, force=force,
-               report={"labels": label_set, "filter_by": filter_by.value})
+               report={"labels": label_set, "filter_by": filter_by.value, "ranked_by": ranked_by.value})
     typer.echo(f"{int(mask.sum())} of {len(examples)} examples flagged ({100 * mask.mean():.1f}%) -> {out}")

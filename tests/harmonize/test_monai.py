@@ -80,3 +80,18 @@ def test_repr_pickle_and_unfitted():
     np.testing.assert_array_equal(pickle.loads(pickle.dumps(t))({"image": image})["image"], t({"image": image})["image"])
     with pytest.raises(ValueError, match="QuantileMatcher instance is not fitted"):
         Harmonized("image", QuantileMatcher())
+
+
+def test_after_loadimaged_from_nifti(tmp_path):
+    nib = pytest.importorskip("nibabel")
+    from monai.transforms import EnsureChannelFirstd, LoadImaged
+
+    x = np.random.default_rng(3).normal(100, 20, (6, 7, 5)).astype(np.float32)
+    nib.save(nib.Nifti1Image(x, np.diag([0.7, 0.8, 2.5, 1.0])), str(tmp_path / "a.nii.gz"))
+    h = _harmonizer()
+    out = Compose([LoadImaged("image"), EnsureChannelFirstd("image"), Harmonized("image", h)])(
+        {"image": str(tmp_path / "a.nii.gz")})
+    loaded = Compose([LoadImaged("image"), EnsureChannelFirstd("image")])({"image": str(tmp_path / "a.nii.gz")})
+    np.testing.assert_array_equal(out["image"].numpy(), h.transform(loaded["image"].numpy()))
+    torch.testing.assert_close(out["image"].affine, loaded["image"].affine)
+    assert out["image"].meta["filename_or_obj"] == str(tmp_path / "a.nii.gz")

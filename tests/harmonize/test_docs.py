@@ -14,3 +14,14 @@ def test_docstring_examples(module):
     result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0
     assert result.failed == 0
+
+
+@pytest.mark.parametrize("name", ["torchio", "monai"])
+def test_pipeline_docstring_examples(name):
+    pytest.importorskip(name)
+    import importlib
+
+    module = importlib.import_module(f"knotwork.harmonize.{name}")
+    result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0
+    assert result.failed == 0

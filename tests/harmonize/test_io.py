@@ -117,3 +117,27 @@ def test_simpleitk_formats_keep_geometry(tmp_path):
     assert back.GetSpacing() == pytest.approx((0.7, 0.8, 2.5))
     assert back.GetOrigin() == pytest.approx((1.0, -2.0, 3.0))
     np.testing.assert_array_equal(sitk.GetArrayFromImage(back), src.data.astype(np.float32) * 2)
+
+
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nrrd", ".mha"])
+def test_round_trip_keeps_spacing_origin_direction(tmp_path, suffix):
+    sitk = pytest.importorskip("SimpleITK")
+    c, s = np.cos(0.3), np.sin(0.3)
+    direction = (c, -s, 0.0, s, c, 0.0, 0.0, 0.0, 1.0)
+    img = sitk.GetImageFromArray(np.arange(60, dtype=np.int16).reshape(3, 4, 5))
+    img.SetSpacing((0.7, 0.8, 2.5))
+    img.SetOrigin((1.0, -2.0, 3.0))
+    img.SetDirection(direction)
+    sitk.WriteImage(img, str(tmp_path / f"a{suffix}"))
+    src = read_volume(tmp_path / f"a{suffix}")
+    h = QuantileMatcher(n_levels=10).fit([np.random.default_rng(0).gamma(2.0, 10.0, (6, 6, 6))])
+    out = h.transform(src.data)
+    write_volume(tmp_path / f"b{suffix}", out, src)
+    back = sitk.ReadImage(str(tmp_path / f"b{suffix}"))
+    assert back.GetSpacing() == pytest.approx((0.7, 0.8, 2.5), abs=1e-5)
+    assert back.GetOrigin() == pytest.approx((1.0, -2.0, 3.0), abs=1e-5)
+    assert back.GetDirection() == pytest.approx(direction, abs=1e-5)
+    # SimpleITK as an independent reader (z, y, x order), and knotwork's own reader (nibabel's x, y, z for NIfTI):
+    expected = h.transform(sitk.GetArrayFromImage(img)).astype(np.float32)
+    np.testing.assert_allclose(sitk.GetArrayFromImage(back), expected, rtol=1e-6)
+    np.testing.assert_allclose(read_volume(tmp_path / f"b{suffix}").data, out.astype(np.float32))

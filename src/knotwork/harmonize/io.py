@@ -79,7 +79,7 @@ def _sitk(path):
     try:
         import SimpleITK as sitk
     except ImportError as exc:
-        raise HarmonizeError(f"{path}: reading this format needs SimpleITK (pip install 'knotwork[sitk]')") from exc
+        raise HarmonizeError(f"{path}: reading this format needs SimpleITK (pip install 'knotwork[med]')") from exc
     return sitk
 
 

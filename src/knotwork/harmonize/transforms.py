@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import numpy as np
@@ -14,7 +15,8 @@ class HarmonizeTransform:
 
     Accepts a numpy array or a torch tensor (any leading channel axes are treated as part of the
     volume) and returns the same kind, on the same device and in float32. The input is never
-    modified: the harmonizers always allocate a new output.
+    modified: the harmonizers always allocate a new output. Given a TorchIO ``Subject`` or image
+    (inside ``tio.Compose``) it applies :class:`knotwork.harmonize.torchio.Harmonize`.
 
     Parameters
     ----------
@@ -35,9 +37,12 @@ class HarmonizeTransform:
         self.harmonizer = harmonizer
 
     def __call__(self, image: Any, mask: Any = None) -> Any:
-        if type(image).__module__.startswith("torch"):
-            import torch
+        torch, tio = sys.modules.get("torch"), sys.modules.get("torchio")
+        if tio is not None and isinstance(image, tio.Subject | tio.Image):  # e.g. inside tio.Compose
+            from knotwork.harmonize.torchio import Harmonize
 
+            return Harmonize(self.harmonizer)(image)
+        if torch is not None and isinstance(image, torch.Tensor):
             arr = image.detach().cpu().numpy()
             m = None if mask is None else np.asarray(mask.detach().cpu().numpy() if hasattr(mask, "detach") else mask)
             out = self.harmonizer.transform(arr, m).astype(np.float32)

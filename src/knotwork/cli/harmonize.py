@@ -40,10 +40,15 @@ def fit(
                                                        help="Use only voxels above this value for statistics."),
     n_levels: int | None = typer.Option(None, "--n-levels", help="Quantile levels K for --method hm (>= 2; "
                                          "default 1000)."),
+    scheduler: str | None = scheduler_option(),
     force: bool = force_option(),
     json_out: str | None = json_option(),
 ) -> None:
-    """Fit METHOD on every volume in REF_DIR and save it to --out."""
+    """Fit METHOD on every volume in REF_DIR and save it to --out.
+
+    Volumes are read one at a time; with --scheduler each is read and summarized on a Dask worker (the same
+    result as without).
+    """
     from knotwork._io import check_output
     from knotwork.harmonize import HarmonizeError, save_harmonizer
     from knotwork.harmonize.batch import fit_folder
@@ -57,7 +62,7 @@ def fit(
         params["n_levels"] = n_levels
     elif n_levels is not None:
         raise HarmonizeError(f"--n-levels applies to --method hm only, not to --method {method.value}")
-    h, paths = fit_folder(ref_dir, method.value, mask_dir=mask_dir, **params)
+    h, paths = fit_folder(ref_dir, method.value, mask_dir=mask_dir, scheduler=scheduler, **params)
     save_harmonizer(h, out, overwrite=force, inputs=inputs)
     emit_json({"method": method.value, "params": h.get_params(), "volumes": [str(p) for p in paths], "out": str(out)},
               json_out, inputs=[*inputs, out], force=force)

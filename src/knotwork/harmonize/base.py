@@ -45,6 +45,7 @@ class Harmonizer:
     _parameter_constraints: ClassVar[dict[str, tuple[Callable[[Any], bool], str]]] = {}
     _fitted: ClassVar[tuple[str, ...]] = ()
     _state_shapes: ClassVar[dict[str, tuple[int | str, ...]]] = {}
+    needs_reference: ClassVar[bool] = False
 
     # -- parameters ---------------------------------------------------------------------------
     def get_params(self) -> dict[str, Any]:
@@ -93,6 +94,51 @@ class Harmonizer:
             self.__dict__.pop(attr, None)
         self._fit([p[0] for p in prepared], [p[1] for p in prepared])
         logger.info("fitted %r on %d volumes", self, len(prepared))
+        return self
+
+    def volume_statistics(self, volume: np.ndarray, mask: np.ndarray | None = None, *,
+                          name: str = "volume") -> dict[str, np.ndarray]:
+        """The small statistics ``fit`` takes from one reference volume (quantiles, landmarks, moments).
+
+        Step one of a fit that never holds every reference at once: compute this per volume (in any
+        process), then pass the list, in the order of the volumes, to ``fit_from_statistics``.
+
+        Raises
+        ------
+        HarmonizeError
+            Naming ``name`` when the volume or mask cannot be used.
+        """
+        self._validate_params()
+        x, m = self._prepare(volume, mask, name)
+        return self._volume_statistics(x, m, name)
+
+    def fit_from_statistics(self, stats: Sequence[dict[str, np.ndarray]],
+                            reference: Callable[[int], tuple[np.ndarray, np.ndarray | None]] | None = None):
+        """Fit from ``volume_statistics`` of each reference volume, in order; equals ``fit`` on those volumes.
+
+        Parameters
+        ----------
+        stats : sequence of dict
+            ``volume_statistics(volumes[i], masks[i])`` for every reference volume i.
+        reference : callable, optional
+            ``reference(i) -> (volume, mask)``: reads reference volume i again. Only estimators with
+            ``needs_reference`` (``hm-volume``) call it, once, for the volume they keep.
+
+        Returns
+        -------
+        self
+        """
+        self._validate_params()
+        stats = list(stats)
+        if not stats:
+            raise HarmonizeError(f"{type(self).__name__}.fit needs at least one reference volume; got none")
+        if self.needs_reference and reference is None:
+            raise HarmonizeError(f"{type(self).__name__}.fit_from_statistics needs reference=: a function "
+                                 "i -> (volume, mask) that reads reference volume i")
+        for attr in self._fitted:
+            self.__dict__.pop(attr, None)
+        self._fit_from_statistics(stats, reference)
+        logger.info("fitted %r on the statistics of %d volumes", self, len(stats))
         return self
 
     def validate(self, volume: np.ndarray, mask: np.ndarray | None = None, *, name: str = "volume") -> None:
@@ -189,7 +235,18 @@ class Harmonizer:
         return self
 
     # -- subclass hooks -----------------------------------------------------------------------
-    def _fit(self, volumes: list[np.ndarray], masks: list[np.ndarray | None]) -> None:  # pragma: no cover
+    def _fit(self, volumes: list[np.ndarray], masks: list[np.ndarray | None]) -> None:
+        stats = [self._volume_statistics(v, m, f"volumes[{i}]")
+                 for i, (v, m) in enumerate(zip(volumes, masks, strict=True))]
+        self._fit_from_statistics(stats, lambda i: (volumes[i], masks[i]))
+
+    def _volume_statistics(self, x: np.ndarray, mask: np.ndarray | None,
+                           name: str) -> dict[str, np.ndarray]:  # pragma: no cover
+        raise NotImplementedError
+
+    def _fit_from_statistics(self, stats: list[dict[str, np.ndarray]],
+                             reference: Callable[[int], tuple[np.ndarray, np.ndarray | None]] | None
+                             ) -> None:  # pragma: no cover
         raise NotImplementedError
 
     def _transform(self, x: np.ndarray, mask: np.ndarray | None) -> np.ndarray:  # pragma: no cover

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -237,7 +238,10 @@ def run_map(fn: Callable[..., Any], items: Sequence[Any], *args: Any, workers: i
 def load_references(
     paths: Sequence[Path], mask_paths: Sequence[Path | None], harmonizer: Harmonizer
 ) -> tuple[list[np.ndarray], list[np.ndarray | None]]:
-    """Read and check reference volumes and masks for ``fit``; the first unusable file raises, named."""
+    """Read and check reference volumes and masks for ``fit``; the first unusable file raises, named.
+
+    This holds every volume at once; ``fit_folder`` reads them one at a time instead.
+    """
     vols, masks = [], []
     for p, mp in zip(paths, mask_paths, strict=True):
         vol, mask = read_checked(p, mp, harmonizer)
@@ -246,10 +250,34 @@ def load_references(
     return vols, masks
 
 
-def fit_folder(ref_dir: Path, method: str, *, mask_dir: Path | None = None, **params: Any) -> tuple[Harmonizer, list[Path]]:
+def _volume_statistics_task(path: Path, mask_path: Path | None, method: str, params: dict[str, Any]
+                            ) -> dict[str, np.ndarray]:
+    """Read and check one reference volume and return its small statistics (runs on a Dask worker)."""
+    harmonizer = get_harmonizer(method, **params)
+    vol, mask = read_checked(path, mask_path, harmonizer)
+    return harmonizer.volume_statistics(vol.data, mask, name=str(path))
+
+
+def _statistics_job(job: tuple[Path, Path | None], *, model: tuple[str, dict[str, Any]]) -> dict[str, np.ndarray]:
+    return _volume_statistics_task(*job, *model)
+
+
+def _read_reference_task(path: Path, mask_path: Path | None, method: str, params: dict[str, Any]
+                         ) -> tuple[np.ndarray, np.ndarray | None]:
+    """Read and check one reference volume and return it with its mask (runs on a Dask worker)."""
+    vol, mask = read_checked(path, mask_path, get_harmonizer(method, **params))
+    return vol.data, mask
+
+
+def fit_folder(ref_dir: Path, method: str, *, mask_dir: Path | None = None, scheduler: str | None = None,
+               **params: Any) -> tuple[Harmonizer, list[Path]]:
     """Fit ``method`` on every volume in ``ref_dir`` (statistics inside the same-named masks in ``mask_dir``).
 
-    Parameters are checked before any volume is read, every volume before the fit starts.
+    The fit is two-step (``Harmonizer.volume_statistics`` per volume, then ``fit_from_statistics``), so only one
+    reference volume is held at a time. With ``scheduler`` (a Dask scheduler address, or ``local:N`` for a local
+    cluster of N workers) each volume is read and summarized on a Dask worker, from its path (remote workers need
+    the same files at the same paths); the result equals the in-process fit. Parameters are checked before any
+    volume is read.
 
     Returns
     -------
@@ -259,6 +287,8 @@ def fit_folder(ref_dir: Path, method: str, *, mask_dir: Path | None = None, **pa
     ------
     HarmonizeError
         Naming the parameter, folder, volume or mask that cannot be used.
+    RunError
+        When the scheduler cannot be reached.
     """
     harmonizer = get_harmonizer(method, **params)
     paths = list_volumes(ref_dir)
@@ -267,9 +297,19 @@ def fit_folder(ref_dir: Path, method: str, *, mask_dir: Path | None = None, **pa
     if mask_dir is not None and not Path(mask_dir).is_dir():
         raise HarmonizeError(f"{mask_dir}: the mask folder is not a folder")
     masks = [None if mask_dir is None else Path(mask_dir) / p.name for p in paths]
-    vols, mvols = load_references(paths, masks, harmonizer)
+    model = (method, harmonizer.get_params())
     try:
-        harmonizer.fit(vols, mvols)
+        if scheduler is None:
+            stats = [_volume_statistics_task(p, mp, *model) for p, mp in zip(paths, masks, strict=True)]
+            harmonizer.fit_from_statistics(stats, lambda i: _read_reference_task(paths[i], masks[i], *model))
+        else:
+            from knotwork._scheduler import dask_client, ordered_map
+
+            with dask_client(scheduler) as client:
+                stats = list(ordered_map(client)(partial(_statistics_job, model=model),
+                                                 list(zip(paths, masks, strict=True))))
+                harmonizer.fit_from_statistics(
+                    stats, lambda i: client.submit(_read_reference_task, paths[i], masks[i], *model).result())
     except HarmonizeError as exc:  # map "volumes[i]" back to the file name
         msg = str(exc)
         for i in reversed(range(len(paths))):  # volumes[12] before volumes[1]

@@ -70,17 +70,24 @@ class HistogramMatcher(Harmonizer):
         self.reference_index = reference_index
         self.foreground_threshold = foreground_threshold
 
-    def _fit(self, volumes, masks):
+    needs_reference = True  # the combine step reads the chosen volume again for its full histogram
+
+    def _volume_statistics(self, x, m, name):
+        if self.reference_index is not None:  # no medoid to choose
+            return {}
+        return {"quantiles": volume_quantiles(x, np.linspace(0.0, 1.0, 101), mask=m)}
+
+    def _fit_from_statistics(self, stats, reference):
         if self.reference_index is not None:
-            if self.reference_index >= len(volumes):
+            if self.reference_index >= len(stats):
                 raise HarmonizeError(f"The 'reference_index' parameter of HistogramMatcher is {self.reference_index}, "
-                                     f"but only {len(volumes)} volumes were given")
+                                     f"but only {len(stats)} volumes were given")
             idx = self.reference_index
         else:
-            levels = np.linspace(0.0, 1.0, 101)
-            qs = np.stack([volume_quantiles(v, levels, mask=m) for v, m in zip(volumes, masks, strict=True)])
+            qs = np.stack([s["quantiles"] for s in stats])
             idx = int(np.argmin(((qs - np.median(qs, axis=0)) ** 2).sum(axis=1)))
-        values, quantiles = reference_cdf(volumes[idx], masks[idx])
+        x, m = self._prepare(*reference(idx), f"volumes[{idx}]")
+        values, quantiles = reference_cdf(x, m)
         check_not_constant(values[0], values[-1], name=f"volumes[{idx}]")
         self.reference_values_, self.reference_quantiles_ = values, quantiles
         self.reference_index_ = np.asarray(idx)
@@ -150,15 +157,18 @@ class QuantileMatcher(Harmonizer):
         self.seed = seed
         self.foreground_threshold = foreground_threshold
 
-    def _quantiles(self, x, m):
-        return volume_quantiles(x, self.levels_, mask=m, max_samples=self.max_samples, seed=self.seed)
+    def _quantiles(self, x, m, levels=None):
+        levels = self.levels_ if levels is None else levels
+        return volume_quantiles(x, levels, mask=m, max_samples=self.max_samples, seed=self.seed)
 
-    def _fit(self, volumes, masks):
+    def _volume_statistics(self, x, m, name):
+        q = self._quantiles(x, m, np.linspace(0.0, 1.0, int(self.n_levels)))
+        check_not_constant(q[0], q[-1], name=name)
+        return {"quantiles": q}
+
+    def _fit_from_statistics(self, stats, reference):
         self.levels_ = np.linspace(0.0, 1.0, int(self.n_levels))
-        qs = [self._quantiles(v, m) for v, m in zip(volumes, masks, strict=True)]
-        for i, q in enumerate(qs):
-            check_not_constant(q[0], q[-1], name=f"volumes[{i}]")
-        self.reference_quantiles_ = np.mean(qs, axis=0)
+        self.reference_quantiles_ = np.mean([s["quantiles"] for s in stats], axis=0)
 
     def _transform(self, x, mask):
         q = self._quantiles(x, mask)

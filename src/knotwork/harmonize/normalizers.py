@@ -79,26 +79,32 @@ class NyulStandardizer(Harmonizer):
         self.seed = seed
         self.foreground_threshold = foreground_threshold
 
-    def _landmarks(self, x, m, name):
-        lm = volume_quantiles(x, self.percentiles_ / 100.0, mask=m, max_samples=self.max_samples, seed=self.seed)
+    def _percentiles(self):
+        lo, hi = (float(c) for c in self.cutoffs)
+        inner = np.arange(float(self.step), 100.0, float(self.step))
+        return np.concatenate([[lo], inner[(inner > lo) & (inner < hi)], [hi]])
+
+    def _landmarks(self, x, m, name, percentiles):
+        lm = volume_quantiles(x, percentiles / 100.0, mask=m, max_samples=self.max_samples, seed=self.seed)
         check_not_constant(lm[0], lm[-1], name=name)
         return lm
 
-    def _fit(self, volumes, masks):
-        lo, hi = (float(c) for c in self.cutoffs)
-        inner = np.arange(float(self.step), 100.0, float(self.step))
-        self.percentiles_ = np.concatenate([[lo], inner[(inner > lo) & (inner < hi)], [hi]])
+    def _volume_statistics(self, x, m, name):
+        return {"landmarks": self._landmarks(x, m, name, self._percentiles())}
+
+    def _fit_from_statistics(self, stats, reference):
+        self.percentiles_ = self._percentiles()
         lms = []
-        for i, (v, m) in enumerate(zip(volumes, masks, strict=True)):
-            lm = self._landmarks(v, m, f"volumes[{i}]")
+        for s in stats:
+            lm = np.asarray(s["landmarks"], dtype=np.float64)
             if self.standard_range is not None:
-                s1, s2 = (float(s) for s in self.standard_range)
+                s1, s2 = (float(t) for t in self.standard_range)
                 lm = s1 + (lm - lm[0]) / (lm[-1] - lm[0]) * (s2 - s1)
             lms.append(lm)
         self.landmarks_ = np.mean(lms, axis=0)
 
     def _transform(self, x, mask):
-        xp, fp = merge_ties(self._landmarks(x, mask, "volume"), self.landmarks_)
+        xp, fp = merge_ties(self._landmarks(x, mask, "volume", self.percentiles_), self.landmarks_)
         return piecewise_linear(x, xp, fp, extrapolate="end-segments", dtype=output_dtype(x.dtype))
 
 
@@ -130,11 +136,14 @@ class ZScoreNormalizer(Harmonizer):
         self.to_reference = to_reference
         self.foreground_threshold = foreground_threshold
 
-    def _fit(self, volumes, masks):
-        stats = [_stats(v, m) for v, m in zip(volumes, masks, strict=True)]
-        n = np.array([s[2] for s in stats], dtype=np.float64)
-        means = np.array([s[0] for s in stats])
-        second = np.array([s[1] ** 2 + s[0] ** 2 for s in stats])
+    def _volume_statistics(self, x, m, name):
+        mean, std, n = _stats(x, m)
+        return {"mean": np.asarray(mean), "std": np.asarray(std), "n": np.asarray(n)}
+
+    def _fit_from_statistics(self, stats, reference):
+        n = np.array([float(s["n"]) for s in stats], dtype=np.float64)
+        means = np.array([float(s["mean"]) for s in stats])
+        second = np.array([float(s["std"]) ** 2 + float(s["mean"]) ** 2 for s in stats])
         mean = float((n * means).sum() / n.sum())
         # Pooled variance from per-volume moments: E[x^2] - E[x]^2 over all statistics voxels.
         std = float(np.sqrt(max((n * second).sum() / n.sum() - mean**2, 0.0)))
@@ -181,12 +190,16 @@ class ClipRescaleNormalizer(Harmonizer):
         check_not_constant(lo, hi, name=name)
         return lo, hi
 
-    def _fit(self, volumes, masks):
+    def _volume_statistics(self, x, m, name):
+        if self.out_range is not None:  # the references' percentiles are not used
+            return {}
+        return {"bounds": np.asarray(self._bounds(x, m, name), dtype=np.float64)}
+
+    def _fit_from_statistics(self, stats, reference):
         if self.out_range is not None:
             self.reference_range_ = np.asarray(self.out_range, dtype=np.float64)
             return
-        bounds = [self._bounds(v, m, f"volumes[{i}]") for i, (v, m) in enumerate(zip(volumes, masks, strict=True))]
-        self.reference_range_ = np.mean(bounds, axis=0)
+        self.reference_range_ = np.mean([s["bounds"] for s in stats], axis=0)
 
     def _transform(self, x, mask):
         lo, hi = self._bounds(x, mask, "volume")

@@ -306,10 +306,10 @@ def fit_folder(ref_dir: Path, method: str, *, mask_dir: Path | None = None, sche
             from knotwork._scheduler import dask_client, ordered_map
 
             with dask_client(scheduler) as client:
-                stats = list(ordered_map(client)(partial(_statistics_job, model=model),
-                                                 list(zip(paths, masks, strict=True))))
+                jobs = [(p.absolute(), None if mp is None else mp.absolute()) for p, mp in zip(paths, masks, strict=True)]
+                stats = list(ordered_map(client)(partial(_statistics_job, model=model), jobs))
                 harmonizer.fit_from_statistics(
-                    stats, lambda i: client.submit(_read_reference_task, paths[i], masks[i], *model).result())
+                    stats, lambda i: client.submit(_read_reference_task, *jobs[i], *model, pure=False).result())
     except HarmonizeError as exc:  # map "volumes[i]" back to the file name
         msg = str(exc)
         for i in reversed(range(len(paths))):  # volumes[12] before volumes[1]

@@ -19,7 +19,7 @@ from torch import nn
 from knotwork._errors import ZipitError, check_finite
 from knotwork.zipit.models import build_from_state, state_difference
 
-__all__ = ["NORMALIZATIONS", "load_checkpoint", "load_images", "load_models"]
+__all__ = ["NORMALIZATIONS", "load_checkpoint", "load_images", "load_labels", "load_models", "npz_arrays"]
 
 #: Per-channel (mean, std) of the data sets the reference models were trained on; "none" keeps [0, 1] pixels.
 NORMALIZATIONS: dict[str, tuple[list[float], list[float]] | None] = {
@@ -145,3 +145,53 @@ def load_images(path: str | os.PathLike[str], *, key: str = "x_train", normalize
                              f"{mean.shape[1]}")
         t = (t - mean) / std
     return t
+
+
+def npz_arrays(path: str | os.PathLike[str]) -> list[str]:
+    """The names of the arrays of an .npz (nothing is loaded), refused when it is not a readable archive."""
+    path = Path(path)
+    _exists(path)
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise ZipitError(f"{path}: not a readable .npz file ({err})") from None
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise ZipitError(f"{path}: a single array, not an .npz archive of named arrays")
+    with archive:
+        return list(archive.files)
+
+
+def load_labels(path: str | os.PathLike[str], *, key: str = "y_train", limit: int | None = None) -> torch.Tensor:
+    """The first ``limit`` class ids of array ``key`` of an .npz, as a long tensor of shape (N,).
+
+    Raises
+    ------
+    knotwork.zipit.ZipitError
+        A missing or unreadable file or array (the arrays present are listed), an array that is not one integer
+        per image (dtype or rank; integral floats are accepted), no labels, or a negative label (index named).
+    """
+    path = Path(path)
+    files = npz_arrays(path)
+    if key not in files:
+        raise ZipitError(f"{path}: has no array {key!r}; it has {sorted(files)}")
+    where = f"{path}: array {key!r}"
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            y = archive[key]
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise ZipitError(f"{where} cannot be read ({err})") from None
+    if y.ndim != 1:
+        raise ZipitError(f"{where} has shape {y.shape}; labels must be one class id per image, shape (N,)")
+    y = y[:limit]
+    if len(y) == 0:
+        raise ZipitError(f"{where} holds no labels")
+    if y.dtype.kind == "f":
+        bad = ~np.isfinite(y) | (y != np.round(y))
+        if bad.any():
+            raise ZipitError(f"{where} label {int(np.argmax(bad))} = {y[int(np.argmax(bad))]!r} is not an integer")
+    elif y.dtype.kind not in "iu":
+        raise ZipitError(f"{where} has dtype {y.dtype}; labels must be integer class ids")
+    if (y < 0).any():
+        i = int(np.argmax(y < 0))
+        raise ZipitError(f"{where} label {i} = {int(y[i])} is negative; class ids start at 0")
+    return torch.from_numpy(y.astype(np.int64))

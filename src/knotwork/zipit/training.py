@@ -58,6 +58,7 @@ def train_on_task(
     batch_size: int = 128,
     augment: bool = False,
     seed: int = 0,
+    device: str | torch.device = "cpu",
     progress: Progress = False,
 ) -> nn.Module:
     """Train ``model`` (outputs logits over all classes) on the examples of ``classes`` only.
@@ -81,23 +82,32 @@ def train_on_task(
         Random crop + flip (:func:`augment_crop_flip`) on each batch.
     seed : int
         Seeds the shuffling and augmentation generator (the model's init is the caller's business).
+    device : str or torch.device, default="cpu"
+        Where the model and each batch are computed. Shuffling and augmentation draw from a CPU generator, so
+        the order of examples does not depend on the device.
     progress : bool or callable, default=False
         True for a bar on stderr over epochs, or a callable given the number of epochs just finished.
 
     Returns
     -------
     nn.Module
-        ``model``, trained, in eval mode.
+        ``model``, trained, in eval mode, back on the CPU (its state dict holds CPU tensors).
 
     Raises
     ------
     knotwork.zipit.ZipitError
         Before training: ``x`` with NaN or inf values, labels or classes that are not integers in
-        ``[0, n_outputs)`` of the model's head (naming the first bad one), no example of ``classes``, or
-        ``epochs``/``batch_size`` below 1.
+        ``[0, n_outputs)`` of the model's head (naming the first bad one), no example of ``classes``,
+        ``epochs``/``batch_size`` below 1, or an ``lr`` that is not a finite number > 0 or a ``weight_decay``
+        that is not a finite number >= 0.
     """
     check_positive_int(epochs, "epochs", error=ZipitError)
     check_positive_int(batch_size, "batch_size", error=ZipitError)
+    if isinstance(lr, bool) or not isinstance(lr, int | float) or not math.isfinite(lr) or lr <= 0:
+        raise ZipitError(f"lr must be a finite number > 0; got {lr!r}")
+    if (isinstance(weight_decay, bool) or not isinstance(weight_decay, int | float)
+            or not math.isfinite(weight_decay) or weight_decay < 0):
+        raise ZipitError(f"weight_decay must be a finite number >= 0; got {weight_decay!r}")
     check_finite(x, "x", error=ZipitError)
     if y.ndim != 1 or len(y) != len(x) or y.is_floating_point() or y.is_complex():
         raise ZipitError(f"y must be integer class ids of shape ({len(x)},); got {y.dtype} of shape {tuple(y.shape)}")
@@ -115,6 +125,7 @@ def train_on_task(
     local[classes_t] = torch.arange(len(classes_t))
     ys = local[ys]
     gen = torch.Generator().manual_seed(seed)
+    model.to(device)
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay)
     steps_per_epoch = math.ceil(len(xs) / batch_size)
     # One epoch of linear warm-up, then linear decay to 0 at the last step.
@@ -123,23 +134,28 @@ def train_on_task(
     model.train()
     try:
         for epoch in range(epochs):
-            _epoch(model, opt, sched, xs, ys, classes_t, gen, batch_size=batch_size, augment=augment, epoch=epoch)
+            _epoch(model, opt, sched, xs, ys, classes_t, gen, batch_size=batch_size, augment=augment, epoch=epoch,
+                   device=device)
             update(1)
     finally:
         close()
+        model.to("cpu")
     return model.eval()
 
 
-def _epoch(model, opt, sched, xs, ys, classes_t, gen, *, batch_size: int, augment: bool, epoch: int) -> None:
+def _epoch(model, opt, sched, xs, ys, classes_t, gen, *, batch_size: int, augment: bool, epoch: int,
+           device: str | torch.device = "cpu") -> None:
     """One pass over the task's examples in a random order (``ys`` are task-local class indices)."""
     perm = torch.randperm(len(xs), generator=gen)
     total_loss = 0.0
+    on_device = classes_t.to(device)
     for i in range(0, len(xs), batch_size):
         idx = perm[i : i + batch_size]
         xb, yb = xs[idx], ys[idx]
         if augment:
             xb = augment_crop_flip(xb, gen)
-        logits = model(xb)[:, classes_t]
+        xb, yb = xb.to(device), yb.to(device)
+        logits = model(xb)[:, on_device]
         loss = F.cross_entropy(logits, yb)
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -35,7 +35,7 @@ def dask_client(scheduler: str, *, timeout: float = CONNECT_TIMEOUT_S) -> Iterat
         count = scheduler.split(":", 1)[1]
         if not count.isdigit() or int(count) < 1:
             raise InputError(f"--scheduler {scheduler}: expected local:N with N >= 1 workers")
-        with LocalCluster(n_workers=int(count), threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+        with LocalCluster(n_workers=int(count), threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
                 Client(cluster) as client:
             yield client
         return

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from knotwork._errors import InputError, RunError
+from knotwork._errors import InputError
 from knotwork._scheduler import dask_client, ordered_map
 from knotwork.merge import MergeConfig
 from knotwork.merge.stream import merge_stream
@@ -33,8 +33,9 @@ def test_local_cluster_equals_one_process():
 
 
 def test_bad_scheduler_is_one_clear_line():
-    with pytest.raises(InputError, match="expected local:N"), dask_client("local:0"):
+    with pytest.raises(InputError, match="the worker count N of local:N must be an integer >= 1"), \
+            dask_client("local:0"):
         pass
-    with pytest.raises(RunError, match="no Dask scheduler answered within 1 s"), \
+    with pytest.raises(InputError, match=r"tcp://127.0.0.1:9: cannot connect to a Dask scheduler there"), \
             dask_client("tcp://127.0.0.1:9", timeout=1):
         pass

@@ -8,7 +8,6 @@ output folder (checks first, resumable, atomic).
 from __future__ import annotations
 
 import logging
-import socket
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -16,11 +15,9 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import numpy as np
 
-from knotwork._errors import check_positive_int
 from knotwork._io import sha256_file
 from knotwork.harmonize._checks import HarmonizeError
 from knotwork.harmonize.base import Harmonizer, get_harmonizer
@@ -150,55 +147,12 @@ def apply_one(job: ApplyJob, model: dict[str, Any], *, dtype: str = "float32", p
 # ------------------------------------------------------------------------------------------- executors
 
 
-def _scheduler_endpoint(address: str) -> tuple[str, int] | None:
-    """(host, port) of a ``tcp://host:port``/``tls://host:port``/``host:port`` address, else None."""
-    parts = urlsplit(address if "://" in address else f"tcp://{address}")
-    try:
-        port = parts.port
-    except ValueError:
-        return None
-    if parts.scheme not in ("tcp", "tls") or not parts.hostname or port is None:
-        return None
-    return parts.hostname, port
-
-
 @contextmanager
 def dask_client(scheduler: str | None, *, timeout: float = 5.0) -> Iterator[Any]:
-    """A Dask ``Client`` for ``scheduler`` (an address, or ``local:N`` for a local cluster of N workers).
+    """:func:`knotwork._scheduler.dask_client` with harmonization's error type."""
+    from knotwork._scheduler import dask_client as client_for
 
-    Yields None when ``scheduler`` is None. A scheduler that cannot be reached is refused within ``timeout``
-    seconds: a refused connection at once, an unanswered one after the timeout.
-
-    Raises
-    ------
-    HarmonizeError
-        When Dask is missing, ``local:N`` has no positive N, or the scheduler cannot be reached.
-    """
-    if scheduler is None:
-        yield None
-        return
-    try:
-        from distributed import Client, LocalCluster
-    except ImportError:
-        raise HarmonizeError(f"--scheduler {scheduler}: needs dask.distributed (pip install 'knotwork[dask]')") from None
-    if scheduler.startswith("local:"):
-        n = scheduler.removeprefix("local:")
-        check_positive_int(int(n) if n.isdigit() else n, f"--scheduler {scheduler}: the worker count N of local:N",
-                           error=HarmonizeError)
-        with LocalCluster(n_workers=int(n), threads_per_worker=1, dashboard_address=None) as cluster, \
-                Client(cluster) as client:
-            yield client
-        return
-    endpoint = _scheduler_endpoint(scheduler)
-    try:
-        if endpoint is not None:  # a plain socket says "refused" at once, where Client retries until its timeout
-            socket.create_connection(endpoint, timeout=timeout).close()
-        client = Client(scheduler, timeout=timeout)
-    except (OSError, TimeoutError, ValueError) as exc:
-        reason = getattr(exc, "strerror", None) or " ".join(str(exc).split()) or type(exc).__name__
-        raise HarmonizeError(f"--scheduler {scheduler}: cannot connect to a Dask scheduler there ({reason}); "
-                             "start it, or use local:N for N local workers") from None
-    with client:
+    with client_for(scheduler, timeout=timeout, error=HarmonizeError) as client:
         yield client
 
 
@@ -303,7 +257,7 @@ def fit_folder(ref_dir: Path, method: str, *, mask_dir: Path | None = None, sche
             stats = [_volume_statistics_task(p, mp, *model) for p, mp in zip(paths, masks, strict=True)]
             harmonizer.fit_from_statistics(stats, lambda i: _read_reference_task(paths[i], masks[i], *model))
         else:
-            from knotwork._scheduler import dask_client, ordered_map
+            from knotwork._scheduler import ordered_map
 
             with dask_client(scheduler) as client:
                 jobs = [(p.absolute(), None if mp is None else mp.absolute()) for p, mp in zip(paths, masks, strict=True)]

@@ -49,6 +49,21 @@ class Normalize(str, enum.Enum):
     cifar10 = "cifar10"
 
 
+def _check_outputs(out: Path, json_path: str | None, *, inputs: list[Path], force: bool) -> Path:
+    """Refuse --out (its report goes with it) and --json before any work; returns the report's path."""
+    from knotwork._errors import ZipitError
+    from knotwork._io import check_output, report_path
+
+    report_file = report_path(out)
+    check_output(out, inputs=inputs, force=force, folder=False)
+    check_output(report_file, inputs=inputs, force=True, folder=False)  # ours or absent: it goes with --out
+    if json_path not in (None, "-"):
+        if Path(json_path).resolve() in (out.resolve(), report_file.resolve()):
+            raise ZipitError(f"--json {json_path}: the same path as --out or its report; choose another")
+        check_output(json_path, inputs=inputs, force=force, folder=False)
+    return report_file
+
+
 @zipit_app.command("merge")
 def merge(
     checkpoints: list[Path] = typer.Argument(..., help="Two or more .safetensors checkpoints of one architecture."),
@@ -78,7 +93,7 @@ def merge(
     from safetensors.torch import save_file
 
     from knotwork._errors import ZipitError, check_positive_int
-    from knotwork._io import atomic_file, check_output, report_path, sha256_file
+    from knotwork._io import atomic_file, sha256_file
     from knotwork._progress import progress_enabled
     from knotwork.zipit import zip_models
     from knotwork.zipit.io import load_images, load_models
@@ -97,13 +112,7 @@ def merge(
         check_options(extra["alpha"], extra["beta"], len(checkpoints))
     dev = resolve_device(device)
     inputs = [*checkpoints, data]
-    report_file = report_path(out)
-    check_output(out, inputs=inputs, force=force, folder=False)
-    check_output(report_file, inputs=inputs, force=True, folder=False)  # ours or absent: it goes with --out
-    if json_path not in (None, "-"):
-        if Path(json_path).resolve() in (out.resolve(), report_file.resolve()):
-            raise ZipitError(f"--json {json_path}: the same path as --out or its report; choose another")
-        check_output(json_path, inputs=inputs, force=force, folder=False)
+    report_file = _check_outputs(out, json_path, inputs=inputs, force=force)
 
     # Inputs, each checked whole before any work.
     models = load_models(checkpoints, arch.value, width=width)
@@ -188,7 +197,7 @@ def train(
     from safetensors.torch import save_file
 
     from knotwork._errors import ZipitError, check_positive_int
-    from knotwork._io import atomic_file, check_output, report_path, sha256_file
+    from knotwork._io import atomic_file, sha256_file
     from knotwork._progress import progress_enabled
     from knotwork.zipit import task_accuracy
     from knotwork.zipit.class_vectors import random_class_vectors
@@ -208,13 +217,7 @@ def train(
         raise ZipitError(f"--weight-decay must be a finite number >= 0; got {weight_decay!r}")
     dev = resolve_device(device)
     inputs = [data]
-    report_file = report_path(out)
-    check_output(out, inputs=inputs, force=force, folder=False)
-    check_output(report_file, inputs=inputs, force=True, folder=False)  # ours or absent: it goes with --out
-    if json_path not in (None, "-"):
-        if Path(json_path).resolve() in (out.resolve(), report_file.resolve()):
-            raise ZipitError(f"--json {json_path}: the same path as --out or its report; choose another")
-        check_output(json_path, inputs=inputs, force=force, folder=False)
+    report_file = _check_outputs(out, json_path, inputs=inputs, force=force)
 
     # Inputs, each checked whole before any work.
     x = load_images(data, key=key, normalize=normalize.value, limit=n_images)

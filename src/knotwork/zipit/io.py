@@ -103,12 +103,7 @@ def load_images(path: str | os.PathLike[str], *, key: str = "x_train", normalize
     _exists(path)
     if normalize not in NORMALIZATIONS:
         raise ZipitError(f"unknown normalisation {normalize!r}; choose one of {sorted(NORMALIZATIONS)}")
-    try:
-        archive = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
-        raise ZipitError(f"{path}: not a readable .npz file ({err})") from None
-    if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise ZipitError(f"{path}: a single array, not an .npz archive of named arrays")
+    archive = _open_npz(path)
     with archive:
         if key not in archive.files:
             raise ZipitError(f"{path}: has no array {key!r}; it has {sorted(archive.files)}")
@@ -147,16 +142,22 @@ def load_images(path: str | os.PathLike[str], *, key: str = "x_train", normalize
     return t
 
 
-def npz_arrays(path: str | os.PathLike[str]) -> list[str]:
-    """The names of the arrays of an .npz (nothing is loaded), refused when it is not a readable archive."""
-    path = Path(path)
-    _exists(path)
+def _open_npz(path: Path) -> np.lib.npyio.NpzFile:
+    """An .npz archive opened without unpickling, refused (naming the file) when it is not one."""
     try:
         archive = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
         raise ZipitError(f"{path}: not a readable .npz file ({err})") from None
     if not isinstance(archive, np.lib.npyio.NpzFile):
         raise ZipitError(f"{path}: a single array, not an .npz archive of named arrays")
+    return archive
+
+
+def npz_arrays(path: str | os.PathLike[str]) -> list[str]:
+    """The names of the arrays of an .npz (nothing is loaded), refused when it is not a readable archive."""
+    path = Path(path)
+    _exists(path)
+    archive = _open_npz(path)
     with archive:
         return list(archive.files)
 

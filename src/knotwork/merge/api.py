@@ -83,11 +83,7 @@ class MergeResult:
 
     def report(self) -> dict[str, Any]:
         """A JSON-able summary: method, the effective value of every parameter it reads, per-module ranks, time."""
-        spec = get_method(self.method)
-        used = set(spec.uses) | ({"rel_tol"} if spec.aligned else set())
-        params = {k: v for k, v in self.config.to_dict().items() if k in used}
-        if "topk" in params and params["topk"] is None:
-            params["topk"] = spec.default_topk
+        params = get_method(self.method).effective_parameters(self.config)
         return {
             "method": self.method,
             "parameters": params,

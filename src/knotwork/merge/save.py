@@ -81,18 +81,13 @@ def save_merged_adapter(
     ``"full"`` exact at full rank, an int truncates; the report records each module's error.
     """
     check_rank_policy(result.method, rank, base=False)
-    factored = {m: factor_module(mod, rank, dtype=dtype, sketch=_sketch(mod, None)) for m, mod in
-                result.modules.items()}
+    factored = {m: factor_module(mod, rank, dtype=dtype) for m, mod in result.modules.items()}
     report = merge_report(result, adapters, rank=rank, truncation=_truncation(
         {m: f.stats() for m, f in factored.items()}))
     return write_adapter(
         out_dir, {m: (f.B, f.A) for m, f in factored.items()}, base_config=base_config, dtype=None, force=force,
         inputs=[a.source for a in adapters], extra_files={REPORT_NAME: json.dumps(report, indent=2) + "\n"},
     )
-
-
-def _sketch(module, loader_pairs) -> torch.Tensor | None:
-    return None if loader_pairs is None else torch.cat([A for _, A in loader_pairs], dim=0).T
 
 
 def _truncation(stats: Mapping[str, Mapping[str, float]]) -> dict[str, Any]:
@@ -207,10 +202,7 @@ def run_merge(
     def report() -> dict[str, Any]:
         import knotwork
 
-        used = set(spec.uses) | ({"rel_tol"} if spec.aligned else set())
-        params = {k: v for k, v in config.to_dict().items() if k in used}
-        if "topk" in params and params["topk"] is None:
-            params["topk"] = spec.default_topk
+        params = spec.effective_parameters(config)
         clock.seconds["total"] = time.perf_counter() - start
         body = {
             "knotwork_version": knotwork.__version__,
@@ -248,7 +240,9 @@ def run_merge(
         def factored():
             for mod in merged_modules():
                 t0 = time.perf_counter()
-                sketch = _sketch(mod, loader(mod.name)) if mod.dense and rank not in (None, FULL) else None
+                # the tasks' row spaces start the randomized range finder of a truncated dense module
+                sketch = torch.cat([A for _, A in loader(mod.name)]).T if mod.dense and rank not in (None, FULL) \
+                    else None
                 f = factor_module(mod, rank, dtype=out_dtype, sketch=sketch)
                 clock.add("factor", t0)
                 stats[mod.name] = f.stats()

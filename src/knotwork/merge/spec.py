@@ -128,15 +128,11 @@ class MergeSpec:
 
     def to_mapping(self) -> dict[str, Any]:
         """The spec as plain data, in the shape :meth:`from_mapping` reads (with every parameter's effective value)."""
-        config = self.config().to_dict()
         adapters = [
             {"path": p, "weight": w} for p, w in zip(self.adapters, self.weights, strict=True)
         ] if self.weights is not None else list(self.adapters)
-        spec = get_method(self.method)
-        used = set(spec.uses) | ({"rel_tol"} if spec.aligned else set())
-        params = {k: v for k, v in config.items() if k in used and k != "task_scales"}
-        if "topk" in params and params["topk"] is None and spec.default_topk is not None:
-            params["topk"] = spec.default_topk  # the effective value, never null
+        params = get_method(self.method).effective_parameters(self.config())
+        params.pop("task_scales", None)  # given per adapter above
         return {
             "method": self.method, "adapters": adapters, "parameters": params, "rank": self.rank,
             "base": self.base, "out": self.out, "device": self.device, "threads": self.threads,

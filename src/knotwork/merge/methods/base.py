@@ -46,3 +46,12 @@ class MergeMethod:
     combine: str = "ta"
     drop: bool = False
     default_topk: float | None = None
+
+    def effective_parameters(self, config: MergeConfig) -> dict:
+        """The parameters this method reads (``uses``, plus ``rel_tol`` when aligned) with the values it applies:
+        ``topk`` is the method's default where the config leaves it None."""
+        used = set(self.uses) | ({"rel_tol"} if self.aligned else set())
+        params = {k: v for k, v in config.to_dict().items() if k in used}
+        if "topk" in params and params["topk"] is None:
+            params["topk"] = self.default_topk
+        return params

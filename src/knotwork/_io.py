@@ -410,6 +410,32 @@ def resumable_dir(path: PathLike, *, inputs: Iterable[PathLike] = (), report: Ma
     return path
 
 
+# ------------------------------------------------------------------------------------------------ reading
+
+
+def open_npz(path: PathLike, *, error: type[Exception], expected: str = ""):
+    """An .npz archive opened without unpickling (use it as a context manager).
+
+    Refused with ``error`` naming the file when it is unreadable or holds a single .npy array; ``expected`` (e.g.
+    "with x_train, y_train") completes that message.
+    """
+    import zipfile
+
+    import numpy as np
+
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        lines = [ln for ln in str(err).splitlines() if ln.strip()]
+        reason = f"{type(err).__name__}: {lines[0].strip()}" if lines else type(err).__name__
+        if "pickled" in str(err):  # numpy's fallback for a file that is neither .npy nor .npz
+            reason = "neither .npz nor .npy data; pickles are never loaded"
+        raise error(f"{path}: not a readable .npz archive ({reason})") from None
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise error(f"{path}: holds a single .npy array, not an .npz archive{(' ' + expected) if expected else ''}")
+    return archive
+
+
 # ----------------------------------------------------------------------------------------- test-only faults
 
 _FAULT_ENV = "KNOTWORK_TEST_FAULT"

@@ -103,7 +103,7 @@ CASES = [
          prepare=lambda c: _images(c.data, np.zeros((40, 144), np.float32))),
     Case("no-images", r"data.npz: array 'x_train' holds no images",
          prepare=lambda c: _images(c.data, np.zeros((0, 12, 12), np.uint8))),
-    Case("data-not-an-npz", r"data.npz: not a readable .npz file",
+    Case("data-not-an-npz", r"data.npz: not a readable .npz archive",
          prepare=lambda c: c.data.write_text("x_train,1,2,3\n")),
     Case("data-missing", r"nope.npz: no such file",
          args=lambda c: merge_args(c.a, c.b, c.tmp / "nope.npz", c.out)),

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from knotwork._errors import TrainError, check_finite
+from knotwork._io import open_npz
 
 MNIST_KEYS = ("x_train", "y_train", "x_test", "y_test")
 #: Digits 0-9: the number of outputs of the MLP and the range every label must lie in.
@@ -44,13 +45,7 @@ def load_mnist(path: str | Path) -> dict[str, np.ndarray]:
     if not path.is_file():
         what = "is a folder" if path.is_dir() else "no such file"
         raise TrainError(f"{path}: {what}; expected an MNIST-format .npz ({', '.join(MNIST_KEYS)})")
-    try:
-        archive = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
-        raise TrainError(f"{path}: not a readable .npz archive ({_reason(err)})") from None
-    if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise TrainError(f"{path}: holds a single .npy array, not an .npz archive with {', '.join(MNIST_KEYS)}")
-    with archive:
+    with open_npz(path, error=TrainError, expected=f"with {', '.join(MNIST_KEYS)}") as archive:
         missing = [k for k in MNIST_KEYS if k not in archive.files]
         if missing:
             raise TrainError(f"{path}: missing arrays {', '.join(missing)}; expected {', '.join(MNIST_KEYS)}")

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from knotwork._errors import ZipitError, check_finite
+from knotwork._io import open_npz
 from knotwork.zipit.models import build_from_state, state_difference
 
 __all__ = ["NORMALIZATIONS", "load_checkpoint", "load_images", "load_labels", "load_models", "npz_arrays"]
@@ -144,13 +145,7 @@ def load_images(path: str | os.PathLike[str], *, key: str = "x_train", normalize
 
 def _open_npz(path: Path) -> np.lib.npyio.NpzFile:
     """An .npz archive opened without unpickling, refused (naming the file) when it is not one."""
-    try:
-        archive = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
-        raise ZipitError(f"{path}: not a readable .npz file ({err})") from None
-    if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise ZipitError(f"{path}: a single array, not an .npz archive of named arrays")
-    return archive
+    return open_npz(path, error=ZipitError, expected="of named arrays")
 
 
 def npz_arrays(path: str | os.PathLike[str]) -> list[str]:

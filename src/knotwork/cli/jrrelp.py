@@ -1,6 +1,8 @@
 """`knotwork jrrelp ...`: train relation extraction jointly with ConvE link prediction (JRRELP), and ConvE alone.
 
-Both commands check every option and input before any work, write their run folder atomically (``--force``
+``jrrelp train`` trains the RE model (under ``torchrun`` as several data-parallel processes); ``jrrelp linkpred``
+trains and evaluates ConvE on one's own triples (its former name, ``jrrelp conve``, is refused with the new
+name). Both commands check every option and input before any work, write their run folder atomically (``--force``
 replaces only a previous knotwork output) and print a one-line summary; ``--json PATH|-`` gives the metrics.
 The studies behind the JRRELP results pages are scripts: ``python benchmarks/jrrelp_study.py`` and
 ``python benchmarks/conve_linkpred.py``.
@@ -27,7 +29,8 @@ from knotwork.cli._app import (
     resolve_device,
 )
 
-jrrelp_app = group("jrrelp", "JRRELP: relation extraction trained jointly with ConvE link prediction; ConvE alone.")
+jrrelp_app = group("jrrelp", "JRRELP: relation extraction trained jointly with ConvE link prediction; ConvE link "
+                   "prediction on your own triples.")
 
 
 class Encoder(str, enum.Enum):
@@ -253,12 +256,14 @@ def train_command(
                err=json_out == "-")
 
 
-# ------------------------------------------------------------------------------------------------ conve
+# ------------------------------------------------------------------------------------------------ linkpred
 
 
-@jrrelp_app.command("conve")
-def conve_command(
-    data: Path = typer.Option(..., "--data", help="Folder with train.txt, valid.txt, test.txt: head<TAB>relation<TAB>tail lines."),
+@jrrelp_app.command("linkpred")
+def linkpred_command(
+    data: Path = typer.Option(
+        ..., "--data", help="Folder with train, valid and test triples (.txt or .tsv): head<TAB>relation<TAB>tail lines."
+    ),
     out: Path = out_option("Run folder for model.safetensors, config, entity and relation names, history, metrics."),
     epochs: int = typer.Option(10, "--epochs"),
     max_steps: int | None = typer.Option(None, "--max-steps", help="Stop after this many batches in all (a partial epoch)."),
@@ -281,7 +286,10 @@ def conve_command(
     json_out: str | None = json_option(),
     force: bool = force_option(),
 ) -> None:
-    """Train ConvE alone for link prediction, then report filtered MRR, MR and Hits@1/3/10 on valid and test."""
+    """Train ConvE on your own triples, then report filtered MRR, MR and Hits@1/3/10 on valid and test.
+
+    Ranks are PyKEEN's realistic ranks (ties count half), filtered against every known triple, over both sides.
+    """
     from knotwork.relations.jrrelp.io import load_triples, triple_files
     from knotwork.relations.jrrelp.linkpred import ConvEConfig
 
@@ -317,6 +325,15 @@ def conve_command(
     t = metrics["test"]
     typer.echo(f"saved run to {out}: test MRR {t['mrr']:.4f}, Hits@1 {t['hits@1']:.4f}, Hits@10 {t['hits@10']:.4f} "
                f"({t['n_triples']} triples, filtered, both sides)", err=json_out == "-")
+
+
+@jrrelp_app.command(
+    "conve", hidden=True, context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    help="Renamed: use `knotwork jrrelp linkpred` (same options).",
+)
+def conve_command() -> None:
+    """The former name of ``jrrelp linkpred``: refused in one line that names the new command."""
+    raise JrrelpError("`knotwork jrrelp conve` was renamed: run `knotwork jrrelp linkpred` with the same options")
 
 
 def _apply_unseen(splits: dict[str, list], files: dict[str, Path], policy: Unseen) -> dict[str, int]:

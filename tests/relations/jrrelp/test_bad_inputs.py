@@ -88,6 +88,8 @@ TRAIN_CASES = [
     ("node-key-field-missing", lambda d: None, ["--node-key", "lemma"],
      r"train\.json: example s0-0 lacks field 'subj_lemma', which --node-key lemma reads"),
     ("empty-train", lambda d: _write(d / "train.json", "[]"), [], r"train\.json: holds no examples"),
+    ("exact-data-parallel-transformer", lambda d: None, ["--encoder", "transformer", "--exact-data-parallel"],
+     r"--exact-data-parallel covers --encoder palstm only"),
 ]
 
 

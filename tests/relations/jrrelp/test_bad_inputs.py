@@ -1,4 +1,4 @@
-"""Bad input to `knotwork jrrelp train` and `knotwork jrrelp conve` is refused before any work, in one line.
+"""Bad input to `knotwork jrrelp train` and `knotwork jrrelp linkpred` is refused before any work, in one line.
 
 Every row runs the command in-process and asserts the CLI contract (tests/cli_contract.refused): exit code 2,
 exactly one `error: ...` line naming the file and the item, no traceback, inputs byte-identical, no output and
@@ -88,6 +88,8 @@ TRAIN_CASES = [
     ("node-key-field-missing", lambda d: None, ["--node-key", "lemma"],
      r"train\.json: example s0-0 lacks field 'subj_lemma', which --node-key lemma reads"),
     ("empty-train", lambda d: _write(d / "train.json", "[]"), [], r"train\.json: holds no examples"),
+    ("exact-data-parallel-transformer", lambda d: None, ["--encoder", "transformer", "--exact-data-parallel"],
+     r"--exact-data-parallel covers --encoder palstm only"),
 ]
 
 
@@ -126,7 +128,7 @@ def test_train_refuses_an_absent_device(re_data, tmp_path):
             match=r"--device cuda: no CUDA device", inputs=[re_data], out=tmp_path / "run")
 
 
-CONVE_CASES = [
+LINKPRED_CASES = [
     ("missing-folder", lambda d: None, ["--data", "{tmp}/nowhere"], r"nowhere: no such data folder"),
     ("missing-test-split", lambda d: (d / "test.txt").unlink(), [], r"test\.txt: missing test split"),
     ("wrong-column-count", lambda d: _write(d / "train.txt", "n1\tparent\tn0\nn2\tparent\n"), [],
@@ -146,27 +148,52 @@ CONVE_CASES = [
     ("batch-size-zero", lambda d: None, ["--batch-size", "0"], r"--batch-size must be an integer >= 1; got 0"),
     ("lr-nan", lambda d: None, ["--lr", "nan"], r"lr must be finite and > 0; got nan"),
     ("label-smoothing-one", lambda d: None, ["--label-smoothing", "1"], r"label_smoothing must be in \[0, 1\)"),
+    ("empty-column", lambda d: _write(d / "test.txt", "n4\tparent\tn1\nn5\t\tn2\n"), [],
+     r"test\.txt:2: the relation column is empty: 'n5\\t\\tn2'"),
+    ("split-as-txt-and-tsv", lambda d: _write(d / "valid.tsv", "n3\tparent\tn1\n"), [],
+     r"valid\.tsv: valid split given twice, as valid\.txt and valid\.tsv; keep one"),
+    ("bad-line-in-a-tsv", lambda d: ((d / "train.txt").unlink(), _write(d / "train.tsv", "n1 parent n0\n")), [],
+     r"train\.tsv:1: expected 'head<TAB>relation<TAB>tail' \(3 columns\), got 1 column"),
 ]
 
 
-@pytest.mark.parametrize(("case", "breaker", "options", "match"), CONVE_CASES, ids=[c[0] for c in CONVE_CASES])
-def test_conve_refuses(kg_data, tmp_path, case, breaker, options, match):
+@pytest.mark.parametrize(("case", "breaker", "options", "match"), LINKPRED_CASES, ids=[c[0] for c in LINKPRED_CASES])
+def test_linkpred_refuses(kg_data, tmp_path, case, breaker, options, match):
     breaker(kg_data)
     out = tmp_path / "run"
     options = [o.replace("{tmp}", str(tmp_path)) for o in options]
     data = [] if "--data" in options else ["--data", str(kg_data)]
-    refused(["jrrelp", "conve", *data, "--out", str(out), *options], match=match, inputs=[kg_data], out=out)
+    refused(["jrrelp", "linkpred", *data, "--out", str(out), *options], match=match, inputs=[kg_data], out=out)
 
 
-def test_conve_json_may_not_overwrite_a_foreign_file(kg_data, tmp_path):
+def test_former_conve_command_names_its_new_name(kg_data, tmp_path):
+    refused(["jrrelp", "conve", "--data", str(kg_data), "--out", str(tmp_path / "run"), "--epochs", "1"],
+            match=r"`knotwork jrrelp conve` was renamed: run `knotwork jrrelp linkpred` with the same options",
+            inputs=[kg_data], out=tmp_path / "run")
+
+
+def test_linkpred_refuses_to_run_under_torchrun(kg_data, tmp_path, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    refused(["jrrelp", "linkpred", "--data", str(kg_data), "--out", str(tmp_path / "run")],
+            match=r"jrrelp linkpred trains in one process, but runs under torchrun with WORLD_SIZE=2",
+            inputs=[kg_data], out=tmp_path / "run")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_linkpred_refuses_an_absent_device(kg_data, tmp_path):
+    refused(["jrrelp", "linkpred", "--data", str(kg_data), "--out", str(tmp_path / "run"), "--device", "cuda"],
+            match=r"--device cuda: no CUDA device", inputs=[kg_data], out=tmp_path / "run")
+
+
+def test_linkpred_json_may_not_overwrite_a_foreign_file(kg_data, tmp_path):
     target = tmp_path / "metrics.json"
     target.write_text('{"mine": 1}')
-    refused(["jrrelp", "conve", "--data", str(kg_data), "--out", str(tmp_path / "run"), "--json", str(target),
+    refused(["jrrelp", "linkpred", "--data", str(kg_data), "--out", str(tmp_path / "run"), "--json", str(target),
              "--force"], match=r"metrics\.json: exists and is not a knotwork output", inputs=[kg_data, target],
             out=tmp_path / "run")
 
 
-def test_conve_unknown_unseen_policy_is_a_usage_error(kg_data, tmp_path):
-    refused(["jrrelp", "conve", "--data", str(kg_data), "--out", str(tmp_path / "run"), "--unseen", "ignore"],
+def test_linkpred_unknown_unseen_policy_is_a_usage_error(kg_data, tmp_path):
+    refused(["jrrelp", "linkpred", "--data", str(kg_data), "--out", str(tmp_path / "run"), "--unseen", "ignore"],
             match=r"'ignore' is not one of 'refuse', 'keep', 'drop'", usage=True, inputs=[kg_data],
             out=tmp_path / "run")

@@ -86,3 +86,23 @@ def test_filtered_ranks_match_brute_force_on_a_tiny_graph():
     m = rank_metrics(got, ks=(1, 3))
     assert m["mrr"] == pytest.approx(float(np.mean([1 / x for x in got.tolist()])))
     assert m["hits@3"] == pytest.approx(float(np.mean([x <= 3 for x in got.tolist()])))
+
+
+def test_running_batchnorm_makes_each_score_independent_of_its_batch():
+    """batchnorm="running": in training mode a row's scores equal its scores computed alone (batch mode: not)."""
+    torch.manual_seed(0)
+    h, r, t = torch.randn(6, 20), torch.randn(6, 10), torch.randn(9, 20)
+    scores = {}
+    for mode in ("batch", "running"):
+        conv = ConvEInteraction(20, 10, width=5, channels=4, input_dropout=0, feature_dropout=0, hidden_dropout=0,
+                                batchnorm=mode).train()
+        together, alone = conv(h, r, t), torch.cat([conv(h[i:i + 1], r[i:i + 1], t) for i in range(6)])
+        scores[mode] = (together, alone, conv)
+    together, alone, conv = scores["running"]
+    torch.testing.assert_close(together, alone)
+    assert conv.training and not any(bn.training for bn in (conv.bn0, conv.bn1, conv.bn2))
+    assert float(conv.bn1.running_mean.abs().sum()) == 0.0  # never updated
+    together, alone, _ = scores["batch"]
+    assert not torch.allclose(together, alone, atol=1e-3)
+    with pytest.raises(ValueError, match="batchnorm must be 'batch' or 'running', got 'sync'"):
+        ConvEInteraction(20, 10, width=5, batchnorm="sync")

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field, fields
 from knotwork._errors import JrrelpError
 
 ENCODERS = ("palstm", "transformer")
+BATCHNORM = ("batch", "running")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 
 # The paper's λ per backbone (§4): 1 for PA-LSTM, 0.01 for the pretrained transformer (SpanBERT).
@@ -65,6 +66,11 @@ class TrainConfig:
     conve_input_dropout: float = 0.2
     conve_feature_dropout: float = 0.2
     conve_hidden_dropout: float = 0.3
+    conve_batchnorm: str = field(
+        default="batch",
+        metadata=_help("'batch': ConvE's BatchNorm normalises by batch statistics in training (ConvE); 'running': by "
+                       "its running statistics throughout, for exact data-parallel equality"),
+    )
 
     def __post_init__(self) -> None:
         """Refuse an impossible setting with :class:`~knotwork._errors.JrrelpError` naming the parameter."""
@@ -73,6 +79,10 @@ class TrainConfig:
         if self.optimizer not in OPTIMIZERS:
             raise JrrelpError(
                 f"The 'optimizer' parameter of TrainConfig must be one of {OPTIMIZERS}. Got {self.optimizer!r}."
+            )
+        if self.conve_batchnorm not in BATCHNORM:
+            raise JrrelpError(
+                f"The 'conve_batchnorm' parameter of TrainConfig must be one of {BATCHNORM}. Got {self.conve_batchnorm!r}."
             )
         for name in ("lambda_kglp", "lambda_coupling", "weight_decay", "lr", "label_smoothing", "warmup"):
             value = getattr(self, name)

@@ -29,6 +29,10 @@ class ConvEInteraction(nn.Module):
     kernel_size : int, default 3
     input_dropout, feature_dropout, hidden_dropout : float, default 0.2, 0.2, 0.3
         ConvE's three dropouts (on the stacked image, on the feature maps, after the projection).
+    batchnorm : {"batch", "running"}, default "batch"
+        ``"batch"`` normalises by batch statistics in training, as ConvE does; ``"running"`` keeps the three
+        BatchNorm layers in eval mode (running statistics, never updated), so an example's score does not depend on
+        the rest of its batch: what exact data-parallel equality needs.
 
     Examples
     --------
@@ -48,8 +52,12 @@ class ConvEInteraction(nn.Module):
         input_dropout: float = 0.2,
         feature_dropout: float = 0.2,
         hidden_dropout: float = 0.3,
+        batchnorm: str = "batch",
     ) -> None:
         super().__init__()
+        if batchnorm not in ("batch", "running"):
+            raise JrrelpError(f"batchnorm must be 'batch' or 'running', got {batchnorm!r}")
+        self.batchnorm = batchnorm
         for name, dim in (("entity_dim", entity_dim), ("relation_dim", relation_dim)):
             if dim % width:
                 raise JrrelpError(f"{name}={dim} is not a multiple of width={width}; ConvE reshapes it to (H, width)")
@@ -67,6 +75,15 @@ class ConvEInteraction(nn.Module):
         self.fc = nn.Linear(self.flat_dim, entity_dim)
         self.hidden_drop = nn.Dropout(hidden_dropout)
         self.bn2 = nn.BatchNorm1d(entity_dim)
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> ConvEInteraction:
+        """Set training mode; with ``batchnorm="running"`` the BatchNorm layers stay in eval mode."""
+        super().train(mode)
+        if self.batchnorm == "running":
+            for bn in (self.bn0, self.bn1, self.bn2):
+                bn.eval()
+        return self
 
     def hidden(self, h: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
         """The query vector ``g(h, r)`` of shape (B, entity_dim)."""
@@ -78,7 +95,7 @@ class ConvEInteraction(nn.Module):
         x = self.feature_drop(torch.relu(self.bn1(self.conv(x))))  # (B, C, He + Hr - k + 1, W - k + 1)
         x = self.hidden_drop(self.fc(x.reshape(b, -1)))
         # BatchNorm1d cannot normalise a single example in training mode; PyKEEN skips it there, and so do we.
-        if not (self.training and b == 1):
+        if not (self.bn2.training and b == 1):
             x = self.bn2(x)
         return torch.relu(x)
 

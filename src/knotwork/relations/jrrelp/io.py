@@ -107,7 +107,7 @@ def load_triples(path: str | Path) -> list[tuple[str, str, str]]:
     Raises
     ------
     knotwork._errors.JrrelpError
-        Naming the file and line of a triple without exactly three non-empty columns.
+        Naming the file and line of a triple without exactly three columns, or with an empty one.
     """
     path = Path(path)
     triples = []
@@ -117,30 +117,40 @@ def load_triples(path: str | Path) -> list[tuple[str, str, str]]:
             if not line:
                 continue
             parts = line.split("\t")
-            if len(parts) != 3 or not all(parts):
+            if len(parts) != 3:
                 raise JrrelpError(
                     f"{path}:{lineno}: expected 'head<TAB>relation<TAB>tail' (3 columns), got {len(parts)} "
                     f"column{'s' if len(parts) != 1 else ''}: {line[:80]!r}"
                 )
+            if not all(parts):
+                empty = ("head", "relation", "tail")[parts.index("")]
+                raise JrrelpError(f"{path}:{lineno}: the {empty} column is empty: {line[:80]!r}")
             triples.append((parts[0], parts[1], parts[2]))
     return triples
 
 
 def triple_files(folder: str | Path) -> dict[str, Path]:
-    """``{split: folder/<split>.txt}`` for train, valid and test, refused naming the first missing file.
+    """``{split: folder/<split>.txt or .tsv}`` for train, valid and test, refused naming the first missing file.
 
     Raises
     ------
     knotwork._errors.JrrelpError
-        When ``folder`` is not a folder or one of the three files is missing.
+        When ``folder`` is not a folder, a split is missing, or a split is there both as .txt and as .tsv.
     """
     folder = Path(folder)
     if not folder.is_dir():
-        raise JrrelpError(f"{folder}: no such data folder (expected train.txt, valid.txt, test.txt inside)")
-    files = {split: folder / f"{split}.txt" for split in SPLITS}
-    for split, path in files.items():
-        if not path.is_file():
-            raise JrrelpError(f"{path}: missing {split} split (expected head<TAB>relation<TAB>tail lines)")
+        raise JrrelpError(f"{folder}: no such data folder (expected train, valid and test .txt or .tsv inside)")
+    files = {}
+    for split in SPLITS:
+        found = [folder / f"{split}{ext}" for ext in (".txt", ".tsv") if (folder / f"{split}{ext}").is_file()]
+        if not found:
+            raise JrrelpError(
+                f"{folder / split}.txt: missing {split} split (expected {split}.txt or {split}.tsv, "
+                "head<TAB>relation<TAB>tail lines)"
+            )
+        if len(found) > 1:
+            raise JrrelpError(f"{found[1]}: {split} split given twice, as {found[0].name} and {found[1].name}; keep one")
+        files[split] = found[0]
     return files
 
 

@@ -269,7 +269,7 @@ def train_conve(
     return model, history
 
 
-def evaluate_link_prediction(
+def link_prediction_ranks(
     model: nn.Module,
     triples: TripleSet,
     split: str = "test",
@@ -277,12 +277,28 @@ def evaluate_link_prediction(
     batch_size: int = 256,
     max_triples: int | None = None,
     seed: int = 0,
-) -> dict[str, float]:
-    """Filtered MRR, MR and Hits@1/3/10 over both sides (tails, and heads via inverse relations).
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Filtered realistic ranks of every evaluated triple, tail side then head side.
 
-    The filter holds every true triple of train, valid and test (Bordes et al. 2013); ties count half.
-    ``max_triples`` evaluates a random subset of the split (for quick validation), drawn with ``seed``. Queries
-    are scored on the model's device.
+    The filter holds every true triple of train, valid and test (Bordes et al. 2013). A rank is PyKEEN's
+    ``realistic`` rank (``RankBasedEvaluator``): the mean of the optimistic and the pessimistic rank, so a tie
+    with the true entity counts half. Heads are ranked as tails of the inverse relation ``r + n_relations``.
+
+    Parameters
+    ----------
+    model : nn.Module
+        ``model(heads, relations) -> (B, n_entities)`` scores, relations counting inverses (e.g. :class:`ConvE`).
+    triples : TripleSet
+    split : {"valid", "test"}
+    batch_size : int, default 256
+    max_triples : int, optional
+        Rank a random subset of this many triples of the split (for quick validation), drawn with ``seed``.
+
+    Returns
+    -------
+    (ranks, evaluated)
+        ``ranks`` of shape (2n,), float64: the n tail ranks of ``evaluated``, then its n head ranks;
+        ``evaluated`` the (n, 3) triples ranked.
     """
     if split not in ("valid", "test"):
         raise JrrelpError(f"split must be 'valid' or 'test', got {split!r}")
@@ -306,8 +322,19 @@ def evaluate_link_prediction(
             mask = torch.zeros_like(scores, dtype=torch.bool)
             for row, (h, r) in enumerate(q[:, :2].tolist()):
                 mask[row, known[(h, r)]] = True
-            ranks.append(filtered_ranks(scores, q[:, 2], mask))
+            ranks.append(filtered_ranks(scores, q[:, 2], mask).cpu())
     model.train(was_training)
-    out = rank_metrics(torch.cat(ranks).cpu())
+    return torch.cat(ranks), evaluated
+
+
+def evaluate_link_prediction(model: nn.Module, triples: TripleSet, split: str = "test", **options: Any) -> dict[str, float]:
+    """Filtered MRR, MR and Hits@1/3/10 over both sides (tails, and heads via inverse relations).
+
+    The metrics of :func:`link_prediction_ranks` (PyKEEN's ``both.realistic`` MRR, MR and Hits@k; ties count
+    half), which takes the ``options``: ``batch_size``, ``max_triples`` (a random subset of the split, drawn with
+    ``seed``) and ``seed``. Queries are scored on the model's device.
+    """
+    ranks, evaluated = link_prediction_ranks(model, triples, split, **options)
+    out = rank_metrics(ranks)
     out["n_triples"] = len(evaluated)
     return out

@@ -38,6 +38,7 @@ def jrrelp_loss(
     *,
     lambda_kglp: float,
     lambda_coupling: float,
+    global_count: int | None = None,
 ) -> LossTerms:
     """``L = L_RE + λ_KGLP · L_KGLP + λ_COUPLING · L_COUPLING`` (JRRELP eq. 8–14).
 
@@ -46,6 +47,10 @@ def jrrelp_loss(
     representation r̂ (coupling), averaged over batch and objects as in the released code. A term whose λ is 0
     is reported as 0 and contributes no gradient.
 
+    ``global_count`` is for data-parallel training, where the batch is one process's share of a global batch of
+    that many examples: each term is then its sum over the share divided by the global count (times the number
+    of objects for the KG terms), so the terms summed over processes are the global batch's means.
+
     Raises
     ------
     knotwork._errors.JrrelpError
@@ -53,7 +58,10 @@ def jrrelp_loss(
     """
     if lambda_kglp < 0 or lambda_coupling < 0:
         raise JrrelpError(f"lambdas must be >= 0, got lambda_kglp={lambda_kglp}, lambda_coupling={lambda_coupling}")
-    re = F.cross_entropy(output.re_logits, labels)
+    if global_count is None:
+        re = F.cross_entropy(output.re_logits, labels)
+    else:
+        re = F.cross_entropy(output.re_logits, labels, reduction="sum") / global_count
     zero = re.new_zeros(())
     terms = {}
     for name, lam, logits in (
@@ -65,7 +73,11 @@ def jrrelp_loss(
             continue
         if logits is None or targets is None:
             raise JrrelpError(f"lambda_{name}={lam} > 0 but the {name} logits or the KG targets are missing")
-        terms[name] = F.binary_cross_entropy_with_logits(logits, targets)
+        if global_count is None:
+            terms[name] = F.binary_cross_entropy_with_logits(logits, targets)
+        else:
+            bce = F.binary_cross_entropy_with_logits(logits, targets, reduction="sum")
+            terms[name] = bce / (global_count * logits.shape[1])
     total = re + lambda_kglp * terms["kglp"] + lambda_coupling * terms["coupling"]
     return LossTerms(total, re, terms["kglp"], terms["coupling"])
 
@@ -88,8 +100,8 @@ class JRRELPModel(nn.Module):
         Token ids (padded with the encoder's pad id) whose embeddings represent each KG node.
     conve_width : int
         Width of ConvE's images; must divide both ``encoder.embedding_dim`` and ``encoder.output_dim``.
-    conve_channels, input_dropout, feature_dropout, hidden_dropout
-        Passed to :class:`ConvEInteraction`.
+    conve_channels, input_dropout, feature_dropout, hidden_dropout, conve_batchnorm
+        Passed to :class:`ConvEInteraction` (``conve_batchnorm`` as its ``batchnorm``).
     """
 
     def __init__(
@@ -104,6 +116,7 @@ class JRRELPModel(nn.Module):
         input_dropout: float = 0.2,
         feature_dropout: float = 0.2,
         hidden_dropout: float = 0.3,
+        conve_batchnorm: str = "batch",
     ) -> None:
         super().__init__()
         self.encoder = encoder
@@ -118,6 +131,7 @@ class JRRELPModel(nn.Module):
             input_dropout=input_dropout,
             feature_dropout=feature_dropout,
             hidden_dropout=hidden_dropout,
+            batchnorm=conve_batchnorm,
         )
         self.object_bias = nn.Parameter(torch.zeros(object_node_tokens.shape[0]))
 

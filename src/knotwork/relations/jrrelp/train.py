@@ -15,11 +15,12 @@ import torch
 from torch import nn
 
 import knotwork
+from knotwork._distributed import DistContext, all_reduce_gradients, all_reduce_sum, broadcast_object, shard
 from knotwork._errors import JrrelpError
 from knotwork._progress import as_callback
 from knotwork._schedule import warmup_linear_decay
 from knotwork.relations.data import RelationExample
-from knotwork.relations.jrrelp.batching import iterate_batches
+from knotwork.relations.jrrelp.batching import Batch, iterate_batches
 from knotwork.relations.jrrelp.config import TrainConfig
 from knotwork.relations.jrrelp.encoders import MarkerTransformerEncoder, PALSTMEncoder
 from knotwork.relations.jrrelp.features import (
@@ -168,8 +169,20 @@ def assemble_model(config: TrainConfig, kg: RelationKG, featurizer: Any, encoder
         input_dropout=config.conve_input_dropout,
         feature_dropout=config.conve_feature_dropout,
         hidden_dropout=config.conve_hidden_dropout,
+        conve_batchnorm=config.conve_batchnorm,
     )
     return model
+
+
+def _batch_loss(model: JRRELPModel, batch: Batch, config: TrainConfig, device: torch.device,
+                global_count: int | None) -> Any:
+    """The loss terms of one batch (one process's share of it, divided by ``global_count``, when data-parallel)."""
+    nodes = None if batch.subject_nodes is None else batch.subject_nodes.to(device)
+    targets = None if batch.targets is None else batch.targets.to(device)
+    gold = batch.labels.to(device)
+    out = model(_to(batch.inputs, device), nodes, gold, kglp=config.lambda_kglp > 0, coupling=config.lambda_coupling > 0)
+    return jrrelp_loss(out, gold, targets, lambda_kglp=config.lambda_kglp, lambda_coupling=config.lambda_coupling,
+                       global_count=global_count)
 
 
 def _optimizer(model: JRRELPModel, config: TrainConfig) -> torch.optim.Optimizer:
@@ -220,6 +233,33 @@ def evaluate(result: TrainResult, examples: Sequence[RelationExample]) -> tuple[
     return score([ex.relation for ex in examples], pred, negative_label=result.config.negative_label), pred
 
 
+def _shard_batch(batch: Batch, ctx: DistContext) -> Batch:
+    """This process's rows of a collated global batch (the padding stays the global batch's)."""
+    if not ctx.distributed:
+        return batch
+    return Batch(
+        shard(batch.indices, ctx),
+        {k: shard(v, ctx) for k, v in batch.inputs.items()},
+        shard(batch.labels, ctx),
+        None if batch.subject_nodes is None else shard(batch.subject_nodes, ctx),
+        None if batch.targets is None else shard(batch.targets, ctx),
+    )
+
+
+def _parameters_with_gradients(model: nn.Module, ctx: DistContext) -> list[nn.Parameter]:
+    """The parameters that have a gradient on at least one process (the same list everywhere).
+
+    A parameter no process used (ConvE's when both λ are 0) keeps no gradient, as in a one-process run, so the
+    optimizer skips it rather than stepping on zeros.
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not ctx.distributed:
+        return params
+    used = torch.tensor([float(p.grad is not None) for p in params], device=params[0].device)
+    used = all_reduce_sum(used, ctx)
+    return [p for p, u in zip(params, used.tolist(), strict=True) if u > 0]
+
+
 def train(
     train_examples: Sequence[RelationExample],
     dev_examples: Sequence[RelationExample],
@@ -230,6 +270,7 @@ def train(
     device: str | torch.device = "cpu",
     progress: bool | Callable[[int], Any] = False,
     callback: Callable[[dict[str, float]], None] | None = None,
+    dist: DistContext | None = None,
 ) -> TrainResult:
     """Train with ``L_RE + λ_KGLP L_KGLP + λ_COUPLING L_COUPLING`` and keep the epoch with the best dev F1.
 
@@ -248,10 +289,19 @@ def train(
         True draws a bar over batches (:mod:`knotwork._progress`); a callable is called with 1 per batch.
     callback : callable, optional
         Called with each epoch's record (epoch, losses, dev precision/recall/F1, lr).
+    dist : knotwork._distributed.DistContext, optional
+        Data-parallel training over the processes of a ``torchrun`` launch (``knotwork._distributed.context``);
+        default one process. Every process draws the same global batch, computes its share
+        (``knotwork._distributed.shard``), divides its loss sums by the global batch size, and steps on the
+        all-reduced gradient, so the processes keep equal weights. Dev F1 is computed by process 0 and broadcast,
+        so early stopping and learning-rate decay decide alike everywhere. With every dropout at 0 and
+        ``conve_batchnorm="running"`` the weights equal a one-process run's to float tolerance; otherwise each
+        process draws its own dropout masks and BatchNorm sees only the process's share.
 
     Returns
     -------
     TrainResult
+        On every process (only process 0 should write it out).
     """
     if not train_examples or not dev_examples:
         raise JrrelpError(
@@ -262,13 +312,16 @@ def train(
         logger.warning("negative label %r never occurs in training", config.negative_label)
     _check_examples(dev_examples, relations, "dev")
     start = time.perf_counter()
+    ctx = dist if dist is not None else DistContext(device=str(device))
     device = torch.device(device)
     forked = [device.index or 0] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=forked):
         torch.manual_seed(config.seed)
-        rng = np.random.default_rng(config.seed)
+        rng = np.random.default_rng(config.seed)  # the batch order: the same on every process
         model, featurizer, kg = build_model(train_examples, config, backbone=backbone, tokenizer=tokenizer)
         model.to(device)
+        if ctx.distributed:  # equal initial weights above; from here on, each process its own dropout masks
+            torch.manual_seed(int(np.random.SeedSequence([config.seed, ctx.rank]).generate_state(1)[0]))
         feats = [featurizer(ex) for ex in train_examples]
         subjects, labels = kg.example_queries(train_examples)
         opt = _optimizer(model, config)
@@ -286,7 +339,8 @@ def train(
             "negative_policy": config.negative_policy,
             "label_smoothing": config.label_smoothing,
         }
-        update, close = as_callback(progress, total=total_steps, desc="train", unit="batch")
+        update, close = as_callback(progress if ctx.is_main else False, total=total_steps, desc="train",
+                                    unit="batch")
         best_f1, best_epoch, best_state, best_scores = -1.0, 0, None, Scores(1.0, 0.0, 0.0)
         history: list[dict[str, float]] = []
         prev_f1, stale = -1.0, 0
@@ -298,33 +352,33 @@ def train(
                     feats, labels, featurizer.collate, batch_size=config.batch_size, rng=rng,
                     kg=kg if config.uses_kg else None, subject_nodes=subjects, target_options=target_options,
                 ):
-                    nodes = None if batch.subject_nodes is None else batch.subject_nodes.to(device)
-                    targets = None if batch.targets is None else batch.targets.to(device)
-                    gold = batch.labels.to(device)
-                    out = model(
-                        _to(batch.inputs, device), nodes, gold,
-                        kglp=config.lambda_kglp > 0, coupling=config.lambda_coupling > 0,
-                    )
-                    terms = jrrelp_loss(
-                        out, gold, targets, lambda_kglp=config.lambda_kglp, lambda_coupling=config.lambda_coupling,
-                    )
+                    global_count = len(batch.indices)
+                    batch = _shard_batch(batch, ctx)
                     opt.zero_grad()
-                    terms.total.backward()
+                    if len(batch.indices):  # a process may get no rows of a batch smaller than the process count
+                        terms = _batch_loss(model, batch, config, device, global_count if ctx.distributed else None)
+                        terms.total.backward()
+                        for k, v in (("loss", terms.total), ("re", terms.re), ("kglp", terms.kglp),
+                                     ("coupling", terms.coupling)):
+                            sums[k] += float(v.detach()) / n_batches
+                    all_reduce_gradients(_parameters_with_gradients(model, ctx), ctx)
                     nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
                     opt.step()
                     if scheduler is not None:
                         scheduler.step()
-                    for k, v in (("loss", terms.total), ("re", terms.re), ("kglp", terms.kglp),
-                                 ("coupling", terms.coupling)):
-                        sums[k] += float(v.detach()) / n_batches
                     update(1)
-                dev_pred = predict(model, featurizer, dev_examples, kg.relations)
-                dev = score([ex.relation for ex in dev_examples], dev_pred, negative_label=config.negative_label)
+                sums = {k: all_reduce_sum(v, ctx) for k, v in sums.items()}
+                dev = None
+                if ctx.is_main:
+                    dev_pred = predict(model, featurizer, dev_examples, kg.relations)
+                    dev = score([ex.relation for ex in dev_examples], dev_pred, negative_label=config.negative_label)
+                dev = broadcast_object(dev, ctx)
                 record = {"epoch": epoch, **sums, "dev_p": dev.precision, "dev_r": dev.recall, "dev_f1": dev.f1,
                           "lr": opt.param_groups[0]["lr"]}
                 history.append(record)
-                logger.info("epoch %d: loss %.4f dev F1 %.4f (best %.4f)", epoch, sums["loss"], dev.f1,
-                            max(best_f1, dev.f1))
+                if ctx.is_main:
+                    logger.info("epoch %d: loss %.4f dev F1 %.4f (best %.4f)", epoch, sums["loss"], dev.f1,
+                                max(best_f1, dev.f1))
                 if callback is not None:
                     callback(record)
                 if dev.f1 > best_f1:

@@ -20,7 +20,6 @@ from tests.cli_contract import refused
 TRAINERS = {
     "lora train": ["{in}", "--out", "{out}"],
     "jrrelp train": ["--data", "{in}", "--out", "{out}"],
-    "jrrelp conve": ["--data", "{in}", "--out", "{out}"],
     "jrrelp linkpred": ["--data", "{in}", "--out", "{out}"],
     "dba train": ["{in}.npz", "--out", "{out}.json"],
     "zipit train": ["{in}.npz", "--out", "{out}.safetensors", "--classes", "0,1"],

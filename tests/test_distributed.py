@@ -19,16 +19,17 @@ WORKER = textwrap.dedent("""
     ctx = context("cpu")
     torch.manual_seed(0)
     model = torch.nn.Linear(5, 3)
+    unused = torch.nn.Parameter(torch.zeros(2))  # no process uses it: must keep grad None, as with one process
     x, y = torch.randn(11, 5), torch.randint(0, 3, (11,))
     idx = shard(list(range(11)), ctx)
     loss = torch.nn.functional.cross_entropy(model(x[idx]), y[idx], reduction="sum") / 11
     loss.backward()
-    all_reduce_gradients(model.parameters(), ctx)
+    all_reduce_gradients([*model.parameters(), unused], ctx)
     total = all_reduce_sum(loss.detach(), ctx)
     seen = broadcast_object({"rank0": ctx.rank}, ctx)
     if ctx.is_main:
         with open(sys.argv[1], "w") as f:
-            json.dump({"world": ctx.world_size, "loss": float(total), "seen": seen,
+            json.dump({"world": ctx.world_size, "loss": float(total), "seen": seen, "unused_grad": unused.grad is None,
                        "grad": [p.grad.reshape(-1).tolist() for p in model.parameters()]}, f)
     shutdown(ctx)
 """)
@@ -70,7 +71,7 @@ def test_two_gloo_processes_equal_one(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     got = json.loads(out.read_text())
     loss, grads = _reference()
-    assert got["world"] == 2 and got["seen"] == {"rank0": 0}
+    assert got["world"] == 2 and got["seen"] == {"rank0": 0} and got["unused_grad"]
     assert abs(got["loss"] - loss) < 1e-6
     for g, r in zip(got["grad"], grads, strict=True):
         assert torch.allclose(torch.tensor(g), torch.tensor(r), atol=1e-6)

@@ -88,10 +88,11 @@ def shard(items: Sequence[Any], ctx: DistContext) -> Sequence[Any]:
 
 
 def all_reduce_gradients(params: Iterable[Any], ctx: DistContext) -> None:
-    """Sum every parameter's gradient over processes, in place (one flat buffer, one collective).
+    """Sum every parameter's gradient over processes, in place (one flat buffer).
 
-    A parameter without a gradient on this process counts as zeros, so processes whose share left a parameter
-    unused still agree.
+    A parameter with a gradient on some process but not this one counts as zeros here; a parameter that no process
+    used keeps ``grad = None``, as in a one-process run, so optimizers skip it (Adam or weight decay would otherwise
+    step on zeros).
     """
     if not ctx.distributed:
         return
@@ -99,13 +100,16 @@ def all_reduce_gradients(params: Iterable[Any], ctx: DistContext) -> None:
     import torch.distributed as dist
 
     params = [p for p in params if p.requires_grad]
-    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-    flat = torch.cat([g.reshape(-1) for g in grads])
+    if not params:
+        return
+    used = torch.tensor([float(p.grad is not None) for p in params], device=params[0].device)
+    dist.all_reduce(used, op=dist.ReduceOp.SUM)
+    flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params])
     dist.all_reduce(flat, op=dist.ReduceOp.SUM)
     offset = 0
-    for p in params:
+    for p, u in zip(params, used.tolist(), strict=True):
         n = p.numel()
-        p.grad = flat[offset:offset + n].view_as(p).clone()
+        p.grad = flat[offset:offset + n].view_as(p).clone() if u > 0 else None
         offset += n
 
 

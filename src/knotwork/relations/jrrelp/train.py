@@ -246,20 +246,6 @@ def _shard_batch(batch: Batch, ctx: DistContext) -> Batch:
     )
 
 
-def _parameters_with_gradients(model: nn.Module, ctx: DistContext) -> list[nn.Parameter]:
-    """The parameters that have a gradient on at least one process (the same list everywhere).
-
-    A parameter no process used (ConvE's when both λ are 0) keeps no gradient, as in a one-process run, so the
-    optimizer skips it rather than stepping on zeros.
-    """
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not ctx.distributed:
-        return params
-    used = torch.tensor([float(p.grad is not None) for p in params], device=params[0].device)
-    used = all_reduce_sum(used, ctx)
-    return [p for p, u in zip(params, used.tolist(), strict=True) if u > 0]
-
-
 def train(
     train_examples: Sequence[RelationExample],
     dev_examples: Sequence[RelationExample],
@@ -361,7 +347,7 @@ def train(
                         for k, v in (("loss", terms.total), ("re", terms.re), ("kglp", terms.kglp),
                                      ("coupling", terms.coupling)):
                             sums[k] += float(v.detach()) / n_batches
-                    all_reduce_gradients(_parameters_with_gradients(model, ctx), ctx)
+                    all_reduce_gradients(model.parameters(), ctx)
                     nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
                     opt.step()
                     if scheduler is not None:

@@ -93,7 +93,7 @@ def score_cmd(
 @relations_app.command("reevaluate")
 def reevaluate_cmd(
     files: list[Path] = typer.Argument(
-        ..., exists=True, dir_okay=False, metavar="FILES...",
+        ..., exists=True, dir_okay=False, metavar="FILES",
         help="Either BEFORE.json AFTER.json PRED... (two TACRED JSON label versions, predictions one label per line "
         "in BEFORE's order), or label-only predictions PRED... (.jsonl/.jsonl.gz with id, label_true, label_pred; "
         ".txt one label per line in the --order). The model is the file name without .gz/.jsonl/.txt.",

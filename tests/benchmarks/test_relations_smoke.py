@@ -25,6 +25,7 @@ PAGES = {
         ("re", "semeval2010"),
         None,
     ),
+    "retacred-models.md": (["--bootstrap", "5", "--models", "3"], ("re", "tacrev_predictions"), None),
     "retacred_speed.md": (
         ["--repeats", "1", "--n-examples", "200", "--n-predictions", "200", "--n-tasks", "200"],
         None,

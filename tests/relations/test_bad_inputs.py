@@ -7,6 +7,7 @@ the inputs that must stay byte-identical and the output that must not appear.
 
 from __future__ import annotations
 
+import gzip
 import json
 import shutil
 from collections.abc import Callable
@@ -53,8 +54,25 @@ def w(tmp_path) -> SimpleNamespace:
     pd.DataFrame(rows, columns=["task", "worker", "label"]).to_csv(d.answers, index=False)
     d.after = tmp_path / "after.json"
     d.after.write_text(json.dumps([make_example(f"e{i}", rel) for i, rel in enumerate(RELATIONS) if i != 3]))
+    d.jsonl = write(tmp_path / "m_test.jsonl.gz", gz(jsonl_text(PRED_LABELS)))
+    d.tacrev = write(tmp_path / "test_patch.json", json.dumps([{"id": "e1", "relation": "per:employee_of"}]))
+    d.retacred = write(tmp_path / "test_id2label.json", json.dumps({"e0": "no_relation", "e2": "per:employee_of"}))
     d.out = tmp_path / "out"
     return d
+
+
+PRED_LABELS = ["org:founded_by", "per:employee_of", "per:employee_of", "no_relation"]
+
+
+def jsonl_text(preds, ids=None, gold=RELATIONS) -> str:
+    """Label-only predictions of the world's 4 examples, one {id, label_true, label_pred} object per line."""
+    ids = ids or [f"e{i}" for i in range(len(preds))]
+    return "".join(json.dumps({"id": i, "label_true": g, "label_pred": p}) + "\n"
+                   for i, g, p in zip(ids, gold, preds, strict=True))
+
+
+def gz(text: str) -> bytes:
+    return gzip.compress(text.encode())
 
 
 def write(path: Path, content: str | bytes) -> Path:
@@ -110,6 +128,12 @@ def find_issues(w, probs, *extra, labels: str | None = None):
 
 def reevaluate(w, *preds_and_options):
     return ["relations", "reevaluate", w.data, w.after, *preds_and_options, "--n-bootstrap", "0"]
+
+
+def label_only(w, *preds_and_options, retacred: Path | None = None):
+    """``relations reevaluate`` on label-only predictions with the world's TACREV and Re-TACRED-style patches."""
+    return ["relations", "reevaluate", *preds_and_options, "--patch", f"tacrev={w.tacrev}", "--patch",
+            f"retacred={retacred or w.retacred}", "--bootstrap", "0"]
 
 
 CASES = {
@@ -305,6 +329,60 @@ CASES = {
     "reevaluate-same-model-twice": Case(
         lambda w: reevaluate(w, w.pred, copy_to(w.pred, w.root / "sub" / "pred.txt")),
         r"pred\.txt: two prediction files name the model 'pred'"),
+    # ---- reevaluate on label-only predictions (JSONL, gzip, label per line) and patches keyed by id
+    "reevaluate-jsonl-malformed-line": Case(
+        lambda w: label_only(w, write(w.root / "x.jsonl", jsonl_text(PRED_LABELS).replace('"e1"', "e1"))),
+        r"x\.jsonl:2: malformed JSON"),
+    "reevaluate-jsonl-missing-field": Case(
+        lambda w: label_only(w, write(w.root / "x.jsonl", '{"id": "e0", "label_true": "no_relation"}\n')),
+        r"x\.jsonl:1: field 'label_pred' must be a non-empty string; it is missing"),
+    "reevaluate-jsonl-duplicate-id": Case(
+        lambda w: label_only(w, write(w.root / "x.jsonl", jsonl_text(PRED_LABELS, ids=["e0", "e1", "e0", "e3"]))),
+        r"x\.jsonl:3: id e0 appears twice \(first on line 1\)"),
+    "reevaluate-gzip-truncated": Case(
+        lambda w: label_only(w, write(w.root / "x.jsonl.gz", gz(jsonl_text(PRED_LABELS))[:-12])),
+        r"x\.jsonl\.gz: corrupt gzip data"),
+    "reevaluate-gzip-not-gzip": Case(
+        lambda w: label_only(w, write(w.root / "x.jsonl.gz", jsonl_text(PRED_LABELS))),
+        r"x\.jsonl\.gz: corrupt gzip data \(Not a gzipped file"),
+    "reevaluate-patch-id-not-in-predictions": Case(
+        lambda w: label_only(w, w.jsonl, retacred=write(w.root / "p.json", json.dumps({"e0": "no_relation", "zz": "per:title"}))),
+        r"p\.json: 1 patch id\(s\) not among the 4 ids of the predictions, e.g. \['zz'\]"),
+    "reevaluate-unmapped-label-outside-version": Case(
+        lambda w: label_only(w, write(w.root / "x.jsonl", jsonl_text(["org:parents", *PRED_LABELS[1:]])),
+                             retacred=write(w.root / "p.json", json.dumps({"e0": "org:member_of", "e1": "per:identity"}))),
+        r"x\.jsonl: example e0: predicted label 'org:parents' is not in the label set of version 'retacred' "
+        r"\(40 labels\)"),
+    "reevaluate-mapped-label-outside-version": Case(
+        lambda w: [*label_only(w, write(w.root / "x.jsonl", jsonl_text(["org:parents", *PRED_LABELS[1:]])),
+                               retacred=write(w.root / "p.json", json.dumps({"e0": "org:member_of", "e1": "per:identity"}))),
+                   "--label-map", f"retacred={write(w.root / 'map.json', json.dumps({'org:parents': 'org:boss'}))}"],
+        r"x\.jsonl: example e0: predicted label 'org:parents' \(mapped to 'org:boss'\) is not in the label set"),
+    "reevaluate-label-map-not-an-object": Case(
+        lambda w: [*label_only(w, w.jsonl), "--label-map", f"retacred={write(w.root / 'map.json', '[1]')}"],
+        r"map\.json: a label map is a JSON object"),
+    "reevaluate-label-true-differs": Case(
+        lambda w: label_only(w, w.jsonl, write(w.root / "y.jsonl", jsonl_text(PRED_LABELS, gold=["no_relation"] * 4))),
+        r"y\.jsonl: example e0: label_true 'no_relation' differs from 'org:founded_by' in .*m_test\.jsonl\.gz"),
+    "reevaluate-jsonl-ids-differ": Case(
+        lambda w: label_only(w, w.jsonl, write(w.root / "y.jsonl", jsonl_text(PRED_LABELS[:3], gold=RELATIONS[:3]))),
+        r"y\.jsonl: 1 id\(s\) of .*m_test\.jsonl\.gz missing, e.g. \['e3'\]"),
+    "reevaluate-txt-wrong-length": Case(
+        lambda w: label_only(w, w.jsonl, write(w.root / "t.txt", "no_relation\n" * 3)),
+        r"t\.txt: 3 predictions but the id order of .*m_test\.jsonl\.gz has 4 ids"),
+    "reevaluate-txt-without-jsonl": Case(
+        lambda w: label_only(w, w.pred), r"pred\.txt: label-only re-evaluation needs at least one \.jsonl"),
+    "reevaluate-drop-label-unknown-version": Case(
+        lambda w: [*label_only(w, w.jsonl), "--drop-label", "retacrev=per:identity"],
+        r"--drop-label retacrev=\.\.\.: no version 'retacrev'"),
+    "reevaluate-drop-label-not-in-label-set": Case(
+        lambda w: [*label_only(w, w.jsonl), "--drop-label", "retacred=per:identiy"],
+        r"ignored label 'per:identiy' is not in its label set"),
+    "reevaluate-patch-not-name-value": Case(
+        lambda w: ["relations", "reevaluate", w.jsonl, "--patch", str(w.tacrev)], r"--patch '.*': expected NAME=VALUE"),
+    "reevaluate-patch-with-json-versions": Case(
+        lambda w: [*reevaluate(w, w.pred), "--patch", f"tacrev={w.tacrev}"],
+        r"--patch works with label-only predictions"),
 }
 
 
@@ -350,6 +428,7 @@ def test_the_world_is_valid(w):
         ["relations", "aggregate", w.answers, w.data, "--out", w.root / "agg", "--gold-key", w.gold_key],
         ["relations", "find-issues", w.data, w.probs, "--out", w.root / "i.csv", "--label-file", w.label_file],
         ["relations", "reevaluate", w.data, w.after, w.pred, "--n-bootstrap", "0"],
+        [*label_only(w, w.jsonl, w.pred), "--label-map", "retacred=retacred", "--drop-label", "retacred=per:identity"],
     ]
     for args in ok:
         res = invoke(args)

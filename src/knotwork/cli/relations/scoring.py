@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from pathlib import Path
 
 import typer
@@ -91,29 +92,73 @@ def score_cmd(
 
 @relations_app.command("reevaluate")
 def reevaluate_cmd(
-    before: Path = typer.Argument(..., exists=True, dir_okay=False, help="TACRED JSON with the old labels."),
-    after: Path = typer.Argument(..., exists=True, dir_okay=False, help="TACRED JSON with the new labels (may keep fewer ids)."),
-    predictions: list[Path] = typer.Argument(
-        ..., exists=True, dir_okay=False,
-        help="One file per model, one label per line in BEFORE's order; the model is the file stem.",
+    files: list[Path] = typer.Argument(
+        ..., exists=True, dir_okay=False, metavar="FILES",
+        help="Either BEFORE.json AFTER.json PRED... (two TACRED JSON label versions, predictions one label per line "
+        "in BEFORE's order), or label-only predictions PRED... (.jsonl/.jsonl.gz with id, label_true, label_pred; "
+        ".txt one label per line in the --order). The model is the file name without .gz/.jsonl/.txt.",
     ),
-    labels: LabelSet | None = labels_option(LabelSet.auto, "Labels gold and predictions may use (as in score).", "the gold labels"),
+    patch: list[str] = typer.Option(
+        [], "--patch", metavar="NAME=PATCH",
+        help="Label-only predictions: a label version made by a patch applied to the original labels (label_true): "
+        "a Re-TACRED {id: label} patch keeps only its ids, a TACREV [{id, relation}] patch relabels. Repeatable.",
+    ),
+    label_map: list[str] = typer.Option(
+        [], "--label-map", metavar="NAME=MAP",
+        help="Map predictions (and the original labels a version keeps) into version NAME's label set before "
+        "scoring: MAP is 'retacred' (TACRED -> Re-TACRED renames and merges) or a JSON file {label: new label}.",
+    ),
+    drop_label: list[str] = typer.Option(
+        [], "--drop-label", metavar="NAME=LABEL[,LABEL]",
+        help="Also score version NAME without LABEL: gold and predicted LABEL count as no_relation, so the relation "
+        "leaves the micro average (its examples stay, as negatives). Adds the version 'NAME without LABEL'.",
+    ),
+    order: Path | None = typer.Option(
+        None, exists=True, dir_okay=False,
+        help="Id order of .txt predictions: ids one per line, or a .jsonl(.gz) prediction file [default: the first "
+        ".jsonl prediction file].",
+    ),
+    base: str = typer.Option("original", help="Name of the version with the original labels (label_true)."),
+    labels: LabelSet | None = labels_option(LabelSet.auto, "Labels gold and predictions may use (as in score; "
+                                            "a version with a --label-map uses auto over its gold labels and the map's targets).",
+                                            "the version's gold labels"),
     label_file: Path | None = label_file_option(),
-    n_bootstrap: int = typer.Option(1000, help="Paired bootstrap resamples for the intervals (0 = none)."),
+    n_bootstrap: int = typer.Option(1000, "--bootstrap", "--n-bootstrap",
+                                    help="Paired bootstrap resamples for the intervals (0 = none)."),
     seed: int = typer.Option(0, help="Bootstrap seed."),
+    top: int = typer.Option(5, help="Label-only predictions: list the models whose rank moves most (this many)."),
     json_out: str | None = json_option(),
     force: bool = force_option(),
 ) -> None:
-    """Score several models on two label versions: F1 deltas with bootstrap CIs and Kendall's tau of the rankings."""
+    """Score models on several label versions: F1 with paired bootstrap CIs, mean shifts, Kendall's tau, rank moves."""
+    inputs = paths(files, order, label_file, [Path(v.split("=", 1)[1]) for v in (*patch, *label_map) if "=" in v])
+    check_json_out(json_out, inputs=inputs, force=force)
+    check_positive_int(n_bootstrap, "--bootstrap/--n-bootstrap", minimum=0, error=RelationsError)
+    check_positive_int(top, "--top", minimum=0, error=RelationsError)
+    if files[0].suffix.lower() == ".json":
+        extra = [name for name, given in (("--patch", patch), ("--label-map", label_map), ("--drop-label", drop_label),
+                                          ("--order", order)) if given]
+        if extra:
+            raise RelationsError(f"{extra[0]} works with label-only predictions (.jsonl, .jsonl.gz, .txt), not with "
+                                 f"TACRED JSON label versions ({files[0]})")
+        _reevaluate_two(files, labels, label_file, n_bootstrap, seed, json_out, force, inputs)
+    else:
+        _reevaluate_label_only(files, patch, label_map, drop_label, order, base, labels, label_file, n_bootstrap,
+                               seed, top, json_out, force, inputs)
+
+
+def _reevaluate_two(files: list[Path], labels: LabelSet | None, label_file: Path | None, n_bootstrap: int, seed: int,
+                    json_out: str | None, force: bool, inputs: list[Path]) -> None:
+    """``reevaluate BEFORE.json AFTER.json PRED...``: two TACRED JSON versions, per-relation and per-category F1."""
     from knotwork._progress import progress_enabled
     from knotwork.relations.data import load_tacred
     from knotwork.relations.io import check_known_labels, load_predictions
     from knotwork.relations.labels import NEGATIVE_LABEL
     from knotwork.relations.reevaluate import reevaluate
 
-    inputs = paths(before, after, predictions, label_file)
-    check_json_out(json_out, inputs=inputs, force=force)
-    check_positive_int(n_bootstrap, "--n-bootstrap", minimum=0, error=RelationsError)
+    if len(files) < 3:
+        raise RelationsError(f"{files[0]}: give BEFORE.json AFTER.json and at least one prediction file")
+    before, after, predictions = files[0], files[1], files[2:]
     stems: dict[str, Path] = {}
     for path in predictions:
         if path.stem in stems:
@@ -151,6 +196,114 @@ def reevaluate_cmd(
             f"[{100 * m.ci_delta[0]:+.2f}, {100 * m.ci_delta[1]:+.2f}]"
         )
     typer.echo(f"Kendall tau between rankings: {result.kendall_tau:.3f}; pairwise rank flips: {result.n_flips}")
+
+
+def _mapped_label_set(gold: Iterable[str], targets: Iterable[str], negative_label: str) -> list[str]:
+    """The labels of a version with a label map: TACRED's or Re-TACRED's when one covers its gold labels and the
+    map's targets, else those that cover its gold labels (so a mistyped target is refused where it occurs)."""
+    from knotwork.relations.labels import RETACRED_LABELS, TACRED_LABELS, covering_label_set
+
+    gold = list(gold)
+    seen = set(gold) | set(targets)
+    for fixed in (TACRED_LABELS, RETACRED_LABELS):
+        if seen <= set(fixed):
+            return list(fixed)
+    found = covering_label_set(gold)
+    return found if negative_label in found else [negative_label, *found]
+
+
+def _name_value(option: str, items: list[str]) -> dict[str, str]:
+    """``NAME=VALUE`` options as a dict; a malformed or repeated NAME is refused."""
+    out: dict[str, str] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name or not value:
+            raise RelationsError(f"{option} {item!r}: expected NAME=VALUE")
+        if name in out:
+            raise RelationsError(f"{option} {item!r}: version {name!r} given twice")
+        out[name] = value
+    return out
+
+
+def _reevaluate_label_only(files: list[Path], patch: list[str], label_map: list[str], drop_label: list[str],
+                           order: Path | None, base: str, labels: LabelSet | None, label_file: Path | None,
+                           n_bootstrap: int, seed: int, top: int, json_out: str | None, force: bool,
+                           inputs: list[Path]) -> None:
+    """``reevaluate PRED... --patch NAME=PATCH ...``: label-only predictions on the original and patched labels."""
+    from knotwork._progress import progress_enabled
+    from knotwork.relations.io import load_patch
+    from knotwork.relations.label_files import is_jsonl, load_label_map, load_prediction_set
+    from knotwork.relations.labelmaps import map_labels, patched_labels
+    from knotwork.relations.labels import NEGATIVE_LABEL
+    from knotwork.relations.reevaluate import LabelVersion, reevaluate_versions
+
+    patches = _name_value("--patch", patch)
+    maps = _name_value("--label-map", label_map)
+    drops = _name_value("--drop-label", drop_label)
+    if base in patches:
+        raise RelationsError(f"--patch {base}=...: {base!r} names the original labels (--base); choose another name")
+    for option, given in (("--label-map", maps), ("--drop-label", drops)):
+        unknown = sorted(set(given) - {base, *patches})
+        if unknown:
+            raise RelationsError(f"{option} {unknown[0]}=...: no version {unknown[0]!r}; the versions are "
+                                 f"{[base, *patches]}")
+    if not any(is_jsonl(p) for p in files):
+        raise RelationsError(f"{files[0]}: label-only re-evaluation needs at least one .jsonl(.gz) prediction file "
+                             "(its ids and label_true are the original labels)")
+    data = load_prediction_set(files, order=order)
+    mappings = {name: load_label_map(spec) for name, spec in maps.items()}
+    golds = {base: dict(zip(data.gold, map_labels(list(data.gold.values()), mappings.get(base)), strict=True))}
+    sources = {base: str(files[0])}
+    for name, path in patches.items():
+        golds[name] = patched_labels(data.gold, load_patch(path), label_map=mappings.get(name), source=path)
+        sources[name] = path
+    versions: dict[str, LabelVersion] = {}
+    for name, gold in golds.items():
+        mapped = name in mappings
+        if mapped and labels is not LabelSet.any:
+            label_set = _mapped_label_set(gold.values(), mappings[name].values(), NEGATIVE_LABEL)
+        else:
+            label_set = _scoring_labels(labels, label_file, list(gold.values()), NEGATIVE_LABEL)
+        versions[name] = LabelVersion(gold, mappings.get(name), labels=label_set, source=sources[name])
+        if name in drops:
+            ignored = frozenset(x.strip() for x in drops[name].split(",") if x.strip())
+            versions[f"{name} without {drops[name]}"] = LabelVersion(gold, mappings.get(name), ignored, label_set,
+                                                                     sources[name])
+    result = reevaluate_versions(data.predictions, versions, n_bootstrap=n_bootstrap, seed=seed, sources=data.sources,
+                                 progress=progress_enabled())
+    first = result.versions[0]
+    moves = {v: [vars(m) for m in result.rank_moves(first, v)[:top]] for v in result.versions[1:]}
+    emit_json({**result.to_dict(), "rank_moves": moves}, json_out, inputs=inputs, force=force)
+    if json_out == "-":
+        return
+    _print_versions(result, moves)
+
+
+def _print_versions(result, moves: dict[str, list[dict]]) -> None:
+    """The text summary of a label-only re-evaluation."""
+    width = max(len(m) for m in result.models)
+    typer.echo(f"{'model':<{width}}  " + "  ".join(f"{v:>24}" for v in result.versions))
+    for model in result.models:
+        cells = []
+        for v in result.versions:
+            est = result.f1_interval(model, v)
+            cells.append(f"{100 * est.value:6.2f} [{100 * est.low:6.2f}, {100 * est.high:6.2f}]".rjust(24))
+        typer.echo(f"{model:<{width}}  " + "  ".join(cells))
+    level = f"{100 * result.ci:g}%"
+    for v, n, pos in zip(result.versions, result.n_examples, result.n_positive, strict=True):
+        est = result.mean_f1(v)
+        typer.echo(f"{v}: {n} examples ({pos} positive); mean F1 {100 * est.value:.2f} "
+                   f"[{100 * est.low:.2f}, {100 * est.high:.2f}]")
+    for i, a in enumerate(result.versions):
+        for b in result.versions[i + 1:]:
+            shift, tau = result.mean_shift(a, b), result.kendall_tau(a, b)
+            typer.echo(f"{a} -> {b}: mean shift {100 * shift.value:+.2f} [{100 * shift.low:+.2f}, {100 * shift.high:+.2f}]"
+                       f"; Kendall tau {tau.value:.3f} [{tau.low:.3f}, {tau.high:.3f}]; rank flips {result.n_flips(a, b)}")
+    typer.echo(f"(intervals: {level} paired bootstrap, {result.boot_f1.shape[0]} resamples)")
+    for v, rows in moves.items():
+        if rows:
+            text = ", ".join(f"{r['model']} {r['rank_a']}->{r['rank_b']}" for r in rows)
+            typer.echo(f"largest rank moves {result.versions[0]} -> {v}: {text}")
 
 
 @relations_app.command("find-issues")

@@ -29,7 +29,7 @@ from knotwork.relations.labels import (
     rename_to_retacred,
 )
 from knotwork.relations.patch import Patch, PatchFormatError, UnknownPatchIdError, apply_patch, diff_patch
-from knotwork.relations.reevaluate import Reevaluation, reevaluate
+from knotwork.relations.reevaluate import Reevaluation, reevaluate, reevaluate_versions
 from knotwork.relations.scorer import ScoreReport, Scores, confusion_matrix, score, score_report
 
 __all__ = [
@@ -58,6 +58,7 @@ __all__ = [
     "load_tacred",
     "rank_label_issues",
     "reevaluate",
+    "reevaluate_versions",
     "rename_to_retacred",
     "score",
     "score_report",

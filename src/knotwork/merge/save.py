@@ -74,19 +74,23 @@ def save_merged_adapter(
     rank: int | str | None = None,
     dtype: torch.dtype = torch.float32,
     force: bool = False,
+    report_extra: Mapping[str, Any] | None = None,
+    extra_files: Mapping[str, str] | None = None,
 ) -> Path:
     """Write an in-memory merge as a PEFT LoRA adapter (scaling folded in) plus ``merge_report.json``.
 
     ``rank`` follows :func:`knotwork.merge.truncate.factor_module`: None is exact (refused for full-rank methods),
-    ``"full"`` exact at full rank, an int truncates; the report records each module's error.
+    ``"full"`` exact at full rank, an int truncates; the report records each module's error. ``report_extra`` is
+    added to the report and ``extra_files`` (name -> text) are written into the folder with it.
     """
     check_rank_policy(result.method, rank, base=False)
     factored = {m: factor_module(mod, rank, dtype=dtype) for m, mod in result.modules.items()}
     report = merge_report(result, adapters, rank=rank, truncation=_truncation(
-        {m: f.stats() for m, f in factored.items()}))
+        {m: f.stats() for m, f in factored.items()}), **dict(report_extra or {}))
     return write_adapter(
         out_dir, {m: (f.B, f.A) for m, f in factored.items()}, base_config=base_config, dtype=None, force=force,
-        inputs=[a.source for a in adapters], extra_files={REPORT_NAME: json.dumps(report, indent=2) + "\n"},
+        inputs=[a.source for a in adapters],
+        extra_files={**(extra_files or {}), REPORT_NAME: json.dumps(report, indent=2) + "\n"},
     )
 
 

@@ -246,10 +246,82 @@ def c_demo_out_is_a_file(tmp):
     return Case(["demo", "--out", str(tmp / "d")], r"d: exists as a file", out=tmp / "d")
 
 
+# ---- knotwork lora search (issue 15): refused before any adapter is read or any model loaded
+
+def _search(tmp, *extra, names=("s", "q"), adapters=None, tasks=None, out=None):
+    tasks = tasks if tasks is not None else [_task(tmp / "data" / n) for n in names]
+    adapters = adapters if adapters is not None else [_adapter(tmp / "ad" / n) for n in names]
+    out = out or tmp / "merged"
+    args = ["lora", "search", *map(str, adapters), *[a for t in tasks for a in ("--tasks", str(t))], "--out", str(out),
+            *extra]
+    return Case(args, "", [*tasks, *[a for a in adapters if a.exists()]], out)
+
+
+# (extra options, the one line's pattern); each a case of its own.
+SEARCH_OPTIONS = {
+    "search_scale_grid_not_a_number": (("--scale-grid", "0.2,x"), r"--scale-grid: item 2 \('x'\) is not a number"),
+    "search_scale_grid_nan": (("--scale-grid", "nan"), r"--scale-grid: item 1 must be a finite number; got nan"),
+    "search_scale_grid_empty": (("--scale-grid", ""), r"--scale-grid: the grid is empty"),
+    "search_topk_grid_zero": (("--topk-grid", "50,0"), r"--topk-grid: item 2 must be a percentage in \(0, 100\]; got 0"),
+    "search_topk_grid_over_100": (("--topk-grid", "150"), r"--topk-grid: item 1 must be a percentage in \(0, 100\]"),
+    "search_drop_grid_one": (("--method", "knots-dare-ties", "--drop-grid", "0.5,1"),
+                             r"--drop-grid: item 2 must be a probability in \[0, 1\); got 1.0"),
+    "search_grid_the_method_does_not_search": (("--method", "ta", "--topk-grid", "20"),
+                                               r"--topk-grid: --method ta does not search topk \(it searches scale\)"),
+    "search_drop_grid_for_ties": (("--drop-grid", "0.5"), r"--drop-grid: --method knots-ties does not search drop_rate"),
+    "search_ties_without_rank": (("--method", "ties"), r"--method ties gives a full-rank update.*--rank K"),
+    "search_rank_zero": (("--rank", "0"), r"--rank must be an integer >= 1; got 0"),
+    "search_negative_limit": (("--limit", "-1"), r"--limit must be an integer >= 0; got -1"),
+    "search_max_length_zero": (("--max-length", "0"), r"--max-length must be an integer >= 1; got 0"),
+}
+
+
+def c_search_unknown_method(tmp):
+    return _with(_search(tmp, "--method", "knots"), r"'knots' is not one of", usage=True)
+
+
+def c_search_unknown_criterion(tmp):
+    return _with(_search(tmp, "--criterion", "best"), r"'best' is not one of 'pertask', 'joint'", usage=True)
+
+
+def c_search_more_adapters_than_tasks(tmp):
+    case = _search(tmp, tasks=[_task(tmp / "data" / "s")])
+    return _with(case, r"2 adapters for 1 task folders: adapters and --tasks are matched by order")
+
+
+def c_search_adapters_in_another_order(tmp):
+    tasks = [_task(tmp / "data" / n) for n in ("s", "q")]
+    return _with(_search(tmp, tasks=tasks, adapters=[_adapter(tmp / "ad" / n) for n in ("q", "s")]),
+                 r"ad/q: adapter 1 is named like task 2 'q'; adapters and --tasks are matched by order")
+
+
+def c_search_task_without_val_split(tmp):
+    tasks = [_task(tmp / "data" / "s", splits=("train", "test")), _task(tmp / "data" / "q")]
+    return _with(_search(tmp, tasks=tasks), r"data/s: task folder lacks split file\(s\): val.jsonl")
+
+
+def c_search_missing_adapter(tmp):
+    return _with(_search(tmp, adapters=[_adapter(tmp / "ad" / "s"), tmp / "nope"]), r"nope: adapter directory not found")
+
+
+def c_search_out_is_an_adapter(tmp):
+    ad = _adapter(tmp / "ad" / "q")
+    return _with(_search(tmp, adapters=[_adapter(tmp / "ad" / "s"), ad], out=ad), r"ad/q: the output is an input")
+
+
+def c_search_out_holds_a_task_folder(tmp):
+    return _with(_search(tmp, out=tmp / "data"), r"data: the output contains an input \(.*data/s\)")
+
+
+def c_search_json_inside_out(tmp):
+    case = _search(tmp, "--json", str(tmp / "merged" / "s.json"))
+    return _with(case, r"s.json: --json may not be written inside --out")
+
 CASES = {name[2:]: fn for name, fn in sorted(globals().items()) if name.startswith("c_")}
 CASES.update({name: (lambda tmp, o=o, v=v, m=m: _with(_train(tmp, o, v), m)) for name, (o, v, m) in TRAIN_OPTIONS.items()})
 CASES.update({name: (lambda tmp, t=t, m=m: _with(_train(tmp, task=_rows_task(tmp, t)), m))
               for name, (t, m) in TRAIN_FILES.items()})
+CASES.update({name: (lambda tmp, o=o, m=m: _with(_search(tmp, *o), m)) for name, (o, m) in SEARCH_OPTIONS.items()})
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -270,3 +342,13 @@ def test_eval_adapter_that_does_not_fit_the_model(tmp_path, monkeypatch, minilm_
     ad = _adapter(tmp_path / "ad", module="encoder.layer.9.attention.self.query")  # the tiny BERT has 2 layers
     case = _eval(tmp_path, adapter=ad)
     refused(case.args, match=r"ad: does not fit the MiniLM encoder .*layer.9.*no such module", inputs=case.inputs)
+
+
+def test_search_adapter_that_does_not_fit_the_model(tmp_path, monkeypatch, minilm_tokenizer):
+    import knotwork.lora.model as model_mod
+
+    monkeypatch.setattr(model_mod, "load_base_encoder", lambda: (make_tiny_bert(), minilm_tokenizer, "tiny"))
+    module = "encoder.layer.9.attention.self.query"  # the tiny BERT has 2 layers
+    case = _search(tmp_path, adapters=[_adapter(tmp_path / "ad" / n, module=module) for n in ("s", "q")])
+    refused(case.args, match=r"ad/s: does not fit the MiniLM encoder .*layer.9.*no such module", inputs=case.inputs,
+            out=case.out)

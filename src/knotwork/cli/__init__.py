@@ -7,11 +7,11 @@ convention all commands follow (exit codes, shared options, output safety) is in
 
 from __future__ import annotations
 
-from knotwork.cli import harmonize, jrrelp, lora, merge, relations, train, zipit
+from knotwork.cli import harmonize, jrrelp, lora, lora_search, merge, relations, train, zipit
 from knotwork.cli._app import app
 
 # Each module registers its commands on `app` (or its own group) when imported.
-_MODULES = (merge, lora, zipit, train, harmonize, relations, jrrelp)
+_MODULES = (merge, lora, lora_search, zipit, train, harmonize, relations, jrrelp)
 
 
 def main() -> None:  # pragma: no cover - thin entry point

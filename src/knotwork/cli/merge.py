@@ -7,6 +7,7 @@ Options are checked and the outputs are refused before any adapter is read; erro
 from __future__ import annotations
 
 import enum
+import json
 import math
 import os
 from collections.abc import Iterable
@@ -106,7 +107,11 @@ def _read_config(path: Path) -> dict:
     import yaml
 
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        try:  # JSON first: YAML 1.1 reads JSON's 1e-07 (a merge report's rel_tol) as a string
+            data = json.loads(text)
+        except ValueError:
+            data = yaml.safe_load(text)
     except FileNotFoundError:
         raise MergeError(f"{path}: merge config not found") from None
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:

@@ -262,6 +262,7 @@ def search_merge(
         raise MergeError(f"{sorted(n_adapters)[0] if n_adapters else 0} adapters for {len(tasks)} tasks; adapter i "
                          "must be the one fine-tuned on task i")
     order, defaults = method_grids(method, grids)
+    searched = [name for name, _ in order]
     if get_method(method).drop:
         defaults["seed"] = int(seed)
     seconds: dict[str, float] = {}
@@ -288,7 +289,8 @@ def search_merge(
             evaluated[key] = evaluator.evaluate(prepared.deltas(MergeConfig(**params, rel_tol=prepared.rel_tol)))
             if log is not None:
                 score = criterion_score(evaluated[key], criterion, finetuned)
-                log(f"{method} {dict(params)}: {CRITERIA[criterion]} {score:.4f}")
+                shown = ", ".join(f"{PARAM_LABELS.get(k, k)} = {v:g}" for k, v in params.items() if k in searched)
+                log(f"{method} {shown}: {CRITERIA[criterion]} {100 * score:.2f} %")
         return criterion_score(evaluated[key], criterion, finetuned)
 
     t2 = time.perf_counter()

@@ -22,7 +22,9 @@ from knotwork._io import write_scratch
 from knotwork.lora.evaluate import EvalResult, TaskEvaluator
 from knotwork.lora.io import WEIGHTS_NAME, load_checkpoint, save_checkpoint, save_peft_adapter
 from knotwork.lora.model import load_base_encoder
-from knotwork.lora.search import DROP_GRID, SCALE_GRID, TOPK_GRID, SearchResult, coordinate_search
+from knotwork.lora.search import GRIDS as PAPER_GRIDS
+from knotwork.lora.search import SearchResult, coordinate_search, criterion_score, ties_improve
+from knotwork.lora.search import method_grids as search_grids
 from knotwork.lora.tasks import TextTask, load_text_task, task_data_sha256
 from knotwork.lora.train import TrainConfig, train_adapter
 
@@ -96,24 +98,15 @@ MERGE_METHODS: tuple[str, ...] = ("ta", "ties", "dare-ties", "knots-ties", "knot
 
 
 #: The paper's grids (knotwork.lora.search); a smoke run passes shorter ones through StudyConfig.grids.
-GRIDS: dict[str, Sequence[Any]] = {"scale": SCALE_GRID, "topk": TOPK_GRID, "drop_rate": DROP_GRID}
+GRIDS: dict[str, Sequence[Any]] = dict(PAPER_GRIDS)
 
 
 def method_grids(method: str, grids: Mapping[str, Sequence[Any]] | None = None
                  ) -> tuple[list[tuple[str, Sequence[Any]]], dict[str, Any]]:
-    """The paper's search order and starting values for each merge method.
-
-    λ first; then top-K (TIES) or DARE's drop rate (DARE-TIES, which keeps top-K at 100 %: sign election only).
-    The starting top-K (20 %) and drop rate (0.1) are the paper's chosen ViT-B/32 KnOTS values.
-    """
-    g = {**GRIDS, **(grids or {})}
-    if method == "ta":
-        return [("scale", g["scale"])], {"scale": 1.0}
-    if method in ("ties", "knots-ties"):
-        return [("scale", g["scale"]), ("topk", g["topk"])], {"scale": 1.0, "topk": 20.0}
-    if method in ("dare-ties", "knots-dare-ties"):
-        return [("scale", g["scale"]), ("drop_rate", g["drop_rate"])], {"scale": 1.0, "drop_rate": 0.1, "topk": 100.0}
-    raise MergeError(f"No search grid for merge method '{method}'; known: {', '.join(MERGE_METHODS)}")
+    """The paper's search order and starting values (:func:`knotwork.lora.search.method_grids`) on :data:`GRIDS`."""
+    if method not in MERGE_METHODS:
+        raise MergeError(f"No search grid for merge method '{method}'; known: {', '.join(MERGE_METHODS)}")
+    return search_grids(method, {**GRIDS, **(grids or {})})
 
 
 def _key(tasks: Sequence[str], split: str, limit: int | None, method: str, params: Mapping[str, Any]) -> str:
@@ -208,7 +201,8 @@ def train_adapters(cfg: StudyConfig, *, progress: bool = False,
 def run_study(cfg: StudyConfig, *, progress: bool = False,
               log: Callable[[str], None] = logger.info) -> StudyResult:
     """Train or load every adapter, then search, test and measure CKA. Every evaluation is cached on disk."""
-    from knotwork.merge import adapter_factors, load_adapter, merge_modules
+    from knotwork.lora.search_merge import PreparedMerge, prepare_merge
+    from knotwork.merge import adapter_factors, load_adapter
     from knotwork.merge.config import MergeConfig
 
     tasks: list[TextTask] = [load_text_task(d) for d in cfg.task_dirs]  # validate everything first
@@ -260,8 +254,15 @@ def run_study(cfg: StudyConfig, *, progress: bool = False,
         tasks=names, finetuned=finetuned, zeroshot=zeroshot,
         train_seconds={n: trained[n].seconds for n in names})
 
+    prepared: dict[str, PreparedMerge] = {}  # one method's alignment (or ΔW_i), reused over its grid and seeds
+
     def merged_deltas(method: str, params: Mapping[str, Any]):
-        return lambda: merge_modules(factors, method=method, config=MergeConfig(**params)).deltas
+        def compute():
+            if method not in prepared:
+                prepared.clear()
+                prepared[method] = prepare_merge(factors, method)
+            return prepared[method].deltas(MergeConfig(**params))
+        return compute
 
     t_grid = time.perf_counter()
     for method in cfg.methods:
@@ -272,13 +273,13 @@ def run_study(cfg: StudyConfig, *, progress: bool = False,
         def objective_for(criterion: str, method=method):
             def objective(params):
                 r = evaluate("val", method, params, merged_deltas(method, params))
-                return r.avg_normalized(finetuned["val"]) if criterion == "pertask" else r.joint_hits[3]
+                return criterion_score(r, criterion, finetuned["val"])
             return objective
 
         for criterion in cfg.criteria:
             try:
                 sel: SearchResult = coordinate_search(objective_for(criterion), grids, base,
-                                                      ties_improve=(criterion == "pertask"))
+                                                      ties_improve=ties_improve(criterion))
             except NotCached:
                 result.missing.append(f"{criterion}/{method}")
                 continue

@@ -184,11 +184,12 @@ def test_search_finds_the_brute_force_choice(evaluator, method, criterion):
     assert found.evaluations == len({json.dumps(sorted(p.params.items())) for p in found.points})
 
 
-def test_alignment_runs_once_per_module_for_the_whole_search(evaluator, monkeypatch):
+def count_alignments(monkeypatch) -> list[int]:
+    """Record every KnOTS alignment (its number of tasks), in the search and in the merge engine alike."""
     import knotwork.lora.search_merge as sm
     import knotwork.merge.stream as stream
 
-    calls = []
+    calls: list[int] = []
     real = sm.knots_align
 
     def counting(pairs, **kw):
@@ -197,6 +198,13 @@ def test_alignment_runs_once_per_module_for_the_whole_search(evaluator, monkeypa
 
     monkeypatch.setattr(sm, "knots_align", counting)
     monkeypatch.setattr(stream, "knots_align", counting)  # the engine would realign at every point
+    return calls
+
+
+def test_alignment_runs_once_per_module_for_the_whole_search(evaluator, monkeypatch):
+    import knotwork.lora.search_merge as sm
+
+    calls = count_alignments(monkeypatch)
     found = sm.search_merge(random_factors(), evaluator, "knots-ties", grids=GRIDS)
     found.result()  # the chosen merge reuses it too
     assert found.evaluations >= 3

@@ -15,7 +15,14 @@ from knotwork.lora.tasks import load_text_task
 from knotwork.merge import MergeConfig, load_adapter, merge_modules, write_adapter
 from tests.cli_contract import invoke
 from tests.lora.conftest import load_minilm_tokenizer, make_tiny_bert
-from tests.lora.test_search import MODULES, TEMPLATES, brute_force, random_factors, task_rows
+from tests.lora.test_search import (
+    MODULES,
+    TEMPLATES,
+    brute_force,
+    count_alignments,
+    random_factors,
+    task_rows,
+)
 
 GRID_ARGS = ["--scale-grid", "0.2,0.6,1.0", "--topk-grid", "20,60,100"]
 GRIDS = {"scale": (0.2, 0.6, 1.0), "topk": (20.0, 60.0, 100.0)}
@@ -66,19 +73,8 @@ def _deltas(folder: Path) -> dict[str, torch.Tensor]:
 
 
 def test_search_writes_the_brute_force_choice_aligning_once(setup, tokenizer, monkeypatch):
-    import knotwork.lora.search_merge as sm
-    import knotwork.merge.stream as stream
-
     tmp, factors, tasks, adapters = setup
-    calls = []
-    real = sm.knots_align
-
-    def counting(pairs, **kw):
-        calls.append(len(pairs))
-        return real(pairs, **kw)
-
-    monkeypatch.setattr(sm, "knots_align", counting)
-    monkeypatch.setattr(stream, "knots_align", counting)
+    calls = count_alignments(monkeypatch)
     out = tmp / "merged"
     res = invoke(_args(adapters, tasks, out, *GRID_ARGS, "--method", "knots-ties", "--json", "-"))
     assert res.exit_code == 0, res.output

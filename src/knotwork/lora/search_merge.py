@@ -271,6 +271,9 @@ def search_merge(
         finetuned = finetuned_accuracy(factors, evaluator)
         seconds["finetuned"] = time.perf_counter() - t0
     if finetuned is not None:
+        missing = [t for t in tasks if t not in finetuned]
+        if missing:
+            raise MergeError(f"task '{missing[0]}': no fine-tuned accuracy given")
         finetuned = {t: float(finetuned[t]) for t in tasks}
         zero = [t for t in tasks if finetuned[t] == 0]
         if criterion == "pertask" and zero:

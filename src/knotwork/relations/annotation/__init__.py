@@ -1,21 +1,27 @@
-"""Crowd re-annotation rounds following Re-TACRED: task building, worker screening, adjudication, patches."""
+"""Crowd re-annotation following Re-TACRED: task building, worker screening, staged adaptive rounds, patches."""
 
 from knotwork.relations.annotation.rounds import (
+    Ask,
+    ProtocolRun,
+    adjudicate,
     answers_from_platform,
     check_round_answers,
     filter_answers,
     resolve,
     round_to_patch,
+    run_protocol,
     screen_workers,
 )
 from knotwork.relations.annotation.tasks import (
     RETACRED_SUPER_CLUSTERS,
+    TYPE_COMPATIBLE,
     WRONG_TYPE,
     AnnotationItem,
     AnnotationTask,
     annotation_group,
     build_tasks,
     candidate_relations,
+    cluster_type_pairs,
     mark_entities,
     stage_choices,
     tasks_to_rows,
@@ -23,18 +29,24 @@ from knotwork.relations.annotation.tasks import (
 
 __all__ = [
     "RETACRED_SUPER_CLUSTERS",
+    "TYPE_COMPATIBLE",
     "WRONG_TYPE",
+    "Ask",
     "AnnotationItem",
     "AnnotationTask",
+    "ProtocolRun",
+    "adjudicate",
     "annotation_group",
     "answers_from_platform",
     "build_tasks",
     "candidate_relations",
     "check_round_answers",
+    "cluster_type_pairs",
     "filter_answers",
     "mark_entities",
     "resolve",
     "round_to_patch",
+    "run_protocol",
     "screen_workers",
     "stage_choices",
     "tasks_to_rows",

@@ -159,36 +159,42 @@ def test_ties_go_to_the_first_maximum_in_row_major_order():
     assert _clusters(unmerge) == {frozenset({0, 3}), frozenset({1, 4}), frozenset({2, 5})}
 
 
-def test_a_tie_created_by_a_merge_goes_to_the_lower_column():
-    # corr[0, 1] = 0.1 but corr[1, 0] = 0.5 (corrcoef is symmetric only up to rounding; here exaggerated).
-    # Step 1 merges (1, 4) at 0.9. Row 0's best was column 5 (0.5); its column 1 becomes min(0.5, 0.5) * 1 =
-    # 0.5, a tie, and the naive row-major argmax takes the lower column: step 2 merges (0, 1), not (0, 5).
-    # Step 3 (A's within-model budget of 1 is spent) takes the first 0: (0, 3).
-    corr = torch.tensor([
-        [1.0, 0.1, 0.0, 0.0, 0.0, 0.5],
-        [0.5, 1.0, 0.0, 0.0, 0.9, 0.0],
-        [0.0, 0.0, 1.0, 0.0, 0.0, 0.0],
-        [0.0, 0.0, 0.0, 1.0, 0.0, 0.0],
-        [0.5, 0.9, 0.0, 0.0, 1.0, 0.0],
-        [0.5, 0.0, 0.0, 0.0, 0.0, 1.0],
-    ], dtype=torch.float64)
+#: (corr, the clusters the naive loop gives) for the two ways a merge can tie a row's best value.
+TIE_CASES = {
+    # corr[0, 1] = 0.1 but corr[1, 0] = 0.5 (corrcoef is symmetric only up to rounding; here exaggerated). Step 1
+    # merges (1, 4) at 0.9. Row 0's best was column 5 (0.5); its column 1 becomes min(0.5, 0.5) * 1 = 0.5, a tie,
+    # and the row-major argmax takes the lower column: step 2 merges (0, 1), not (0, 5). Step 3 (A's within-model
+    # budget of 1 is spent) takes the first 0: (0, 3).
+    "merged column below the best": (
+        [[1.0, 0.1, 0.0, 0.0, 0.0, 0.5],
+         [0.5, 1.0, 0.0, 0.0, 0.9, 0.0],
+         [0.0, 0.0, 1.0, 0.0, 0.0, 0.0],
+         [0.0, 0.0, 0.0, 1.0, 0.0, 0.0],
+         [0.5, 0.9, 0.0, 0.0, 1.0, 0.0],
+         [0.5, 0.0, 0.0, 0.0, 0.0, 1.0]],
+        {frozenset({0, 1, 3, 4}), frozenset({2}), frozenset({5})},
+    ),
+    # The mirror case: row 0's best (0.5) is at column 1, below the merged column 2 that ties with it after step 1
+    # merges (2, 4); the lower column keeps it, so step 2 merges (0, 1), then (0, 3).
+    "merged column above the best": (
+        [[1.0, 0.5, 0.1, 0.0, 0.0, 0.0],
+         [0.5, 1.0, 0.0, 0.0, 0.0, 0.0],
+         [0.5, 0.0, 1.0, 0.0, 0.9, 0.0],
+         [0.0, 0.0, 0.0, 1.0, 0.0, 0.0],
+         [0.5, 0.0, 0.9, 0.0, 1.0, 0.0],
+         [0.0, 0.0, 0.0, 0.0, 0.0, 1.0]],
+        {frozenset({0, 1, 3}), frozenset({2, 4}), frozenset({5})},
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(TIE_CASES))
+def test_a_tie_created_by_a_merge_goes_to_the_lower_column(case):
+    rows, expected = TIE_CASES[case]
+    corr = torch.tensor(rows, dtype=torch.float64)
     fast = zipit_match(corr, [3, 3], alpha=1.0, beta=1.0)
     naive = zipit_match_naive(corr, [3, 3], alpha=1.0, beta=1.0)
-    assert _clusters(naive[1]) == {frozenset({0, 1, 3, 4}), frozenset({2}), frozenset({5})}
-    assert torch.equal(fast[0], naive[0]) and torch.equal(fast[1], naive[1])
-    # The mirror case: row 0's best (0.5) is at column 1, below the merged column 2 that ties with it after
-    # step 1 merges (2, 4); the lower column keeps it, so step 2 merges (0, 1), then (0, 3).
-    corr = torch.tensor([
-        [1.0, 0.5, 0.1, 0.0, 0.0, 0.0],
-        [0.5, 1.0, 0.0, 0.0, 0.0, 0.0],
-        [0.5, 0.0, 1.0, 0.0, 0.9, 0.0],
-        [0.0, 0.0, 0.0, 1.0, 0.0, 0.0],
-        [0.5, 0.0, 0.9, 0.0, 1.0, 0.0],
-        [0.0, 0.0, 0.0, 0.0, 0.0, 1.0],
-    ], dtype=torch.float64)
-    fast = zipit_match(corr, [3, 3], alpha=1.0, beta=1.0)
-    naive = zipit_match_naive(corr, [3, 3], alpha=1.0, beta=1.0)
-    assert _clusters(naive[1]) == {frozenset({0, 1, 3}), frozenset({2, 4}), frozenset({5})}
+    assert _clusters(naive[1]) == expected
     assert torch.equal(fast[0], naive[0]) and torch.equal(fast[1], naive[1])
 
 

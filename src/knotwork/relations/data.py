@@ -9,7 +9,7 @@ from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from itertools import chain, repeat
-from operator import itemgetter, le, lt
+from operator import attrgetter, itemgetter, le, lt
 from pathlib import Path
 from typing import Any
 
@@ -132,7 +132,7 @@ def examples_from_list(
             examples = [example_from_dict(obj, index=i, labels=label_set) for i, obj in enumerate(raw)]
         except TacredFormatError as err:
             raise TacredFormatError(f"{source}: {err}") from err
-    ids = [ex.id for ex in examples]
+    ids = list(map(attrgetter("id"), examples))
     if len(set(ids)) != len(ids):
         seen: set[str] = set()
         for ident in ids:

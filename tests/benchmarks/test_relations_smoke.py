@@ -73,3 +73,28 @@ def test_page_command_runs_at_a_tiny_budget(name, tmp_path):
     bodies = [json.loads(p.read_text()) for p in (records / script.stem).glob("*.json")]
     assert bodies and all(b["study"] == script.stem and b["fingerprint"] for b in bodies)
     assert hashlib.sha256(page.read_bytes()).hexdigest() == before, "the smoke run touched the real page"
+
+
+def test_speed_page_refreshes_only_the_loader(tmp_path):
+    """``--only loader`` measures the loading rows (floor, json.load anchors, load_tacred) and still renders the whole
+    page under the whole page's command; groups without a record say so instead of failing."""
+    out, records = tmp_path / "page.md", tmp_path / "records"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
+    tiny = ["--repeats", "1", "--n-examples", "300", "--n-predictions", "50", "--n-tasks", "50"]
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/retacred_speed.py", *tiny, "--only", "loader", "--out", str(out),
+         "--records", str(records)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    page = out.read_text(encoding="utf-8")
+    assert page_command(out) == ["python", "benchmarks/retacred_speed.py", *tiny]  # no --only: the page's command
+    assert sorted(p.name for p in (records / "retacred_speed").iterdir()) == ["loader.json"]
+    loader = json.loads((records / "retacred_speed" / "loader.json").read_text())["data"]
+    expected = {"tacred_like"} | ({"semeval"} if (ROOT.parent / "shared/data/re/semeval2010").is_dir() else set())
+    assert set(loader["rows"]) == expected
+    for row in loader["rows"].values():
+        assert row["examples"] == 300 and set(row["times"]) == {"floor", "json", "json_paused", "knotwork"}
+        assert all(len(t) == 1 and t[0][1] >= 0 for t in row["times"].values())
+    assert "| synthetic, TACRED's shape with CoreNLP fields | 300 |" in page
+    assert ("Target (issue 14): load + validate within 2×" in page) == ("semeval" in expected)
+    assert "| score | not measured yet |" in page

@@ -86,5 +86,15 @@ def test_timing_page_at_a_tiny_budget(tmp_path):
     page = out.read_text(encoding="utf-8")
     assert f"- Command: `python {shlex.join(args)}`" in page
     rows = [line for line in page.splitlines() if re.match(r"^\| (8|16) \|", line)]
-    assert len(rows) == 2 and all(line.endswith("| yes |") for line in rows)  # same clusters as the reference
-    assert sorted(p.name for p in (records / "zipit_timing").iterdir()) == ["width16.json", "width8.json"]
+    # two tables: same M and U as the naive loop, and same clusters as the reference-style loop
+    assert len(rows) == 4 and all(line.endswith("| yes |") for line in rows)
+    assert "Target (issue 14) not checked: width 1024 was not measured." in page
+    folder = records / "zipit_timing"
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "matcher-width16.json", "matcher-width8.json", "width16.json", "width8.json"]
+    # --only matcher measures the matcher table again, keeps the other records, and the page names the full command
+    before = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
+    run([*args, "--only", "matcher", "--force"], tmp_path)
+    after = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
+    assert {name for name in after if after[name] != before[name]} == {"matcher-width16.json", "matcher-width8.json"}
+    assert f"- Command: `python {shlex.join([*args, '--force'])}`" in out.read_text(encoding="utf-8")

@@ -11,6 +11,7 @@ import torch
 from knotwork._errors import ZipitError
 from knotwork.zipit.matchers import (
     MATCHERS,
+    from_clusters,
     get_matcher,
     identity_match,
     permute_match,
@@ -102,6 +103,111 @@ def test_cached_greedy_equals_naive_full_argmax_loop(n_models, alpha, beta):
     fast = zipit_match(corr, [24] * n_models, alpha=alpha, beta=beta)
     naive = zipit_match_naive(corr, [24] * n_models, alpha=alpha, beta=beta)
     assert torch.equal(fast[0], naive[0]) and torch.equal(fast[1], naive[1])
+
+
+def _random_matrix(o: int, rng: np.random.Generator, kind: str) -> torch.Tensor:
+    """Square matrices that stress the greedy's choices: heavy ties, asymmetry (as corrcoef's last bits), -inf/NaN."""
+    a = rng.uniform(-1, 1, (o, o))
+    if kind == "ties":  # a few distinct values: most steps choose among equal maxima
+        a = np.round(a * 2) / 2
+        a = np.triu(a) + np.triu(a, 1).T
+    elif kind == "asymmetric":  # symmetric up to the last bit, like torch.corrcoef's output
+        a = a + a.T
+        a = np.where(rng.random((o, o)) < 0.3, np.nextafter(a, rng.choice([-2.0, 2.0], (o, o))), a)
+    elif kind == "ties_asymmetric":  # few distinct values, and corr[a, b] != corr[b, a] for many pairs
+        a = np.round(a * 2) / 2
+    elif kind == "flat":  # everything tied: the order alone decides
+        a = np.full((o, o), 0.5)
+    elif kind == "nan":
+        a = a + a.T
+        a[rng.random((o, o)) < 0.05] = np.nan
+        a[rng.random((o, o)) < 0.02] = -np.inf
+        a[rng.random((o, o)) < 0.01] = np.inf
+    return torch.from_numpy(a)
+
+
+KINDS = ["ties", "asymmetric", "ties_asymmetric", "flat", "nan", "plain"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_fast_greedy_equals_naive_on_ties_and_odd_matrices(kind):
+    rng = np.random.default_rng(KINDS.index(kind))
+    cases = 0
+    for width, n_models in [(1, 2), (2, 2), (3, 3), (5, 2), (8, 3), (17, 2), (40, 2)]:
+        for alpha, beta in [(0.3, 0.125), (1.0, 1.0), (0.5, 0.05), (0.0, 0.6), (0.7, 0.5)]:
+            if alpha == 0.0 and n_models > 2:
+                continue
+            corr = _random_matrix(width * n_models, rng, kind)
+            try:
+                fast = zipit_match(corr, [width] * n_models, alpha=alpha, beta=beta)
+            except ZipitError as err:  # the naive loop has no such check; it would merge a -inf pair
+                assert "no admissible pair left" in str(err)
+                continue
+            naive = zipit_match_naive(corr, [width] * n_models, alpha=alpha, beta=beta)
+            assert torch.equal(fast[0], naive[0]) and torch.equal(fast[1], naive[1]), (width, n_models, alpha, beta)
+            cases += 1
+    assert cases >= 25
+
+
+def test_ties_go_to_the_first_maximum_in_row_major_order():
+    # Every pair ties at 0.5: the naive loop takes (0, 1) first (row-major), then the merged feature 0 (now at
+    # 0.5 * alpha) loses to the untouched pair (2, 3), and so on. The fast loop must make the same choices.
+    corr = torch.full((6, 6), 0.5, dtype=torch.float64)
+    _, unmerge = zipit_match(corr, [3, 3], alpha=0.5, beta=1.0)
+    assert _clusters(unmerge) == {frozenset({0, 1}), frozenset({2, 3}), frozenset({4, 5})}
+    _, unmerge = zipit_match(corr, [3, 3], alpha=0.5, beta=0.01)  # no within-model merges: (0, 3), (1, 4), (2, 5)
+    assert _clusters(unmerge) == {frozenset({0, 3}), frozenset({1, 4}), frozenset({2, 5})}
+
+
+#: (corr, the clusters the naive loop gives) for the two ways a merge can tie a row's best value.
+TIE_CASES = {
+    # corr[0, 1] = 0.1 but corr[1, 0] = 0.5 (corrcoef is symmetric only up to rounding; here exaggerated). Step 1
+    # merges (1, 4) at 0.9. Row 0's best was column 5 (0.5); its column 1 becomes min(0.5, 0.5) * 1 = 0.5, a tie,
+    # and the row-major argmax takes the lower column: step 2 merges (0, 1), not (0, 5). Step 3 (A's within-model
+    # budget of 1 is spent) takes the first 0: (0, 3).
+    "merged column below the best": (
+        [[1.0, 0.1, 0.0, 0.0, 0.0, 0.5],
+         [0.5, 1.0, 0.0, 0.0, 0.9, 0.0],
+         [0.0, 0.0, 1.0, 0.0, 0.0, 0.0],
+         [0.0, 0.0, 0.0, 1.0, 0.0, 0.0],
+         [0.5, 0.9, 0.0, 0.0, 1.0, 0.0],
+         [0.5, 0.0, 0.0, 0.0, 0.0, 1.0]],
+        {frozenset({0, 1, 3, 4}), frozenset({2}), frozenset({5})},
+    ),
+    # The mirror case: row 0's best (0.5) is at column 1, below the merged column 2 that ties with it after step 1
+    # merges (2, 4); the lower column keeps it, so step 2 merges (0, 1), then (0, 3).
+    "merged column above the best": (
+        [[1.0, 0.5, 0.1, 0.0, 0.0, 0.0],
+         [0.5, 1.0, 0.0, 0.0, 0.0, 0.0],
+         [0.5, 0.0, 1.0, 0.0, 0.9, 0.0],
+         [0.0, 0.0, 0.0, 1.0, 0.0, 0.0],
+         [0.5, 0.0, 0.9, 0.0, 1.0, 0.0],
+         [0.0, 0.0, 0.0, 0.0, 0.0, 1.0]],
+        {frozenset({0, 1, 3}), frozenset({2, 4}), frozenset({5})},
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(TIE_CASES))
+def test_a_tie_created_by_a_merge_goes_to_the_lower_column(case):
+    rows, expected = TIE_CASES[case]
+    corr = torch.tensor(rows, dtype=torch.float64)
+    fast = zipit_match(corr, [3, 3], alpha=1.0, beta=1.0)
+    naive = zipit_match_naive(corr, [3, 3], alpha=1.0, beta=1.0)
+    assert _clusters(naive[1]) == expected
+    assert torch.equal(fast[0], naive[0]) and torch.equal(fast[1], naive[1])
+
+
+def test_from_clusters_matches_its_definition():
+    clusters = [[0, 3], [1], [2, 4, 5]]
+    merge, unmerge = from_clusters(clusters, 6)
+    expected_u = torch.zeros(6, 3, dtype=torch.float64)
+    for c, members in enumerate(clusters):
+        expected_u[members, c] = 1.0
+    assert torch.equal(unmerge, expected_u)
+    assert torch.equal(merge, (expected_u / expected_u.sum(0)).T)
+    merge, _ = from_clusters([[0], []], 2)  # an empty cluster averages nothing: 0/0
+    assert torch.isnan(merge[1]).all() and torch.equal(merge[0], torch.tensor([1.0, 0.0], dtype=torch.float64))
 
 
 def test_beta_caps_within_model_merges_per_model():

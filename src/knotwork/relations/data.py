@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import gc
 import json
-from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections import deque
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, fields
+from itertools import chain, repeat
+from operator import attrgetter, itemgetter, le, lt
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +48,9 @@ class RelationExample:
     def obj_tokens(self) -> tuple[str, ...]:
         """The object's tokens (the span end is inclusive)."""
         return self.tokens[self.obj_start : self.obj_end + 1]
+
+
+_FIELDS = tuple(f.name for f in fields(RelationExample))
 
 
 def example_from_dict(
@@ -118,15 +126,75 @@ def examples_from_list(
     if not isinstance(raw, list):
         raise TacredFormatError(f"{source}: expected a JSON list of examples, got {type(raw).__name__}")
     label_set = None if labels is None else frozenset(labels)
-    try:
-        examples = [example_from_dict(obj, index=i, labels=label_set) for i, obj in enumerate(raw)]
-    except TacredFormatError as err:
-        raise TacredFormatError(f"{source}: {err}") from err
-    seen: set[str] = set()
-    for ex in examples:
-        if ex.id in seen:
-            raise TacredFormatError(f"{source}: example {ex.id}: duplicate id")
-        seen.add(ex.id)
+    examples = _examples_by_field(raw, label_set)
+    if examples is None:  # a bad (or unusual) example: the per-example check finds the first and names it
+        try:
+            examples = [example_from_dict(obj, index=i, labels=label_set) for i, obj in enumerate(raw)]
+        except TacredFormatError as err:
+            raise TacredFormatError(f"{source}: {err}") from err
+    ids = list(map(attrgetter("id"), examples))
+    if len(set(ids)) != len(ids):
+        seen: set[str] = set()
+        for ident in ids:
+            if ident in seen:
+                raise TacredFormatError(f"{source}: example {ident}: duplicate id")
+            seen.add(ident)
+    return examples
+
+
+def _examples_by_field(raw: list, labels: frozenset[str] | None) -> list[RelationExample] | None:
+    """The examples of ``raw`` when every one is valid and plain (JSON's own types), else None.
+
+    The checks of :func:`example_from_dict`, run one field at a time over all examples with C-level loops
+    (``map``, ``zip``, ``set``, ``all``) instead of one Python call per example; this is what brings a 100k-example
+    file close to the time of ``json.load``. It accepts a subset of what :func:`example_from_dict` accepts (exact
+    ``dict``/``list``/``str``/``int``) and returns equal examples; for anything else, valid or not, it returns None
+    and the per-example path decides, and words any refusal, exactly as before.
+    """
+    n = len(raw)
+    if set(map(type, raw)) != {dict}:
+        return None if raw else []
+    key_orders = set(map(tuple, raw))
+    if len(key_orders) == 1:  # the usual file: every example has the same keys in the same order
+        (keys,) = key_orders
+        if not _REQUIRED_SET.issubset(keys):
+            return None
+        column = dict(zip(keys, zip(*map(itemgetter(*keys), raw), strict=True), strict=True))
+        extra_keys = [k for k in keys if k not in _REQUIRED_SET]
+        extras: Iterable[dict[str, Any]] = (
+            map(dict, map(zip, repeat(extra_keys), zip(*map(column.get, extra_keys), strict=True))) if extra_keys
+            else map(dict, repeat((), n))
+        )
+    else:
+        if not all(_REQUIRED_SET <= obj.keys() for obj in raw):
+            return None
+        column = {k: list(map(itemgetter(k), raw)) for k in _REQUIRED}
+        extras = ({k: v for k, v in obj.items() if k not in _REQUIRED_SET} for obj in raw)
+    ids, tokens, relations, subj_start, subj_end, obj_start, obj_end, subj_type, obj_type = map(column.get, _REQUIRED)
+    id_types = set(map(type, ids))
+    if not id_types <= {str, int} or ("" in ids if int in id_types else not all(ids)):
+        return None
+    if set(map(type, tokens)) != {list} or set(map(type, chain.from_iterable(tokens))) != _STR_TYPES:
+        return None
+    strings = (relations, subj_type, obj_type)
+    if set(map(type, chain(*strings))) != _STR_TYPES or not all(chain(*strings)):
+        return None
+    lengths = list(map(len, tokens))  # an empty token list fails the span check below (0 <= end < 0)
+    if set(map(type, chain(subj_start, subj_end, obj_start, obj_end))) != {int}:
+        return None
+    for start, end in ((subj_start, subj_end), (obj_start, obj_end)):
+        if min(start) < 0 or not all(map(le, start, end)) or not all(map(lt, end, lengths)):
+            return None
+    if labels is not None and not labels.issuperset(relations):
+        return None
+    if int in id_types:
+        ids = list(map(str, ids))
+    values = zip(ids, map(tuple, tokens), relations, subj_start, subj_end, obj_start, obj_end, subj_type, obj_type,
+                 extras, strict=True)
+    # Filled as unpickling fills an instance (its __dict__, in field order): a frozen dataclass's __init__ costs
+    # one object.__setattr__ call per field, a third of the validation time on a large file.
+    examples = list(map(object.__new__, repeat(RelationExample, n)))
+    deque(map(dict.update, map(vars, examples), map(zip, repeat(_FIELDS), values)), maxlen=0)
     return examples
 
 
@@ -151,7 +219,25 @@ def load_tacred(path: str | Path, *, labels: Collection[str] | None = None) -> l
         For malformed JSON or an invalid example; the message names the file, example id and field.
     """
     path = Path(path)
-    return examples_from_list(read_json(path, TacredFormatError), source=str(path), labels=labels)
+    with _no_cycle_collection():
+        return examples_from_list(read_json(path, TacredFormatError), source=str(path), labels=labels)
+
+
+@contextmanager
+def _no_cycle_collection() -> Iterator[None]:
+    """Pause Python's cycle collector while a large file becomes objects, then restore its state.
+
+    Parsing 100k examples allocates millions of containers; each allocation burst triggers a collection that
+    walks every container made so far, about half of ``json.load``'s time on such a file. The parsed data has
+    no reference cycles, so nothing is left for the collector to free; reference counting still frees the rest.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def read_text(path: str | Path, error: type[RelationsError] = RelationsError) -> str:

@@ -31,10 +31,15 @@ def from_clusters(clusters: Sequence[Sequence[int]], total: int) -> tuple[torch.
     merge : Tensor of shape (len(clusters), total), float64
     unmerge : Tensor of shape (total, len(clusters)), float64
     """
+    lengths = [len(members) for members in clusters]
+    rows = torch.tensor([f for members in clusters for f in members], dtype=torch.long)
+    cols = torch.repeat_interleave(torch.arange(len(clusters)), torch.tensor(lengths, dtype=torch.long))
     unmerge = torch.zeros(total, len(clusters), dtype=torch.float64)
-    for c, members in enumerate(clusters):
-        unmerge[list(members), c] = 1.0
-    merge = (unmerge / unmerge.sum(0, keepdim=True)).T.contiguous()
+    unmerge[rows, cols] = 1.0  # one scatter for all clusters (a feature listed twice is still one 1)
+    counts = unmerge.sum(0)
+    merge = torch.zeros(len(clusters), total, dtype=torch.float64)
+    merge[cols, rows] = (1.0 / counts)[cols]  # the same quotient as dividing U's column by its sum
+    merge[counts == 0] = float("nan")  # an empty cluster: 0/0, as that division gives
     return merge, unmerge
 
 

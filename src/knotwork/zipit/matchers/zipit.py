@@ -51,7 +51,7 @@ def zipit_match(
     check_options(alpha, beta, len(sizes))
     if beta == 0.0:
         return permute_match(corr, sizes)
-    clusters = _greedy(corr.detach().to(torch.float64).cpu().numpy(), list(sizes), alpha, beta)
+    clusters = _greedy(_working_copy(corr), list(sizes), alpha, beta)
     return from_clusters(clusters, sum(sizes))
 
 
@@ -71,58 +71,88 @@ def _discount(sim: np.ndarray, alpha: float) -> np.ndarray:
     return np.where(sim > 0, sim * alpha, sim)
 
 
-def _greedy(corr: np.ndarray, sizes: list[int], alpha: float, beta: float) -> list[list[int]]:
-    """The greedy loop with a cached row maximum: each step costs O(O·k) instead of a full O² argmax.
+def _working_copy(corr: torch.Tensor) -> np.ndarray:
+    """A float64 copy of ``corr`` with NaN as 0 and ±inf as the largest finite values (``numpy.nan_to_num``)."""
+    sim = np.array(corr.detach().to(torch.float64).cpu().numpy(), dtype=np.float64, copy=True)
+    if not np.isfinite(sim).all():  # one cheap pass; nan_to_num's own passes only when there is something to fix
+        np.nan_to_num(sim, copy=False)
+    return sim
 
-    Merged-away features are masked with -inf instead of deleting rows and columns (the reference's
+
+def _greedy(sim: np.ndarray, sizes: list[int], alpha: float, beta: float) -> list[list[int]]:
+    """The greedy loop of :func:`zipit_match_naive` on ``sim`` (modified in place), with the same choices.
+
+    The naive loop takes the first maximum of the whole O×O matrix in row-major order at every step (O² work).
+    Here every row keeps its maximum and the first column holding it; the first maximum of the matrix is then
+    the first row whose maximum is largest, and that row's column: the same pair, ties included, for O work.
+    A step changes rows and columns ``i`` and ``j`` only, so only row ``i``, the rows whose best column was
+    ``i`` or ``j``, and the rows of a model whose within-model budget just ran out are scanned again; every
+    other row compares its best with its new value in column ``i`` (ties go to the lower column, as in
+    row-major order). Merged-away features are masked with -inf rather than deleted (the reference's
     ``torch.cat`` copies the O×O matrix at each of the O/2 steps).
     """
     o, n_models = sum(sizes), len(sizes)
-    target = sizes[0]
-    sim = np.nan_to_num(corr, nan=0.0).copy()
+    to_remove = o - sizes[0]
     np.fill_diagonal(sim, -np.inf)
     origin = np.repeat(np.arange(n_models), sizes)
-    to_remove = o - target
-    budget = np.full(n_models, int((to_remove // n_models) * beta))
+    starts = np.concatenate([[0], np.cumsum(sizes)])
+    budget = [int((to_remove // n_models) * beta)] * n_models
     for m in range(n_models):
         if budget[m] <= 0:
-            block = origin == m
-            sim[np.ix_(block, block)] = -np.inf
+            sim[starts[m] : starts[m + 1], starts[m] : starts[m + 1]] = -np.inf
     members = [[k] for k in range(o)]
-    rowmax = sim.max(1)
+    dead = np.zeros(o, dtype=bool)  # merged-away features, whose columns are never written (see below)
+    mask = np.zeros(o)  # 0, or -inf for a dead feature: added to a row, it masks the dead columns for a scan
     rowarg = sim.argmax(1)
-    for _ in range(to_remove):
-        i = int(np.argmax(rowmax))
-        j = int(rowarg[i])
-        if not np.isfinite(rowmax[i]):
-            raise ZipitError(f"no admissible pair left after {len(sizes) * sizes[0] - sum(map(bool, members))} "
-                             f"merges (alpha={alpha}, beta={beta}); raise alpha or beta")
-        i, j = min(i, j), max(i, j)
+    rowmax = sim[np.arange(o), rowarg]
+
+    def rescan(rows: np.ndarray) -> None:
+        """Recompute the best column of ``rows``, with the dead columns masked (64 rows at a time: a large fresh
+        array costs page faults)."""
+        for start in range(0, len(rows), 64):
+            part = rows[start : start + 64]
+            values = sim[part]
+            values += mask
+            best = values.argmax(1)
+            rowarg[part] = best
+            rowmax[part] = values[np.arange(len(part)), best]
+
+    for step in range(to_remove):
+        r = int(rowmax.argmax())
+        if rowmax[r] == -np.inf:
+            raise ZipitError(f"no admissible pair left after {step} merges (alpha={alpha}, beta={beta}); "
+                             "raise alpha or beta")
+        i, j = sorted((r, int(rowarg[r])))
         members[i] += members[j]
         members[j] = []
-        new = _discount(np.minimum(sim[i], sim[j]), alpha)
-        new[i] = -np.inf
-        new[j] = -np.inf
-        sim[i, :] = new
+        dead[j] = True
+        mask[j] = -np.inf
+        if alpha == 0.0:
+            new = np.full(o, -np.inf)
+        else:
+            new = np.minimum(sim[i], sim[j])
+            new[new > 0] *= alpha
+            new[dead] = -np.inf
+            new[i] = -np.inf
+        # Column j is not written (a strided write costs as much as the rest of the step): every row read below
+        # masks the dead columns instead. Row i and column i hold the merged feature, row j nothing.
+        sim[i] = new
         sim[:, i] = new
-        sim[j, :] = -np.inf
-        sim[:, j] = -np.inf
+        sim[j] = -np.inf
         stale = (rowarg == i) | (rowarg == j)
         stale[i] = True
-        if origin[i] == origin[j]:
-            m = origin[i]
+        m = origin[i]
+        if m == origin[j]:
             budget[m] -= 1
             if budget[m] <= 0:
-                block = origin == m
-                sim[np.ix_(block, block)] = -np.inf
-                stale |= block
-        stale_idx = np.flatnonzero(stale)
-        rowmax[stale_idx] = sim[stale_idx].max(1)
-        rowarg[stale_idx] = sim[stale_idx].argmax(1)
-        col = sim[:, i]
-        better = col > rowmax
-        rowmax[better] = col[better]
-        rowarg[better] = i
+                block = slice(starts[m], starts[m + 1])
+                sim[block, block] = -np.inf
+                stale[block] = True
+        # Any other row keeps its best column, or takes column i when that is larger (or equal, at a lower index).
+        take = (new > rowmax) | ((new == rowmax) & (rowarg > i))
+        rowmax[take] = new[take]
+        rowarg[take] = i
+        rescan(np.flatnonzero(stale))
         rowmax[j] = -np.inf
     return [mem for mem in members if mem]
 

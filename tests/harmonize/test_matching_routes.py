@@ -167,11 +167,15 @@ def test_sorted_keys_follow_numeric_order_across_signs_and_magnitudes():
     np.testing.assert_array_equal(np.diff(table.cumulative(), prepend=0), [1] * 6 + [2] + [1] * 6)  # one zero
 
 
-@pytest.mark.parametrize("dtype", [np.int16, np.uint8, np.float32])
-def test_quantile_matcher_and_nyul_are_unchanged_by_the_lookup_table(dtype, threaded):
+@pytest.mark.parametrize("kind", ["int16", "uint8", "float32", "quantized float32"])
+def test_quantile_matcher_and_nyul_are_unchanged_by_the_lookup_table(kind, threaded):
     rng = np.random.default_rng(19)
-    refs = [volume(rng, dtype, (10, 11, 12)) for _ in range(2)]
-    x = volume(rng, dtype, (12, 11, 10))
+    make = (lambda shape: quantized(rng, shape)) if kind.startswith("quantized") else (
+        lambda shape: volume(rng, kind, shape))
+    refs = [make((10, 11, 12)) for _ in range(2)]
+    x = make((12, 11, 10))
+    dtype = x.dtype
+    assert (dtype.kind == "f" and F.value_bins(x.reshape(-1)) is not None) == kind.startswith("quantized")
     for est in (QuantileMatcher(n_levels=50).fit(refs), NyulStandardizer().fit(refs)):
         out = est.transform(x)
         # The per-voxel map, evaluated densely (the previous code): np.interp plus the linear extensions.
@@ -241,6 +245,23 @@ def test_a_value_the_sample_missed_in_a_taken_bin_falls_back_to_sorting(workers,
     assert isinstance(F._value_table(src, None), F._SortedTable)
     same_bits(match_histograms(src, ref), sk_match_histograms(src, ref))
     same_bits(match_histograms(ref, src), sk_match_histograms(ref, src))  # as the reference too
+
+
+def test_workers_that_saw_different_values_in_one_bin_fall_back_to_sorting(monkeypatch, threaded):
+    monkeypatch.setattr(F, "SAMPLE", 8)
+    rng = np.random.default_rng(25)
+    src = quantized(rng, (10, 10, 10))
+    flat = src.reshape(-1)
+    value = np.float32(1183.0)
+    flat[np.isclose(flat, value, atol=30)] = 0.0
+    flat[10], flat[990] = value, np.nextafter(value, np.float32(np.inf))  # first and last worker's part only
+    low, scale, n_bins = F._binning(flat)
+    first, last = F._BinnedTable.bins_of(flat[[10, 990]], low, scale)
+    assert first == last  # one bin, seen by two different workers: only their merge can see the clash
+    with pytest.raises(F._Collision):
+        F._BinnedTable(flat, None, low, scale, n_bins)
+    ref = quantized(rng, (9, 9, 9))
+    same_bits(match_histograms(src, ref), sk_match_histograms(src, ref))
 
 
 @pytest.mark.parametrize("zeros", ["negative", "positive", "both"])

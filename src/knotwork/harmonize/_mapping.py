@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from knotwork.harmonize.functional import MAX_COUNT_BINS, chunks, lookup, over_parts
+from knotwork.harmonize.functional import MAX_COUNT_BINS, chunks, lookup, over_parts, value_bins
 
 
 def merge_ties(xp: np.ndarray, fp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -22,8 +22,9 @@ def piecewise_linear(x: np.ndarray, xp: np.ndarray, fp: np.ndarray, *, extrapola
 
     ``extrapolate="end-segments"`` continues the first and last segments (Nyul/TorchIO);
     ``"overall"`` continues with the slope between the end knots, which is steadier than the last of
-    a thousand quantile segments. An integer volume is mapped through a table of its value range
-    (each value evaluated once, then one lookup per voxel), with the same values.
+    a thousand quantile segments. An integer volume, or a float one with few distinct values, is
+    mapped through a table of its values (each evaluated once, then one lookup per voxel), with the
+    same results as evaluating every voxel.
     """
     if extrapolate == "end-segments":
         s_lo = (fp[1] - fp[0]) / (xp[1] - xp[0])
@@ -44,6 +45,12 @@ def piecewise_linear(x: np.ndarray, xp: np.ndarray, fp: np.ndarray, *, extrapola
         if hi - lo + 1 <= min(MAX_COUNT_BINS, 4 * flat.size):
             table = evaluate(np.arange(lo, hi + 1, dtype=np.float64)).astype(dtype, copy=False)
             return lookup(flat, lo, table).reshape(x.shape)
+    else:
+        binned = value_bins(flat)  # few distinct floats: evaluate each once
+        if binned is not None:
+            with np.errstate(invalid="ignore"):  # empty bins hold NaN; no voxel reads them
+                table = evaluate(binned.values()).astype(dtype, copy=False)
+            return binned.apply(table).reshape(x.shape)
     out = np.empty(flat.size, dtype=dtype)
 
     def work(start, stop):

@@ -386,7 +386,8 @@ def _float32_keyed(x: np.ndarray, flat: np.ndarray) -> bool:
     return flat.size < 1 << 32 and (x.dtype.itemsize <= 4 or _fits_float32(flat))
 
 
-def _binned(flat: np.ndarray, mask_flat: np.ndarray | None) -> _BinnedTable | None:
+def value_bins(flat: np.ndarray, mask_flat: np.ndarray | None = None) -> _BinnedTable | None:
+    """Exact value bins of a float volume with few distinct values, or None (see ``_BinnedTable``)."""
     bins = _binning(flat)
     try:
         return None if bins is None else _BinnedTable(flat, mask_flat, *bins)
@@ -405,7 +406,7 @@ def _value_table(x: np.ndarray, mask: np.ndarray | None) -> _Table:
         if hi - lo < 1 << 32 and flat.size < 1 << 32:
             return _SortedTable(flat, mflat, lo=lo)
     else:
-        table = _binned(flat, mflat)
+        table = value_bins(flat, mflat)
         if table is not None:
             return table
         if _float32_keyed(x, flat):
@@ -444,7 +445,7 @@ def reference_cdf(reference: np.ndarray, mask: np.ndarray | None = None) -> tupl
         counts = _count(flat, lo, hi - lo + 1, mflat)
         keep = np.flatnonzero(counts)
         return _int_values(keep, lo), np.cumsum(counts[keep]) / counts.sum()
-    table = _binned(flat, mflat)
+    table = value_bins(flat, mflat)
     if table is not None:
         keep = np.flatnonzero(table.counts)
         values, counts = table.values(keep), table.counts[keep]

@@ -60,6 +60,7 @@ def volume(rng, dtype, shape):
 def threaded(monkeypatch):
     """Small chunks and three workers from the first voxel, whatever this machine's core count."""
     monkeypatch.setattr(F, "CHUNK", 97)
+    monkeypatch.setattr(F, "SMALL", 0)
     monkeypatch.setattr(F, "PARALLEL_MIN", 1)
     monkeypatch.setattr(F, "_cores", lambda: 3)
     assert F._workers(10_000) == 3
@@ -208,8 +209,19 @@ def quantized(rng, shape, dtype=np.float32):
     return (rng.integers(0, 250, shape) * 11.83).astype(dtype)
 
 
+@pytest.fixture(params=["one chunk", "threads"])
+def layout(request, monkeypatch):
+    """A small volume's bins come from one sort; a large one's (here: forced) are checked voxel by voxel."""
+    if request.param == "threads":
+        monkeypatch.setattr(F, "CHUNK", 97)
+        monkeypatch.setattr(F, "SMALL", 0)
+        monkeypatch.setattr(F, "PARALLEL_MIN", 1)
+        monkeypatch.setattr(F, "_cores", lambda: 3)
+    return request.param
+
+
 @pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
-def test_few_distinct_floats_are_binned_with_skimage_bits(dtype, threaded):
+def test_few_distinct_floats_are_binned_with_skimage_bits(dtype, layout):
     rng = np.random.default_rng(21)
     src, ref = quantized(rng, (13, 14, 15), dtype), quantized(rng, (11, 12, 13), dtype)
     assert isinstance(F._value_table(src, None), F._BinnedTable)
@@ -228,10 +240,15 @@ def test_integral_float64_ct_is_binned_with_skimage_bits():
     same_bits(match_histograms(src, ref), sk_match_histograms(src, ref))
 
 
+def sampled_binning(flat):
+    return F._binning(np.unique(flat[:: max(1, flat.size // F.SAMPLE)]), flat.min(), flat.max(), flat.size)
+
+
 @pytest.mark.parametrize("workers", [1, 3])
 def test_a_value_the_sample_missed_in_a_taken_bin_falls_back_to_sorting(workers, monkeypatch):
     monkeypatch.setattr(F, "SAMPLE", 8)  # a strided sample of ~8 voxels
     monkeypatch.setattr(F, "CHUNK", 97)
+    monkeypatch.setattr(F, "SMALL", 0)
     monkeypatch.setattr(F, "PARALLEL_MIN", 1 if workers > 1 else 1 << 40)
     monkeypatch.setattr(F, "_cores", lambda: workers)
     rng = np.random.default_rng(23)
@@ -239,12 +256,28 @@ def test_a_value_the_sample_missed_in_a_taken_bin_falls_back_to_sorting(workers,
     far = src.reshape(-1)[src.size - 1]
     src.reshape(-1)[-2] = np.nextafter(far, np.float32(np.inf))  # one float step from a value, off the sample
     flat = src.reshape(-1)
-    assert F._binning(flat) is not None  # the bins were tried...
-    with pytest.raises(F._Collision):
-        F._BinnedTable(flat, None, *F._binning(flat))  # ...and the check saw two values in one bin
+    assert sampled_binning(flat) is not None  # the bins were tried...
+    assert F._BinnedTable.checked(flat, None) is None  # ...and the check saw two values in one bin
     assert isinstance(F._value_table(src, None), F._SortedTable)
     same_bits(match_histograms(src, ref), sk_match_histograms(src, ref))
     same_bits(match_histograms(ref, src), sk_match_histograms(ref, src))  # as the reference too
+
+
+def test_values_too_close_for_bins_are_sorted():
+    rng = np.random.default_rng(26)
+    src, ref = quantized(rng, (10, 10, 10)), quantized(rng, (9, 9, 9))
+    src.reshape(-1)[-2] = np.nextafter(src.reshape(-1)[-1], np.float32(np.inf))
+    assert F._BinnedTable.from_sort(src.reshape(-1), None) is None  # one float step apart: too many bins
+    assert isinstance(F._value_table(src, None), F._SortedTable)
+    same_bits(match_histograms(src, ref), sk_match_histograms(src, ref))
+
+
+def test_sorted_values_sharing_a_bin_are_refused(monkeypatch):
+    monkeypatch.setattr(F, "BIN_SPREAD", 0.3)  # bins wider than the closest values: some must share
+    rng = np.random.default_rng(27)
+    src, ref = quantized(rng, (10, 10, 10)), quantized(rng, (9, 9, 9))
+    assert F._BinnedTable.from_sort(src.reshape(-1), None) is None
+    same_bits(match_histograms(src, ref), sk_match_histograms(src, ref))
 
 
 def test_workers_that_saw_different_values_in_one_bin_fall_back_to_sorting(monkeypatch, threaded):
@@ -255,17 +288,17 @@ def test_workers_that_saw_different_values_in_one_bin_fall_back_to_sorting(monke
     value = np.float32(1183.0)
     flat[np.isclose(flat, value, atol=30)] = 0.0
     flat[10], flat[990] = value, np.nextafter(value, np.float32(np.inf))  # first and last worker's part only
-    low, scale, n_bins = F._binning(flat)
+    low, scale, n_bins = sampled_binning(flat)
     first, last = F._BinnedTable.bins_of(flat[[10, 990]], low, scale)
     assert first == last  # one bin, seen by two different workers: only their merge can see the clash
-    with pytest.raises(F._Collision):
-        F._BinnedTable(flat, None, low, scale, n_bins)
+    assert F._BinnedTable.checked(flat, None) is None
     ref = quantized(rng, (9, 9, 9))
     same_bits(match_histograms(src, ref), sk_match_histograms(src, ref))
 
 
 @pytest.mark.parametrize("zeros", ["negative", "positive", "both"])
-def test_binned_reference_zeros_take_numpys_sign(zeros):
+def test_binned_reference_zeros_take_numpys_sign(zeros, monkeypatch):
+    monkeypatch.setattr(F, "SMALL", 0)  # the reference is binned (a small one is sorted)
     rng = np.random.default_rng(24)
     ref = quantized(rng, (10, 10, 10))
     flat = ref.reshape(-1)
@@ -273,7 +306,7 @@ def test_binned_reference_zeros_take_numpys_sign(zeros):
     flat[:40] = {"negative": -0.0, "positive": 0.0, "both": 0.0}[zeros]
     if zeros == "both":
         flat[:40:3] = -0.0
-    assert F._binning(flat) is not None
+    assert F.value_bins(flat) is not None
     src = ref[::-1].copy()  # the same histogram: the reference knots are hit exactly, zero included
     out = match_histograms(src, ref)
     same_bits(out, sk_match_histograms(src, ref))

@@ -34,6 +34,8 @@ from knotwork.harmonize._checks import (
 # Voxels per chunk: each worker's reused int64 index buffer (256 kB) and the chunk's temporaries stay in cache
 # (and, small, are reused by malloc rather than mapped afresh) whatever the volume size.
 CHUNK = 1 << 15
+# A volume of at most this many voxels is one chunk: fewer calls, and its int64 index (<= 2 MB) is kept.
+SMALL = 1 << 18
 # Largest integer range counted with bincount; wider ranges (e.g. uint32 data) are sorted instead.
 MAX_COUNT_BINS = 1 << 22
 # Volumes of at least this many voxels are processed by up to MAX_WORKERS threads, one per core.
@@ -72,32 +74,44 @@ def over_parts(n: int, work: Callable[[int, int], object]) -> list:
         return list(pool.map(work, cuts[:-1], cuts[1:]))
 
 
+def chunk_len(length: int) -> int:
+    """Voxels per chunk in a part of ``length`` voxels: all of them when the part is small."""
+    return length if length <= SMALL else CHUNK
+
+
 def chunks(start: int, stop: int) -> Iterator[tuple[int, int]]:
-    for s in range(start, stop, CHUNK):
-        yield s, min(s + CHUNK, stop)
+    step = chunk_len(stop - start)
+    for s in range(start, stop, step):
+        yield s, min(s + step, stop)
 
 
 def _int_range(x: np.ndarray) -> tuple[int, int] | None:
     return (int(x.min()), int(x.max())) if x.dtype.kind in "iu" else None
 
 
-def _counting_range(x: np.ndarray) -> tuple[int, int] | None:
-    rng = _int_range(x)
-    return rng if rng is not None and rng[1] - rng[0] + 1 <= MAX_COUNT_BINS else None
+def _counting_range(x: np.ndarray, rng: tuple[int, int] | None = None) -> tuple[int, int] | None:
+    """``(lo, hi)`` of an integer volume to count, or None; unsigned values below 2**16 count from 0
+    (the values themselves are the indices: no shift). ``rng`` is the volume's (min, max) if known."""
+    rng = _int_range(x) if rng is None else rng
+    if rng is None or rng[1] - rng[0] + 1 > MAX_COUNT_BINS:
+        return None
+    return (0, rng[1]) if x.dtype.kind == "u" and rng[1] < 1 << 16 else rng
 
 
 def _shifted(v: np.ndarray, lo: int, buf: np.ndarray) -> np.ndarray:
     """``v - lo`` as intp in a reused buffer, computed in intp (an int16 difference would overflow)."""
     out = buf[: v.size]
-    # For uint64 beyond 2**63 both sides wrap alike, so the difference (< MAX_COUNT_BINS) is still exact.
-    np.subtract(v, lo - (1 << 64) if lo >= 1 << 63 else lo, out=out, dtype=np.intp, casting="unsafe")
+    if lo == 0:
+        np.copyto(out, v, casting="unsafe")
+    else:  # for uint64 beyond 2**63 both sides wrap alike: the difference (< MAX_COUNT_BINS) is exact
+        np.subtract(v, lo - (1 << 64) if lo >= 1 << 63 else lo, out=out, dtype=np.intp, casting="unsafe")
     return out
 
 
 def _count(flat: np.ndarray, lo: int, n_bins: int, mask_flat: np.ndarray | None) -> np.ndarray:
     def work(start, stop):
         counts = np.zeros(n_bins, dtype=np.intp)
-        buf = np.empty(min(CHUNK, stop - start), dtype=np.intp)
+        buf = np.empty(chunk_len(stop - start), dtype=np.intp)
         for s, e in chunks(start, stop):
             v = flat[s:e] if mask_flat is None else flat[s:e][mask_flat[s:e]]
             counts += np.bincount(_shifted(v, lo, buf), minlength=n_bins)
@@ -111,7 +125,7 @@ def gather(flat: np.ndarray, table: np.ndarray, index: Callable[[np.ndarray, np.
     out = np.empty(flat.size, dtype=table.dtype)
 
     def work(start, stop):
-        buf = np.empty(min(CHUNK, stop - start), dtype=np.intp)
+        buf = np.empty(chunk_len(stop - start), dtype=np.intp)
         for s, e in chunks(start, stop):
             # mode="clip" skips the bounds check; the indices are in range by construction.
             np.take(table, index(flat[s:e], buf), out=out[s:e], mode="clip")
@@ -153,14 +167,22 @@ class _CountedTable(_Table):
     """Integers in a range of at most MAX_COUNT_BINS: one bin per value from the minimum to the maximum."""
 
     def __init__(self, flat, lo, hi, mask_flat):
-        self.flat, self.lo = flat, lo
-        self.counts = _count(flat, lo, hi - lo + 1, mask_flat)
+        self.flat, self.lo, self.index = flat, lo, None
+        if chunk_len(flat.size) == flat.size:  # one chunk: keep its index for apply()
+            # From 0, the values are the index (numpy casts them inside bincount and take).
+            self.index = flat if lo == 0 else _shifted(flat, lo, np.empty(flat.size, dtype=np.intp))
+            inside = self.index if mask_flat is None else self.index[mask_flat]
+            self.counts = np.bincount(inside, minlength=hi - lo + 1)
+        else:
+            self.counts = _count(flat, lo, hi - lo + 1, mask_flat)
 
     def values(self, idx=slice(None)):
         offsets = np.arange(*idx.indices(self.counts.size)) if isinstance(idx, slice) else np.asarray(idx)
         return _int_values(offsets, self.lo)
 
     def apply(self, lut):
+        if self.index is not None:
+            return np.take(lut, self.index, mode="clip")
         return lookup(self.flat, self.lo, lut)
 
 
@@ -202,24 +224,18 @@ def _decode_keys(k: np.ndarray) -> np.ndarray:
     return bits.view(np.float32).astype(np.float64)
 
 
-class _Collision(Exception):
-    """Two distinct values fell into one bin: the binned route does not apply."""
-
-
-def _binning(flat: np.ndarray) -> tuple[float, float, int] | None:
+def _binning(distinct: np.ndarray, low, high, n: int) -> tuple[float, float, int] | None:
     """``(low, scale, n_bins)`` for bins ``floor((v - low) * scale)``, or None when values are too dense.
 
-    The scale is chosen on a strided sample of SAMPLE voxels: the closest two of its distinct values
-    land BIN_SPREAD bins apart. The bins must number at most MAX_COUNT_BINS and not many more than
-    the voxels; values the sample missed are caught by ``_BinnedTable``'s check.
+    The closest two of the sorted ``distinct`` values land BIN_SPREAD bins apart; the bins of a
+    volume of ``n`` voxels from ``low`` to ``high`` must number at most MAX_COUNT_BINS and not many
+    more than the voxels.
     """
-    low, high = flat.min(), flat.max()
-    cap = min(MAX_COUNT_BINS, max(1 << 16, flat.size))
     if high == low:
         return low, 1.0, 1
-    sample = np.unique(flat[:: max(1, flat.size // SAMPLE)]).astype(np.float64)
-    gap = float(np.diff(sample).min()) if sample.size > 1 else (float(high) - float(low)) / (1 << 16)
-    scale = BIN_SPREAD / gap
+    cap = min(MAX_COUNT_BINS, max(1 << 16, n))
+    gap = float(np.diff(distinct.astype(np.float64)).min()) if distinct.size > 1 else 0.0
+    scale = BIN_SPREAD / (gap or (float(high) - float(low)) / (1 << 16))
     if not (float(high) - float(low)) * scale < cap / 2:  # (rounding in the bins' own dtype stays below cap)
         return None
     return low, scale, int(_BinnedTable.bins_of(np.array([high]), low, scale)[0]) + 1
@@ -229,25 +245,59 @@ class _BinnedTable(_Table):
     """Floats with few distinct values: bins ``floor((v - low) * scale)``, one value per bin.
 
     Floating-point subtraction and multiplication by a positive number never reverse an order, so the
-    bins follow the values. Every voxel is checked: each bin keeps the value of its first voxel, and
-    a different value in the same bin raises ``_Collision`` (the caller then sorts). So the bins are
-    exact, and the volume is counted and looked up like an integer one: linear time, no sort. -0.0
-    and 0.0 share a bin and compare equal, so they are one value, as for ``np.unique``.
+    bins follow the values; the volume is then counted and looked up like an integer one. The bins
+    are exact: a small volume's distinct values are known from one sort (``from_sort``); a large one
+    is not sorted but checked voxel by voxel (``checked``). -0.0 and 0.0 share a bin and compare
+    equal, so they are one value, as for ``np.unique``.
     """
 
-    def __init__(self, flat, mask_flat, low, scale, n_bins):
-        self.flat, self.low, self.scale = flat, low, scale
+    def __init__(self, flat, low, scale, seen, counts, index=None):
+        self.flat, self.low, self.scale, self.seen, self.counts, self.index = flat, low, scale, seen, counts, index
+
+    @classmethod
+    def from_sort(cls, flat, mask_flat) -> _BinnedTable | None:
+        """Bins from the distinct values of one sort, if they fall into distinct bins; else None."""
+        ordered = np.sort(flat)
+        ends = _run_ends(ordered)
+        distinct = ordered[ends - 1]
+        binning = _binning(distinct, distinct[0], distinct[-1], flat.size)
+        if binning is None:
+            return None
+        low, scale, n_bins = binning
+        at = cls.bins_of(distinct, low, scale)
+        if not (at[1:] > at[:-1]).all():
+            return None
+        seen = np.full(n_bins, np.nan, dtype=flat.dtype)  # NaN: an empty bin (the input is finite)
+        seen[at] = distinct
+        scratch = ordered if ordered.dtype == (np.float64 if flat.dtype.itemsize > 4 else np.float32) else None
+        index = cls.bins_of(flat, low, scale, scratch=scratch)  # the sorted copy is done with: reuse it
+        if mask_flat is None:
+            counts = np.zeros(n_bins, dtype=np.intp)
+            counts[at] = np.diff(ends, prepend=0)
+        else:
+            counts = np.bincount(index[mask_flat], minlength=n_bins)
+        return cls(flat, low, scale, seen, counts, index)
+
+    @classmethod
+    def checked(cls, flat, mask_flat) -> _BinnedTable | None:
+        """Bins whose width is set on a strided sample of SAMPLE voxels, every voxel then checked: each
+        bin keeps the value of its first voxel, and another value in the same bin returns None."""
+        low, high = flat.min(), flat.max()
+        binning = _binning(np.unique(flat[:: max(1, flat.size // SAMPLE)]), low, high, flat.size)
+        if binning is None:
+            return None
+        low, scale, n_bins = binning
         failed: list[bool] = []
 
         def work(start, stop):
-            seen = np.full(n_bins, np.nan, dtype=flat.dtype)  # NaN: no voxel yet (the input is finite)
+            seen = np.full(n_bins, np.nan, dtype=flat.dtype)
             counts = np.zeros(n_bins, dtype=np.intp)
-            buf = np.empty(min(CHUNK, stop - start), dtype=np.intp)
+            buf = np.empty(chunk_len(stop - start), dtype=np.intp)
             for s, e in chunks(start, stop):
                 if failed:
                     return None
                 v = flat[s:e]
-                b = self._bins(v, buf)
+                b = cls.bins_of(v, low, scale, buf[: v.size])
                 if s == start:  # every bin is empty: keep the last value written to each
                     seen[b] = v
                 else:
@@ -258,26 +308,25 @@ class _BinnedTable(_Table):
                     failed.append(True)
                     return None
                 counts += np.bincount(b if mask_flat is None else b[mask_flat[s:e]], minlength=n_bins)
-            return seen, counts, buf
+            return seen, counts
 
         parts = over_parts(flat.size, work)
-        # A volume of one chunk keeps its bins for apply(), instead of computing them again.
-        self.index = parts[0][2] if flat.size <= CHUNK and not failed else None
-        parts = [part[:2] for part in parts if part is not None]
         if failed:
-            raise _Collision
-        self.seen, self.counts = parts[0]
-        for seen, counts in parts[1:]:  # workers' bins must agree where both saw a voxel
-            if (self.seen != seen).any(where=~(np.isnan(self.seen) | np.isnan(seen))):
-                raise _Collision
-            self.seen = np.where(np.isnan(self.seen), seen, self.seen)
-            self.counts += counts
+            return None
+        seen, counts = parts[0]
+        for other, more in parts[1:]:  # workers' bins must agree where both saw a voxel
+            if (seen != other).any(where=~(np.isnan(seen) | np.isnan(other))):
+                return None
+            seen = np.where(np.isnan(seen), other, seen)
+            counts += more
+        return cls(flat, low, scale, seen, counts)
 
     @staticmethod
-    def bins_of(v: np.ndarray, low, scale, out: np.ndarray | None = None) -> np.ndarray:
-        """``floor((v - low) * scale)`` as intp, in float32 for float16/32 input and float64 otherwise."""
+    def bins_of(v: np.ndarray, low, scale, out: np.ndarray | None = None, scratch=None) -> np.ndarray:
+        """``floor((v - low) * scale)`` as intp, in float32 for float16/32 input and float64 otherwise
+        (``scratch``: an array of that dtype and size to compute in, else a new one)."""
         work = np.float64 if v.dtype.itemsize > 4 else np.float32
-        t = np.subtract(v, work(low), dtype=work)  # exact low: the minimum of v's own dtype
+        t = np.subtract(v, work(low), dtype=work, out=scratch)  # exact low: the minimum of v's own dtype
         t *= work(scale)
         out = np.empty(v.size, dtype=np.intp) if out is None else out
         np.copyto(out, t, casting="unsafe")  # t >= 0, so truncation is floor
@@ -308,7 +357,7 @@ class _SortedTable(_Table):
         packed = np.empty(n, dtype=np.uint64)
         words = packed.view(np.uint32)
         self.keys, self.perm = words[_KEY_WORD::2], words[_POS_WORD::2]
-        positions = np.arange(min(CHUNK, n), dtype=np.uint32)
+        positions = np.arange(chunk_len(n), dtype=np.uint32)
 
         def fill(start, stop):
             for s, e in chunks(start, stop):
@@ -326,7 +375,7 @@ class _SortedTable(_Table):
         inside = np.empty(n, dtype=bool)
 
         def gather(start, stop):
-            buf = np.empty(min(CHUNK, stop - start), dtype=np.intp)
+            buf = np.empty(chunk_len(stop - start), dtype=np.intp)
             for s, e in chunks(start, stop):
                 idx = buf[: e - s]
                 np.copyto(idx, self.perm[s:e])
@@ -345,7 +394,7 @@ class _SortedTable(_Table):
         out = np.empty(n, dtype=lut.dtype)
 
         def scatter(start, stop):
-            buf = np.empty(min(CHUNK, stop - start), dtype=np.intp)
+            buf = np.empty(chunk_len(stop - start), dtype=np.intp)
             for s, e in chunks(start, stop):
                 g0 = int(np.searchsorted(ends, s, side="right"))  # the run holding sorted position s
                 g1 = int(np.searchsorted(ends, e, side="left"))  # the run holding sorted position e - 1
@@ -388,11 +437,9 @@ def _float32_keyed(x: np.ndarray, flat: np.ndarray) -> bool:
 
 def value_bins(flat: np.ndarray, mask_flat: np.ndarray | None = None) -> _BinnedTable | None:
     """Exact value bins of a float volume with few distinct values, or None (see ``_BinnedTable``)."""
-    bins = _binning(flat)
-    try:
-        return None if bins is None else _BinnedTable(flat, mask_flat, *bins)
-    except _Collision:
-        return None
+    if flat.size <= SMALL:
+        return _BinnedTable.from_sort(flat, mask_flat)
+    return _BinnedTable.checked(flat, mask_flat)
 
 
 def _value_table(x: np.ndarray, mask: np.ndarray | None) -> _Table:
@@ -400,9 +447,10 @@ def _value_table(x: np.ndarray, mask: np.ndarray | None) -> _Table:
     mflat = None if mask is None else mask.reshape(-1)
     rng = _int_range(x)
     if rng is not None:
+        counted = _counting_range(x, rng)
+        if counted is not None:
+            return _CountedTable(flat, *counted, mflat)
         lo, hi = rng
-        if hi - lo + 1 <= MAX_COUNT_BINS:
-            return _CountedTable(flat, lo, hi, mflat)
         if hi - lo < 1 << 32 and flat.size < 1 << 32:
             return _SortedTable(flat, mflat, lo=lo)
     else:
@@ -445,7 +493,7 @@ def reference_cdf(reference: np.ndarray, mask: np.ndarray | None = None) -> tupl
         counts = _count(flat, lo, hi - lo + 1, mflat)
         keep = np.flatnonzero(counts)
         return _int_values(keep, lo), np.cumsum(counts[keep]) / counts.sum()
-    table = value_bins(flat, mflat)
+    table = value_bins(flat, mflat) if flat.size > SMALL else None  # a small one: np.sort is cheaper
     if table is not None:
         keep = np.flatnonzero(table.counts)
         values, counts = table.values(keep), table.counts[keep]
@@ -454,7 +502,10 @@ def reference_cdf(reference: np.ndarray, mask: np.ndarray | None = None) -> tupl
         if negative == 0 or negative == counts[zero[0]]:
             values[zero] = -0.0 if negative else 0.0
             return values, np.cumsum(counts) / counts.sum()
-    ordered = np.sort(reference if mask is None else reference[mask], axis=None)
+    ordered = flat[mflat] if mflat is not None else flat
+    if np.may_share_memory(ordered, reference):
+        ordered = ordered.copy()
+    ordered.sort()  # as np.unique sorts its C-order copy: the same order of -0.0 and 0.0
     ends = _run_ends(ordered)
     firsts = np.empty_like(ends)  # np.unique keeps the first of equal values (-0.0 or 0.0, as sorted)
     firsts[0], firsts[1:] = 0, ends[:-1]

@@ -1,18 +1,22 @@
 """Plain functions: exact histogram matching, voxel quantiles, z-score and percentile clip-and-rescale.
 
-Exact histogram matching needs, for every voxel, the number of voxels at or below its value. How that
-is found decides the speed (``docs/results/harmonize_speed.md``):
+Exact histogram matching needs, for every voxel, how many voxels hold its value or less. How that is
+found decides the speed (``docs/results/harmonize_speed.md``); every route gives scikit-image's bits:
 
 - integer volumes (CT in HU, uint8 MR) are *counted*: ``np.bincount`` of ``value - min`` in chunks,
-  then one table lookup per voxel, in linear time and with no int64 temporary over the whole volume;
-- float volumes (and integers too wide to count) are *sorted once*: each voxel's 32-bit order key
-  (the float32 bits made monotone, ``-0.0`` merged with ``+0.0``) is packed with its position into
-  one uint64, and ``np.sort`` of those (a vectorised sort) replaces the much slower ``argsort`` inside
-  ``np.unique(..., return_inverse=True)`` that scikit-image uses; float64 volumes take this path when
-  every value is exactly a float32, and scikit-image's own route otherwise.
+  then one table lookup per voxel: linear time, and no int64 temporary the size of a large volume;
+- float volumes with few distinct values (MR stored as scaled integers, CT stored as floats) are
+  counted the same way in exact value bins, ``floor((v - min) * scale)`` with a scale that keeps
+  every distinct value in a bin of its own (found by one sort of a small volume, checked voxel by
+  voxel in a large one);
+- other float volumes (and integers too wide to count) are *sorted once*: each voxel's 32-bit order
+  key (the float32 bits made monotone, ``-0.0`` merged with ``+0.0``) is packed with its position
+  into one uint64, and ``np.sort`` of those (a vectorised sort) replaces the much slower ``argsort``
+  inside the ``np.unique(..., return_inverse=True)`` scikit-image calls; float64 values that are not
+  all float32 take scikit-image's own route.
 
-Chunks of large volumes are processed by a few threads (numpy releases the GIL in the casts, lookups
-and scatters; ``np.bincount`` holds it, so counting overlaps only its casts).
+Chunks of large volumes are processed by a few threads (numpy releases the GIL in its casts, lookups,
+scatters and sorts, and in ``np.bincount``'s counting loop, though not in its min/max pass).
 """
 
 from __future__ import annotations
@@ -374,14 +378,14 @@ class _SortedTable(_Table):
         n = self.perm.size
         inside = np.empty(n, dtype=bool)
 
-        def gather(start, stop):
+        def sorted_mask(start, stop):
             buf = np.empty(chunk_len(stop - start), dtype=np.intp)
             for s, e in chunks(start, stop):
                 idx = buf[: e - s]
                 np.copyto(idx, self.perm[s:e])
                 np.take(self.mask_flat, idx, out=inside[s:e], mode="clip")
 
-        over_parts(n, gather)
+        over_parts(n, sorted_mask)
         starts = np.concatenate(([0], self.ends[:-1]))
         return np.cumsum(np.add.reduceat(inside, starts, dtype=np.int64))
 
@@ -555,10 +559,11 @@ def match_histograms(source, reference, mask=None, *, reference_mask=None, dtype
 
     Each distinct source value ``v`` goes to the reference value at the same cumulative fraction,
     ``F_ref^-1(F_src(v))``, interpolated linearly between reference values. Without masks the result
-    equals :func:`skimage.exposure.match_histograms` (same values, same output dtype), but integer
-    volumes are counted rather than sorted: on a 512 x 512 x 200 int16 CT-like volume it took 1.2 s
-    of CPU against scikit-image's 13.8 s, with 400 MB instead of 1450 MB of extra memory
-    (``benchmarks/harmonize_speed.py``).
+    equals :func:`skimage.exposure.match_histograms` bit for bit (same values, same output dtype),
+    found without scikit-image's argsort: integer volumes and floats with few distinct values are
+    counted, other floats sorted once by a vectorised sort, large volumes in several threads (see
+    this module's notes; speed side by side in ``docs/results/harmonize_speed.md``). With
+    ``dtype=np.float32`` the result is scikit-image's cast to float32, at half the memory.
 
     Parameters
     ----------

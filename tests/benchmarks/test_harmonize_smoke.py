@@ -65,12 +65,22 @@ def test_harmonize_study_smoke(tmp_path):
 
 
 def test_harmonize_speed_smoke(tmp_path):
-    n_hippo = 2 if (DATA / "imagesTr").is_dir() else 0  # synthetic volumes only without the real data
+    n_hippo = 8 if (DATA / "imagesTr").is_dir() else 0  # synthetic volumes only without the real data
     out = tmp_path / "page" / "harmonize_speed.md"
-    _run("harmonize_speed.py", "--repeats", "1", "--shape", "6", "8", "8", "--hippocampus", n_hippo,
-         "--records", tmp_path / "records", "--scratch", tmp_path / "scratch", "--out", out)
+    args = ["--repeats", "1", "--shape", "6", "8", "8", "--hippocampus", n_hippo, "--records", tmp_path / "records",
+            "--out", out]
+    _run("harmonize_speed.py", *args)
     records = sorted(p.stem for p in (tmp_path / "records" / "harmonize_speed").glob("*.json"))
-    assert records == ["ct", *(["hippocampus"] if n_hippo else [])]
+    hippo = ["hippocampus-float32", "hippocampus-uint8"] if n_hippo else []
+    assert records == sorted(["ct-float32", "ct-int16", *hippo])
+    rec = json.loads((tmp_path / "records" / "harmonize_speed" / "ct-int16.json").read_text())
+    methods = rec["data"]["methods"]
+    assert sorted(methods) == ["floor float32", "floor float64", "knotwork float32", "knotwork float64",
+                               "scikit-image"]
+    assert methods["knotwork float64"]["identical"] and methods["knotwork float32"]["identical"]
     text = out.read_text()
-    assert "| CT 8x8x6 int16 | knotwork |" in text and "yes (bit-identical)" in text
+    assert "| CT 8x8x6 int16 | knotwork float64 |" in text and "| CT 8x8x6 float32 | scikit-image |" in text
+    assert "## Targets (issue 14)" in text and "int16 CT, float32 output" in text
     assert _command(out).startswith("python benchmarks/harmonize_speed.py --repeats 1 --shape 6 8 8")
+    again = _run("harmonize_speed.py", *args)  # every case has a record of this budget: nothing is timed again
+    assert "best" not in again.stdout

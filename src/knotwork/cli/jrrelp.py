@@ -48,6 +48,11 @@ class Optimizer(str, enum.Enum):
     adamw = "adamw"
 
 
+class RelationCoupling(str, enum.Enum):
+    reference = "reference"
+    joint = "joint"
+
+
 class EntityMasking(str, enum.Enum):
     type = "type"
     none = "none"
@@ -155,6 +160,11 @@ def train_command(
     lam: float | None = typer.Option(None, "--lambda", help="JRRELP λ for both KG terms (default 1 for palstm, 0.01 for transformer)."),
     lambda_kglp: float | None = typer.Option(None, "--lambda-kglp", help="Override λ of the link-prediction loss (0 = off)."),
     lambda_coupling: float | None = typer.Option(None, "--lambda-coupling", help="Override λ of the coupling loss (0 = off)."),
+    relation_coupling: RelationCoupling | None = typer.Option(
+        None, "--relation-coupling", case_sensitive=False,
+        help="With --jrrelp: 'reference' (R detached in the RE logits, no bias: the PA-LSTM code) or 'joint' (R is the "
+        "classifier weight, trained by all losses). Default: reference for palstm, joint for transformer.",
+    ),
     node_key: str = typer.Option("type", "--node-key", help="KG nodes: 'type' (paper), 'head' (untyped data such as SemEval) or an extra field."),
     min_node_count: int = typer.Option(1, "--min-node-count", help="Rarer nodes map to <unk>."),
     entity_masking: EntityMasking | None = typer.Option(
@@ -194,6 +204,8 @@ def train_command(
         raise JrrelpError(f"--lr must be a finite number > 0; got {lr}")
     if not jrrelp and any(v not in (None, 0) for v in (lam, lambda_kglp, lambda_coupling)):
         raise JrrelpError("--lambda/--lambda-kglp/--lambda-coupling need --jrrelp (without it the KG terms are off)")
+    if not jrrelp and relation_coupling is not None:
+        raise JrrelpError("--relation-coupling needs --jrrelp (the baseline has a plain linear classifier)")
     if exact_data_parallel and encoder is Encoder.transformer:
         raise JrrelpError("--exact-data-parallel covers --encoder palstm only (the transformer's own dropout stays on)")
     dev_name = resolve_device(device)
@@ -217,6 +229,7 @@ def train_command(
             optimizer=opt, lr=lr if lr is not None else (5e-5 if is_tf else {"sgd": 1.0}.get(opt, 1e-3)),
             batch_size=batch_size or (32 if is_tf else 50), hidden_dim=hidden_dim, embedding_dim=embedding_dim,
             entity_masking=entity_masking.value if entity_masking else ("none" if node_key != "type" else "type"),
+            relation_coupling=relation_coupling.value if relation_coupling else None,
         )
         if is_tf:
             kwargs.update(head_lr=1e-3, conve_width=24, conve_channels=16)
@@ -267,7 +280,8 @@ def train_command(
         return
     result.commit = commit_label()
     metrics: dict[str, Any] = {"dev": vars(result.dev_scores), "best_epoch": result.best_epoch,
-                               "epochs_run": len(result.history), "seconds": result.seconds}
+                               "epochs_run": len(result.history), "stop_reason": result.stop_reason,
+                               "seconds": result.seconds}
     if test_ex is not None:
         test, pred = evaluate(result, test_ex)
         metrics["test"] = {**vars(test), "macro_f1": macro_f1([ex.relation for ex in test_ex], pred)}

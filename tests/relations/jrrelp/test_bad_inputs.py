@@ -80,6 +80,8 @@ TRAIN_CASES = [
     ("lambda-inf", lambda d: None, ["--jrrelp", "--lambda-coupling", "inf"], r"--lambda-coupling must be a finite"),
     ("lambda-negative", lambda d: None, ["--jrrelp", "--lambda-kglp", "-0.5"], r"--lambda-kglp must be .* got -0\.5"),
     ("lambda-without-jrrelp", lambda d: None, ["--lambda", "0.5"], r"--lambda.* need --jrrelp"),
+    ("coupling-without-jrrelp", lambda d: None, ["--relation-coupling", "joint"],
+     r"--relation-coupling needs --jrrelp \(the baseline has a plain linear classifier\)"),
     ("lr-zero", lambda d: None, ["--lr", "0"], r"--lr must be a finite number > 0; got 0"),
     ("dims-do-not-factor", lambda d: None, ["--hidden-dim", "25"],
      r"hidden_dim=25 must be a multiple of conve_width=10"),

@@ -51,6 +51,18 @@ def test_save_load_round_trip_gives_identical_predictions(tmp_path):
                                                           "history.json", "metrics.json"}
 
 
+def test_a_run_saved_before_relation_coupling_existed_loads_as_joint(tmp_path):
+    tr, dv = synthetic_examples(48, seed=0), synthetic_examples(16, seed=1)
+    res = train(tr, dv, TrainConfig.jrrelp("palstm", relation_coupling="joint", **TINY))
+    save_run(res, tmp_path / "run")
+    meta = json.loads((tmp_path / "run" / "config.json").read_text())
+    del meta["config"]["relation_coupling"]  # what an older knotwork wrote
+    (tmp_path / "run" / "config.json").write_text(json.dumps(meta))
+    model, feat, kg, config = load_run(tmp_path / "run")
+    assert config.relation_coupling == "joint" and model.relation_embeddings is model.classifier.weight
+    assert predict(model, feat, dv, kg.relations) == predict(res.model, res.featurizer, dv, kg.relations)
+
+
 def test_cli_train_writes_a_run_refuses_to_overwrite_and_force_replaces(tmp_path):
     data = tmp_path / "data"
     data.mkdir()
@@ -68,6 +80,7 @@ def test_cli_train_writes_a_run_refuses_to_overwrite_and_force_replaces(tmp_path
     assert reported["test"] == metrics["test"] and "knotwork" in reported
     config = json.loads((out / "config.json").read_text())["config"]
     assert config["lambda_kglp"] == 1.0 == config["lambda_coupling"]  # the paper's λ for PA-LSTM
+    assert config["relation_coupling"] == "reference" and metrics["stop_reason"] == "max_epochs"
     # The saved model reproduces the reported test F1 (scored independently by the official scorer).
     from knotwork.relations import load_tacred, score
 

@@ -86,3 +86,26 @@ def test_round_trip_through_dict():
     from knotwork.relations.jrrelp.kg import RelationKG
 
     assert RelationKG.from_dict(kg.to_dict()) == kg
+
+
+def test_node_report_counts_nodes_and_unknown_shares():
+    train = [
+        ex(1, "r", "E", "E", subj_head="cup", obj_head="tea"),
+        ex(2, "r", "E", "E", subj_head="cup", obj_head="tea"),
+        ex(3, "r", "E", "E", subj_head="box", obj_head="ink"),
+    ]
+    test = [
+        ex(4, "r", "E", "E", subj_head="cup", obj_head="ink"),  # ink was seen once: <unk> with min_count 2
+        ex(5, "r", "E", "E", subj_head="jar", obj_head="tea"),  # jar never seen
+        ex(6, "r", "E", "E", subj_head="cup", obj_head="tea"),
+        ex(7, "r", "E", "E", subj_head="pot", obj_head="gin"),
+    ]
+    kg = build_kg(train, node_key="head", min_count=2)
+    report = kg.node_report({"train": train, "test": test})
+    # By hand: nodes cup | tea; train: box and ink fall to <unk> once of 3; test: subj jar, pot (2 of 4),
+    # obj ink, gin (2 of 4).
+    assert report == {"subjects": 1, "objects": 1, "node_key": "head",
+                      "train": {"examples": 3, "subj_unk": 1 / 3, "obj_unk": 1 / 3},
+                      "test": {"examples": 4, "subj_unk": 0.5, "obj_unk": 0.5}}
+    typed = build_kg(EXAMPLES).node_report({"train": EXAMPLES})
+    assert (typed["subjects"], typed["objects"], typed["train"]["subj_unk"]) == (2, 3, 0.0)

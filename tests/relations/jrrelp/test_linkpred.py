@@ -83,3 +83,29 @@ def test_unseen_in_train_names_triples_with_new_entities_or_relations():
 
     split = [("n1", "parent", "n0"), ("x", "parent", "n0"), ("n1", "cousin", "n2"), ("n2", "child", "y")]
     assert unseen_in_train(TRAIN, split) == split[1:]
+
+
+def test_relation_frequency_baseline_by_hand():
+    from knotwork.relations.jrrelp.linkpred import RelationFrequency
+
+    train = [("a", "r", "b"), ("c", "r", "b"), ("a", "r", "d")]
+    triples = index_triples(train, [], [("a", "r", "c")])
+    got = evaluate_link_prediction(RelationFrequency(triples), triples, "test")
+    # Tail side (a, r, ?): tails of r counted b 2, d 1, a 0, c 0; b and d are known tails of (a, r) and filtered;
+    # the true c (0) ties with a (0): rank 1.5. Head side (c, r^-1, ?): heads of r counted a 2, c 1; the true a is
+    # first: rank 1. MRR = (1/1.5 + 1) / 2.
+    assert got["mrr"] == pytest.approx((1 / 1.5 + 1) / 2)
+    assert got["hits@1"] == pytest.approx(0.5)
+    assert not any(p.requires_grad for p in RelationFrequency(triples).parameters())
+
+
+def test_train_conve_steps_a_given_optimizer():
+    triples = index_triples(TRAIN)
+    config = ConvEConfig(dim=20, width=5, channels=4, epochs=1, batch_size=8, seed=3)
+    torch.manual_seed(0)
+    from knotwork.relations.jrrelp.linkpred import ConvE
+
+    model = ConvE.from_config(triples.n_entities, 2 * triples.n_relations, config)
+    opt = torch.optim.Adam(model.parameters(), lr=config.lr)
+    train_conve(triples, config, model=model, optimizer=opt)
+    assert all(s["step"] == 6 for s in opt.state.values())  # 42 queries in batches of 8: Adam's state advanced

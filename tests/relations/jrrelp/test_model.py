@@ -98,3 +98,52 @@ def test_loss_is_weighted_sum():
     torch.testing.assert_close(t.total, expected)
     with pytest.raises(ValueError, match="lambda_coupling=1.0 > 0 but the coupling logits or the KG targets"):
         jrrelp_loss(JRRELPOutput(out.re_logits), labels, None, lambda_kglp=0.0, lambda_coupling=1.0)
+
+
+# ---------------------------------------------------------------- relation_coupling="reference" (the PA-LSTM code)
+
+
+@pytest.fixture(scope="module")
+def reference_setup():
+    examples = synthetic_examples(40, seed=0)
+    torch.manual_seed(0)
+    config = TrainConfig.jrrelp("palstm", **CFG)
+    model, feat, kg = build_model(examples, config)
+    batch = feat.collate([feat(ex) for ex in examples[:8]])
+    subjects, labels = kg.example_queries(examples[:8])
+    return model, kg, batch, torch.tensor(subjects), torch.tensor(labels)
+
+
+def test_the_classifier_follows_the_config():
+    assert TrainConfig.jrrelp("palstm").relation_coupling == "reference"
+    assert TrainConfig.jrrelp("transformer").relation_coupling == "joint"
+    assert TrainConfig.jrrelp("palstm").classifier == "reference"
+    assert TrainConfig(relation_coupling="reference").classifier == "linear"  # baseline: plain linear, as the code
+    assert TrainConfig.jrrelp("palstm", relation_coupling="joint").classifier == "joint"
+    with pytest.raises(ValueError, match="'relation_coupling' parameter of TrainConfig must be one of"):
+        TrainConfig(relation_coupling="tied")
+
+
+def test_reference_logits_are_r_hat_times_r_without_bias(reference_setup):
+    model, _, batch, _, _ = reference_setup
+    model.eval()
+    assert not hasattr(model, "classifier") and model.relation_embeddings is model.relation_table.weight
+    rep = model.encoder(batch)
+    torch.testing.assert_close(model(batch).re_logits, rep @ model.relation_table.weight.T)
+    # R is drawn from N(0, 1), as nn.Embedding in the released code.
+    assert 0.8 < float(model.relation_table.weight.detach().std()) < 1.2
+
+
+def test_reference_re_loss_never_moves_r_but_kglp_does(reference_setup):
+    model, kg, batch, subjects, labels = reference_setup
+    model.train()
+    model.zero_grad()
+    out = model(batch, subjects, labels)
+    torch.nn.functional.cross_entropy(out.re_logits, labels).backward()
+    assert model.relation_table.weight.grad is None
+    assert model.encoder.lstm.weight_hh_l0.grad.abs().sum() > 0  # the RE loss still trains the encoder
+    model.zero_grad()
+    out = model(batch, subjects, labels, coupling=False)
+    torch.nn.functional.binary_cross_entropy_with_logits(out.kglp_logits, kg.targets(subjects, labels)).backward()
+    grad = model.relation_table.weight.grad
+    assert set(torch.nonzero(grad.abs().sum(1)).flatten().tolist()) == set(labels.tolist())

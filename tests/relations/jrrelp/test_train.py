@@ -141,3 +141,42 @@ def test_config_refuses_non_finite_and_out_of_range_settings():
                        ({"warmup": 1.5}, "warmup in \\[0, 1\\]"), ({"epochs": 0}, "'epochs'.*>= 1")):
         with pytest.raises(JrrelpError, match=match):
             TrainConfig(**bad)
+
+
+def test_runs_stop_by_patience_and_say_so(data):
+    tr, dv, _ = data
+    # An SGD step of 1e-12 leaves dev F1 where it was: epoch 1 is the best, and `patience` stale epochs follow.
+    frozen = {**TINY, "optimizer": "sgd", "lr": 1e-12, "epochs": 20, "patience": 3}
+    stopped = train(tr[:40], dv, TrainConfig(**frozen))
+    assert stopped.stop_reason == "early_stopping" and len(stopped.history) == 4 and stopped.best_epoch == 1
+    capped = train(tr[:40], dv, TrainConfig(**{**frozen, "epochs": 2}))
+    assert capped.stop_reason == "max_epochs" and len(capped.history) == 2
+
+
+def test_sgd_decays_after_decay_after_when_dev_f1_stalls(data):
+    tr, dv, _ = data
+    # The released PA-LSTM loop, worked by hand for a dev F1 that never changes: after epoch e > decay_after
+    # (its "len(dev_f1_history) > 10" with decay_after=11) the lr is multiplied by lr_decay, so the lr used in
+    # epochs 1..5 with decay_after=2 is 1, 1, 1, 0.9, 0.81 (x lr).
+    cfg = TrainConfig(**{**TINY, "optimizer": "sgd", "lr": 1e-12, "epochs": 5, "patience": 10, "decay_after": 2})
+    lrs = [h["lr"] for h in train(tr[:40], dv, cfg).history]
+    assert lrs == pytest.approx([1e-12, 1e-12, 1e-12, 0.9e-12, 0.81e-12])
+    assert TrainConfig().decay_after == 11 and TrainConfig().lr_decay == 0.9 and TrainConfig().lr == 1.0
+
+
+def test_word_vectors_fill_their_rows_and_report_coverage(data):
+    from knotwork._errors import JrrelpError
+    from knotwork.relations.jrrelp.train import build_model
+
+    tr, dv, _ = data
+    cfg = TrainConfig(**{**TINY, "epochs": 1})
+    vectors = {"works": [0.5] * 20, "born": [-0.25] * 20, "never-in-training": [9.0] * 20}
+    model, feat, _ = build_model(tr, cfg, word_vectors=vectors)
+    table = model.encoder.word_embeddings.weight
+    for word in ("works", "born"):
+        assert table[feat.vocab.id(word)].tolist() == vectors[word]
+    assert abs(float(table[feat.vocab.id("saw")].detach()[0])) <= 1.0 and table[feat.vocab.id("saw")][0] not in (0.5, -0.25)
+    res = train(tr[:40], dv, cfg, word_vectors=vectors)
+    assert res.word_vector_coverage == pytest.approx(2 / (len(res.featurizer.vocab) - 2))
+    with pytest.raises(JrrelpError, match="the vector of 'works' has shape \\(3,\\); the embedding size is 20"):
+        build_model(tr, cfg, word_vectors={"works": [1.0, 2.0, 3.0]})

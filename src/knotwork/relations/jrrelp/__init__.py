@@ -8,7 +8,8 @@ from knotwork.relations.jrrelp.batching import Batch, bucket_batches, iterate_ba
 from knotwork.relations.jrrelp.config import DEFAULT_LAMBDA, TrainConfig
 from knotwork.relations.jrrelp.conve import ConvEInteraction, filtered_ranks, rank_metrics
 from knotwork.relations.jrrelp.encoders import MarkerTransformerEncoder, PALSTMEncoder
-from knotwork.relations.jrrelp.kg import UNKNOWN_NODE, RelationKG, build_kg, node_key_function
+from knotwork.relations.jrrelp.entity_types import cluster_types, retype
+from knotwork.relations.jrrelp.kg import UNKNOWN_NODE, RelationKG, build_kg, head_word, node_key_function
 from knotwork.relations.jrrelp.model import JRRELPModel, JRRELPOutput, LossTerms, jrrelp_loss
 from knotwork.relations.jrrelp.train import TrainResult, build_model, evaluate, predict, train
 
@@ -28,12 +29,15 @@ __all__ = [
     "bucket_batches",
     "build_kg",
     "build_model",
+    "cluster_types",
     "evaluate",
     "filtered_ranks",
+    "head_word",
     "iterate_batches",
     "jrrelp_loss",
     "node_key_function",
     "predict",
     "rank_metrics",
+    "retype",
     "train",
 ]

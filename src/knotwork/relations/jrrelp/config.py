@@ -10,6 +10,7 @@ from knotwork._errors import JrrelpError
 ENCODERS = ("palstm", "transformer")
 BATCHNORM = ("batch", "running")
 OPTIMIZERS = ("sgd", "adam", "adamw")
+RELATION_COUPLING = ("reference", "joint")
 
 # The paper's λ per backbone (§4): 1 for PA-LSTM, 0.01 for the pretrained transformer (SpanBERT).
 DEFAULT_LAMBDA = {"palstm": 1.0, "transformer": 0.01}
@@ -25,6 +26,18 @@ class TrainConfig:
 
     ``lambda_kglp = lambda_coupling = 0`` is the plain RE baseline; the paper ties both to one λ
     (:func:`TrainConfig.jrrelp`), and setting one of them to 0 gives the paper's ablations.
+
+    ``relation_coupling`` says how the relation table R enters the RE classifier when a KG term is on (the
+    baseline always has a plain linear classifier with a bias, as the reference code's baseline):
+
+    - ``"reference"``: as the released PA-LSTM code (``JRRELP-PALSTM/model/rnn.py``): R is its own table
+      (``nn.Embedding``, N(0, 1) init) and the RE logits are ``r̂ @ R.detach().T`` with no bias, so only the KG
+      losses train R;
+    - ``"joint"``: R is the classifier's weight and the logits are ``r̂ @ R.T + b`` (paper eq. 2 and the SpanBERT
+      code), so R is trained by all three losses.
+
+    Left at ``None`` it is what the released code of the encoder does: ``"reference"`` for the PA-LSTM,
+    ``"joint"`` for a transformer (the SpanBERT code's classifier rows are R).
     """
 
     encoder: str = field(default="palstm", metadata=_help("palstm or transformer"))
@@ -34,6 +47,11 @@ class TrainConfig:
     min_node_count: int = field(default=1, metadata=_help("rarer nodes map to <unk>"))
     negative_policy: str = field(default="observed", metadata=_help("'observed' or 'all_ones' for no_relation"))
     label_smoothing: float = field(default=0.0, metadata=_help("KG target smoothing (C-GCN used 0.1)"))
+    relation_coupling: str | None = field(
+        default=None,
+        metadata=_help("'reference' (R detached in the RE logits, no bias: the PA-LSTM code) or 'joint' (R is the "
+                       "classifier weight, with a bias); None: the encoder's released code"),
+    )
     negative_label: str = "no_relation"
     epochs: int = 100
     batch_size: int = 50
@@ -42,7 +60,10 @@ class TrainConfig:
     head_lr: float | None = field(default=None, metadata=_help("lr of non-backbone parameters; None = lr"))
     weight_decay: float = 0.0
     lr_decay: float = field(default=0.9, metadata=_help("SGD: multiply lr when dev F1 stalls"))
-    decay_after: int = 5
+    decay_after: int = field(
+        default=11,
+        metadata=_help("SGD: decay only after this epoch (the PA-LSTM code: once its dev history holds > 10 epochs)"),
+    )
     warmup: float = field(default=0.1, metadata=_help("transformer: linear warm-up fraction"))
     max_grad_norm: float = 5.0
     patience: int = field(default=10, metadata=_help("stop after this many epochs without a better dev F1"))
@@ -80,6 +101,13 @@ class TrainConfig:
             raise JrrelpError(
                 f"The 'optimizer' parameter of TrainConfig must be one of {OPTIMIZERS}. Got {self.optimizer!r}."
             )
+        if self.relation_coupling is None:
+            object.__setattr__(self, "relation_coupling", "reference" if self.encoder == "palstm" else "joint")
+        if self.relation_coupling not in RELATION_COUPLING:
+            raise JrrelpError(
+                f"The 'relation_coupling' parameter of TrainConfig must be one of {RELATION_COUPLING}. "
+                f"Got {self.relation_coupling!r}."
+            )
         if self.conve_batchnorm not in BATCHNORM:
             raise JrrelpError(
                 f"The 'conve_batchnorm' parameter of TrainConfig must be one of {BATCHNORM}. Got {self.conve_batchnorm!r}."
@@ -110,6 +138,11 @@ class TrainConfig:
     @property
     def uses_kg(self) -> bool:
         return self.lambda_kglp > 0 or self.lambda_coupling > 0
+
+    @property
+    def classifier(self) -> str:
+        """The RE classifier built: ``"linear"`` for the baseline, else :attr:`relation_coupling`."""
+        return self.relation_coupling if self.uses_kg else "linear"  # type: ignore[return-value]
 
     @classmethod
     def jrrelp(cls, encoder: str = "palstm", lam: float | None = None, **kwargs) -> TrainConfig:

@@ -33,9 +33,10 @@ class Vocab:
         return self._index.get(word, 1)  # type: ignore[attr-defined]
 
 
-def entity_token(side: str, entity_type: str) -> str:
-    """The token that replaces a masked entity, e.g. ``SUBJ-PERSON`` (the PA-LSTM convention)."""
-    return f"{'SUBJ' if side == 'subj' else 'OBJ'}-{entity_type}"
+def entity_token(side: str, entity_type: str | None) -> str:
+    """The token that replaces a masked entity: ``SUBJ-PERSON`` (the PA-LSTM convention), ``SUBJ`` without a type."""
+    mark = "SUBJ" if side == "subj" else "OBJ"
+    return f"{mark}-{entity_type}" if entity_type else mark
 
 
 def _words(ex: RelationExample, *, lowercase: bool, entity_masking: str) -> list[str]:

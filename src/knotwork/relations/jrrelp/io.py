@@ -89,7 +89,8 @@ def load_run(run_dir: str | Path, *, backbone: Any = None, tokenizer: Any = None
     run_dir = Path(run_dir)
     _require(run_dir, ("config.json", "kg.json", "model.safetensors"))
     meta = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
-    config = TrainConfig.from_dict(meta["config"])
+    # Runs saved before `relation_coupling` existed had R as the classifier weight, with a bias.
+    config = TrainConfig.from_dict({"relation_coupling": "joint", **meta["config"]})
     kg = RelationKG.from_dict(json.loads((run_dir / "kg.json").read_text(encoding="utf-8")))
     if config.encoder == "palstm":
         featurizer, encoder, pad_id = palstm_parts(config, Vocab(tuple(meta["vocab"])))

@@ -37,7 +37,7 @@ def node_key_function(node_key: str | NodeKey) -> NodeKey:
     if node_key == "type":
         return lambda ex, side: ex.subj_type if side == "subj" else ex.obj_type
     if node_key == "head":
-        return _head_word
+        return head_word
 
     def _extra(ex: RelationExample, side: str) -> str:
         name = f"{side}_{node_key}"
@@ -48,7 +48,9 @@ def node_key_function(node_key: str | NodeKey) -> NodeKey:
     return _extra
 
 
-def _head_word(ex: RelationExample, side: str) -> str:
+def head_word(ex: RelationExample, side: str) -> str:
+    """The head word of the subject (``side="subj"``) or object: ``subj_head``/``obj_head`` when the example
+    carries it (our SemEval conversion does), else the lower-cased last token of the span."""
     head = ex.extra.get(f"{side}_head")
     if head is not None:
         return str(head)
@@ -172,6 +174,40 @@ class RelationKG:
             subjects.append(self.subject_id(key(ex, "subj")))
             relations.append(self._relation_index[ex.relation])
         return subjects, relations
+
+    def node_report(self, splits: Mapping[str, Sequence[RelationExample]]) -> dict:
+        """How many nodes the graph has, and how often examples fall to the unknown node.
+
+        Parameters
+        ----------
+        splits : mapping of split name -> examples
+            E.g. ``{"train": ..., "dev": ..., "test": ...}``; the nodes are those of the graph (built from train).
+
+        Returns
+        -------
+        dict
+            ``subjects`` and ``objects``: node counts without :data:`UNKNOWN_NODE`; ``node_key``; and per split
+            ``{"examples": n, "subj_unk": share, "obj_unk": share}``: the share of examples whose subject (object)
+            maps to :data:`UNKNOWN_NODE`.
+
+        Examples
+        --------
+        >>> from knotwork.relations import RelationExample
+        >>> ex = RelationExample("1", ("Ann", "met", "Bob"), "per:met", 0, 0, 2, 2, "PERSON", "PERSON")
+        >>> other = RelationExample("2", ("Ann", "met", "Acme"), "per:met", 0, 0, 2, 2, "PERSON", "ORG")
+        >>> build_kg([ex]).node_report({"test": [ex, other]})["test"]
+        {'examples': 2, 'subj_unk': 0.0, 'obj_unk': 0.5}
+        """
+        key = node_key_function(self.node_key) if self.node_key != "<callable>" else None
+        if key is None:
+            raise JrrelpError("this graph was built with a custom node_key callable; map examples yourself")
+        out: dict = {"subjects": len(self.subjects) - 1, "objects": len(self.objects) - 1, "node_key": self.node_key}
+        for name, examples in splits.items():
+            n = len(examples)
+            subj = sum(self.subject_id(key(ex, "subj")) == 0 for ex in examples)
+            obj = sum(self.object_id(key(ex, "obj")) == 0 for ex in examples)
+            out[name] = {"examples": n, "subj_unk": subj / n if n else 0.0, "obj_unk": obj / n if n else 0.0}
+        return out
 
     def to_dict(self) -> dict:
         """A JSON-ready description (edges as sorted lists) for saving beside a checkpoint."""

@@ -128,6 +128,27 @@ class ConvE(nn.Module):
         )
 
 
+class RelationFrequency(nn.Module):
+    """A baseline without learning: the score of tail ``t`` for ``(h, r, ?)`` is how often ``t`` is a tail of ``r``
+    in training (``r >= n_relations``, an inverse relation, counts how often ``t`` is a *head* of ``r``).
+
+    The head is ignored, so every query of a relation gets the same ranking. Ranked like ConvE by
+    :func:`evaluate_link_prediction` (filtered, realistic ranks: the many zero-count entities tie, each counting
+    half), it is the floor a trained link predictor has to clear.
+    """
+
+    def __init__(self, triples: TripleSet) -> None:
+        super().__init__()
+        train = with_inverses(triples.train, triples.n_relations)
+        counts = torch.zeros(2 * triples.n_relations, triples.n_entities)
+        counts.index_put_((train[:, 1], train[:, 2]), torch.ones(len(train)), accumulate=True)
+        self.counts = nn.Parameter(counts, requires_grad=False)
+
+    def forward(self, heads: torch.Tensor, relations: torch.Tensor) -> torch.Tensor:
+        """Scores of every entity as the tail, shape (B, n_entities)."""
+        return self.counts[relations]
+
+
 @dataclass(frozen=True)
 class ConvEConfig:
     """ConvE's training settings; defaults are the paper's (Adam 0.003, batch 128, label smoothing 0.1)."""
@@ -191,6 +212,7 @@ def train_conve(
     config: ConvEConfig,
     *,
     model: ConvE | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
     device: str | torch.device = "cpu",
     progress: bool | Callable[[int], Any] = False,
     callback: Callable[[dict], None] | None = None,
@@ -205,7 +227,10 @@ def train_conve(
     triples : TripleSet
     config : ConvEConfig
     model : ConvE, optional
-        Continue training this model (e.g. one restored from a checkpoint); the optimizer starts afresh.
+        Continue training this model (e.g. one restored from a checkpoint).
+    optimizer : torch.optim.Optimizer, optional
+        Step this optimizer (over ``model``'s parameters, e.g. with a state restored from a checkpoint, so Adam's
+        moment estimates carry over); default a fresh ``Adam(lr=config.lr)``.
     device : str or torch.device, default "cpu"
         Where the model and the batches live; the returned model stays there.
     progress : bool or callable, default False
@@ -233,7 +258,7 @@ def train_conve(
         rng = np.random.default_rng(config.seed)
         model = model if model is not None else ConvE.from_config(triples.n_entities, n_rel, config)
         model.to(device)
-        opt = torch.optim.Adam(model.parameters(), lr=config.lr)
+        opt = optimizer if optimizer is not None else torch.optim.Adam(model.parameters(), lr=config.lr)
         try:
             for epoch in range(1, config.epochs + 1):
                 start, total, done = time.perf_counter(), 0.0, 0

@@ -1,4 +1,4 @@
-"""The JRRELP model: an RE encoder whose classifier weight is the relation table R of a ConvE link predictor."""
+"""The JRRELP model: an RE encoder whose relation table R is shared with a ConvE link predictor."""
 
 from __future__ import annotations
 
@@ -82,13 +82,21 @@ def jrrelp_loss(
     return LossTerms(total, re, terms["kglp"], terms["coupling"])
 
 
+CLASSIFIERS = ("linear", "joint", "reference")
+
+
 class JRRELPModel(nn.Module):
     """RE model plus the ConvE link predictor that shares its parameters (Stoica et al., arXiv 2012.04812).
 
-    Sharing, as in the paper: the node (entity) embeddings are rows of the encoder's input embedding table, and
-    the relation table R of the link predictor **is** the RE classifier's weight, so RE logits are
-    ``r̂ @ R.T + b``. R therefore gets gradients from all three losses (paper eq. 2 and the SpanBERT code; the
-    PA-LSTM code detaches R in the RE logits, a variant we do not follow).
+    The node (entity) embeddings are rows of the encoder's input embedding table. How the relation table R of
+    the link predictor meets the RE classifier is ``classifier``:
+
+    - ``"joint"``: R **is** the RE classifier's weight and the RE logits are ``r̂ @ R.T + b`` (paper eq. 2, the
+      SpanBERT code): R gets gradient from all three losses;
+    - ``"reference"``: the released PA-LSTM code. R is its own table (``nn.Embedding``, N(0, 1) init) and the RE
+      logits are ``r̂ @ R.detach().T`` with no bias, so the RE loss never moves R; only L_KGLP does (the
+      coupling loss uses r̂, not R);
+    - ``"linear"``: the plain baseline classifier ``r̂ @ W.T + b``; W still serves as R if KG logits are asked for.
 
     Parameters
     ----------
@@ -98,6 +106,7 @@ class JRRELPModel(nn.Module):
     n_relations : int
     subject_node_tokens, object_node_tokens : Tensor of shape (n_subjects, L) and (n_objects, L), int
         Token ids (padded with the encoder's pad id) whose embeddings represent each KG node.
+    classifier : {"joint", "reference", "linear"}, default "joint"
     conve_width : int
         Width of ConvE's images; must divide both ``encoder.embedding_dim`` and ``encoder.output_dim``.
     conve_channels, input_dropout, feature_dropout, hidden_dropout, conve_batchnorm
@@ -111,6 +120,7 @@ class JRRELPModel(nn.Module):
         subject_node_tokens: torch.Tensor,
         object_node_tokens: torch.Tensor,
         *,
+        classifier: str = "joint",
         conve_width: int = 10,
         conve_channels: int = 32,
         input_dropout: float = 0.2,
@@ -119,8 +129,14 @@ class JRRELPModel(nn.Module):
         conve_batchnorm: str = "batch",
     ) -> None:
         super().__init__()
+        if classifier not in CLASSIFIERS:
+            raise JrrelpError(f"classifier must be one of {CLASSIFIERS}, got {classifier!r}")
         self.encoder = encoder
-        self.classifier = nn.Linear(encoder.output_dim, n_relations)  # weight (n_relations, output_dim) is R
+        self.classifier_kind = classifier
+        if classifier == "reference":
+            self.relation_table = nn.Embedding(n_relations, encoder.output_dim)  # R, N(0, 1) as in the code
+        else:
+            self.classifier = nn.Linear(encoder.output_dim, n_relations)  # weight (n_relations, output_dim) is R
         self.register_buffer("subject_node_tokens", subject_node_tokens.long(), persistent=True)
         self.register_buffer("object_node_tokens", object_node_tokens.long(), persistent=True)
         self.conve = ConvEInteraction(
@@ -137,8 +153,16 @@ class JRRELPModel(nn.Module):
 
     @property
     def relation_embeddings(self) -> torch.Tensor:
-        """R, shape (n_relations, output_dim): the classifier weight itself, not a copy."""
+        """R, shape (n_relations, output_dim): the table itself (the classifier weight unless ``"reference"``)."""
+        if self.classifier_kind == "reference":
+            return self.relation_table.weight
         return self.classifier.weight
+
+    def re_logits(self, rep: torch.Tensor) -> torch.Tensor:
+        """RE logits of sentence representations r̂ (B, output_dim) -> (B, n_relations)."""
+        if self.classifier_kind == "reference":
+            return rep @ self.relation_table.weight.detach().T
+        return self.classifier(rep)
 
     def forward(
         self,
@@ -154,7 +178,7 @@ class JRRELPModel(nn.Module):
         The RE logits never depend on the KG inputs: at test time call ``model(batch)``.
         """
         rep = self.encoder(batch)  # r̂: (B, output_dim)
-        re_logits = self.classifier(rep)
+        re_logits = self.re_logits(rep)
         if subject_nodes is None or not (kglp or coupling):
             return JRRELPOutput(re_logits)
         e_s = self.encoder.node_embeddings(self.subject_node_tokens[subject_nodes])  # (B, De)

@@ -6,7 +6,7 @@ import copy
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,7 +41,10 @@ logger = logging.getLogger(__name__)
 class TrainResult:
     """What a run produced, with what is needed to reproduce it (cf. PyKEEN's ``PipelineResult``).
 
-    ``model`` holds the weights of the epoch with the best dev F1.
+    ``model`` holds the weights of the epoch with the best dev F1. ``stop_reason`` is ``"early_stopping"`` when
+    ``config.patience`` epochs in a row brought no better dev F1, ``"max_epochs"`` when the run reached
+    ``config.epochs`` first. ``word_vector_coverage`` is the share of the vocabulary (pad and unknown excluded)
+    initialised from the ``word_vectors`` given to :func:`train` (None without them).
     """
 
     model: JRRELPModel
@@ -52,6 +55,8 @@ class TrainResult:
     dev_scores: Scores
     history: list[dict[str, float]] = field(default_factory=list)
     seconds: float = 0.0
+    stop_reason: str = "max_epochs"
+    word_vector_coverage: float | None = None
     version: str = knotwork.__version__
     commit: str | None = None
 
@@ -88,12 +93,15 @@ def build_model(
     *,
     backbone: nn.Module | None = None,
     tokenizer: Any = None,
+    word_vectors: Mapping[str, Sequence[float]] | None = None,
 ) -> tuple[JRRELPModel, Any, RelationKG]:
     """Build the KG (train split only), the featurizer and an untrained model for ``config``.
 
     ``backbone`` and ``tokenizer`` are the pretrained transformer and its Hugging Face tokenizer, required for
-    ``encoder="transformer"`` (the library never loads weights itself). Call it inside a seeded context: the
-    parameters are initialised from torch's current random state.
+    ``encoder="transformer"`` (the library never loads weights itself). ``word_vectors`` (PA-LSTM only) maps
+    words to vectors of size ``config.embedding_dim`` that replace the random initial rows of the vocabulary's
+    words (see :func:`set_word_vectors`). Call it inside a seeded context: the parameters are initialised from
+    torch's current random state.
     """
     kg = build_kg(train_examples, node_key=config.node_key, min_count=config.min_node_count)
     if config.encoder == "palstm":
@@ -111,7 +119,11 @@ def build_model(
             extra_words=node_words,
         )
         featurizer, encoder, pad_id = palstm_parts(config, vocab)
+        if word_vectors is not None:
+            set_word_vectors(encoder, vocab, word_vectors)
     else:
+        if word_vectors is not None:
+            raise JrrelpError("word_vectors initialise the PA-LSTM's word table; the transformer has its own")
         if backbone is None or tokenizer is None:
             raise JrrelpError("encoder='transformer' needs a pretrained backbone and its tokenizer")
         featurizer, encoder, pad_id = transformer_parts(config, backbone, tokenizer)
@@ -132,6 +144,35 @@ def palstm_parts(config: TrainConfig, vocab: Vocab) -> tuple[PALSTMFeaturizer, P
         word_dropout=config.word_dropout,
     )
     return featurizer, encoder, 0
+
+
+def set_word_vectors(encoder: PALSTMEncoder, vocab: Vocab, vectors: Mapping[str, Sequence[float]]) -> int:
+    """Copy pretrained vectors into the rows of the vocabulary words they cover; returns how many rows.
+
+    Rows of words without a vector (and the entity-type tokens, unless given) keep their random initialisation,
+    as the PA-LSTM code does with GloVe. Vectors are copied as given: scale them to the random rows' range
+    (uniform in [-1, 1]) beforehand if they should not stand out.
+
+    Raises
+    ------
+    knotwork._errors.JrrelpError
+        When a vector's size differs from the embedding size (naming the word).
+    """
+    table = encoder.word_embeddings.weight
+    count = 0
+    with torch.no_grad():
+        for i, word in enumerate(vocab.words[2:], start=2):
+            vec = vectors.get(word)
+            if vec is None:
+                continue
+            vec = torch.as_tensor(np.asarray(vec, dtype=np.float32))
+            if vec.shape != (table.shape[1],):
+                raise JrrelpError(
+                    f"the vector of {word!r} has shape {tuple(vec.shape)}; the embedding size is {table.shape[1]}"
+                )
+            table[i] = vec
+            count += 1
+    return count
 
 
 def transformer_parts(
@@ -164,6 +205,7 @@ def assemble_model(config: TrainConfig, kg: RelationKG, featurizer: Any, encoder
         len(kg.relations),
         _node_token_table(featurizer, kg, "subj", pad_id),
         _node_token_table(featurizer, kg, "obj", pad_id),
+        classifier=config.classifier,
         conve_width=config.conve_width,
         conve_channels=config.conve_channels,
         input_dropout=config.conve_input_dropout,
@@ -257,6 +299,7 @@ def train(
     progress: bool | Callable[[int], Any] = False,
     callback: Callable[[dict[str, float]], None] | None = None,
     dist: DistContext | None = None,
+    word_vectors: Mapping[str, Sequence[float]] | None = None,
 ) -> TrainResult:
     """Train with ``L_RE + λ_KGLP L_KGLP + λ_COUPLING L_COUPLING`` and keep the epoch with the best dev F1.
 
@@ -283,6 +326,9 @@ def train(
         so early stopping and learning-rate decay decide alike everywhere. With every dropout at 0 and
         ``conve_batchnorm="running"`` the weights equal a one-process run's to float tolerance; otherwise each
         process draws its own dropout masks and BatchNorm sees only the process's share.
+    word_vectors : mapping word -> vector, optional
+        PA-LSTM: pretrained vectors for the initial word table (:func:`set_word_vectors`); the share of the
+        vocabulary they cover is ``TrainResult.word_vector_coverage``.
 
     Returns
     -------
@@ -304,7 +350,12 @@ def train(
     with torch.random.fork_rng(devices=forked):
         torch.manual_seed(config.seed)
         rng = np.random.default_rng(config.seed)  # the batch order: the same on every process
-        model, featurizer, kg = build_model(train_examples, config, backbone=backbone, tokenizer=tokenizer)
+        model, featurizer, kg = build_model(train_examples, config, backbone=backbone, tokenizer=tokenizer,
+                                            word_vectors=word_vectors)
+        coverage = None
+        if word_vectors is not None:
+            words = featurizer.vocab.words[2:]
+            coverage = sum(w in word_vectors for w in words) / max(len(words), 1)
         model.to(device)
         if ctx.distributed:  # equal initial weights above; from here on, each process its own dropout masks
             torch.manual_seed(int(np.random.SeedSequence([config.seed, ctx.rank]).generate_state(1)[0]))
@@ -329,7 +380,7 @@ def train(
                                     unit="batch")
         best_f1, best_epoch, best_state, best_scores = -1.0, 0, None, Scores(1.0, 0.0, 0.0)
         history: list[dict[str, float]] = []
-        prev_f1, stale = -1.0, 0
+        prev_f1, stale, stop_reason = -1.0, 0, "max_epochs"
         try:
             for epoch in range(1, config.epochs + 1):
                 model.train()
@@ -372,13 +423,15 @@ def train(
                     best_state = copy.deepcopy(model.state_dict())
                 else:
                     stale += 1
-                # PA-LSTM's schedule: decay the SGD learning rate when dev F1 stops improving.
+                # The PA-LSTM code's schedule: after epoch `decay_after`, multiply the SGD learning rate by
+                # `lr_decay` whenever dev F1 is not above the previous epoch's.
                 if config.optimizer == "sgd" and epoch > config.decay_after and dev.f1 <= prev_f1:
                     for g in opt.param_groups:
                         g["lr"] *= config.lr_decay
                 prev_f1 = dev.f1
                 if stale >= config.patience:
                     logger.info("early stop after epoch %d (best %d)", epoch, best_epoch)
+                    stop_reason = "early_stopping"
                     break
         finally:
             close()
@@ -386,5 +439,6 @@ def train(
             model.load_state_dict(best_state)
         model.eval()
     return TrainResult(
-        model, featurizer, kg, config, best_epoch, best_scores, history, seconds=time.perf_counter() - start
+        model, featurizer, kg, config, best_epoch, best_scores, history, seconds=time.perf_counter() - start,
+        stop_reason=stop_reason, word_vector_coverage=coverage,
     )

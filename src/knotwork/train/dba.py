@@ -159,6 +159,8 @@ class DBA(torch.optim.Optimizer):
         The layers DBA adapts, by module name.
     history : list of StepRecord
         One record per step, e.g. for plotting the chosen subset sizes (:meth:`subset_sizes`).
+    last_subsets : dict of str to numpy.ndarray
+        The pool indices (sorted) whose gradients made up the last step, per layer; empty before the first step.
 
     References
     ----------
@@ -215,6 +217,7 @@ class DBA(torch.optim.Optimizer):
                         "model.parameters() or freeze it."
                     )
         self.history: list[StepRecord] = []
+        self.last_subsets: dict[str, np.ndarray] = {}
         self._input_cache: dict[str, tuple[Tensor, Tensor]] = {}
         self._captured: dict | None = None
         # What torch.optim.Optimizer.__init__ sets besides param_groups/state/defaults (those are the wrapped
@@ -418,6 +421,7 @@ class DBA(torch.optim.Optimizer):
         for name, trace in traces.items():
             subset = chosen[name] if self.per_layer else chosen["<global>"]
             sizes[name] = len(subset)
+            self.last_subsets[name] = subset
             weights = torch.zeros(pool, dtype=trace.inputs.dtype)
             weights[torch.as_tensor(subset)] = 1.0 / (len(subset) if self.aggregate == "mean" else pool)
             w_grad, b_grad = subset_gradient(trace.module, trace.inputs, trace.grad_outputs, weights)

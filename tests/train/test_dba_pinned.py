@@ -370,17 +370,3 @@ def test_searches_equal_frozen_reference(search, metric):
                 got = SEARCHES[search](gram, METRICS[metric], **bounds)
                 want = _ref_search(search, gram, metric, **bounds)
                 assert np.array_equal(got, want), (search, metric, seed, kind, bounds)
-
-
-@pytest.mark.parametrize("metric", sorted(METRICS))
-def test_layers_searched_together_equal_frozen_reference(metric):
-    """The backward search over a stack of layers (how DBA runs it) equals the reference on the stack."""
-    from knotwork.train.search import backward_elimination_many
-
-    grams = _grams(7)
-    stack = np.stack([grams["ordinary"], grams["duplicates"], grams["integers"]])
-    for bounds in ({}, {"min_size": 4}, {"min_size": 2, "max_size": 25}):
-        got = backward_elimination_many(stack, METRICS[metric], **bounds)
-        want = _ref_backward_many(stack, metric, **bounds)
-        for a, b in zip(got, want, strict=True):
-            assert np.array_equal(a, b), (metric, bounds)

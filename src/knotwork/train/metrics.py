@@ -14,15 +14,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
 from knotwork._errors import TrainError
 
 
-@dataclass(frozen=True)
-class SubsetStats:
-    """Sums over a subset's Gram block; every field may be a scalar or an array of candidates."""
+class SubsetStats(NamedTuple):
+    """Sums over a subset's Gram block; every field may be a scalar or an array of candidates.
+
+    A named tuple (immutable, and cheap to build once per step of a search).
+    """
 
     n: np.ndarray | float
     total: np.ndarray | float
@@ -33,11 +36,17 @@ class SubsetStats:
 
 @dataclass(frozen=True)
 class Metric:
-    """A registered subset metric: its function of :class:`SubsetStats` and whether larger is better."""
+    """A registered subset metric: its function of :class:`SubsetStats` and whether larger is better.
+
+    ``into``, when given, writes the signed metric of candidate arrays into a preallocated array with the same
+    arithmetic as ``fn`` (bit for bit) and fewer temporary arrays; the searches' inner loops call it (through
+    :meth:`utility_into`) once per removed or added sample.
+    """
 
     name: str
     fn: Callable[[SubsetStats], np.ndarray]
     maximize: bool
+    into: Callable[[SubsetStats, np.ndarray], None] | None = None
 
     def value(self, stats: SubsetStats) -> np.ndarray:
         """The metric itself (e.g. a variance)."""
@@ -50,15 +59,31 @@ class Metric:
         u[np.isnan(u)] = -np.inf
         return u
 
+    def utility_into(self) -> Callable[[SubsetStats, np.ndarray], None]:
+        """A function ``f(stats, out)`` writing :meth:`utility` of candidate arrays into ``out``, except that a NaN
+        may be left in place: the caller treats NaN as -inf (``argmax`` returns the first NaN when there is
+        one, so checking the entry it returns is enough)."""
+        if self.into is not None:
+            return self.into
+
+        def generic(stats: SubsetStats, out: np.ndarray) -> None:
+            out[...] = self.utility(stats)
+
+        return generic
+
 
 METRICS: dict[str, Metric] = {}
 
 
-def register_metric(name: str, *, maximize: bool):
-    """Decorator adding a metric function to :data:`METRICS` under ``name``."""
+def register_metric(name: str, *, maximize: bool, into: Callable[[SubsetStats, np.ndarray], None] | None = None):
+    """Decorator adding a metric function to :data:`METRICS` under ``name``.
+
+    ``into(stats, out)``, optional, writes the signed metric (``fn`` for a maximised metric, ``-fn``
+    otherwise, NaN left as NaN) into ``out`` with exactly ``fn``'s arithmetic; it only makes searches faster.
+    """
 
     def wrap(fn: Callable[[SubsetStats], np.ndarray]):
-        METRICS[name] = Metric(name, fn, maximize)
+        METRICS[name] = Metric(name, fn, maximize, into)
         return fn
 
     return wrap
@@ -77,7 +102,53 @@ def _variance(s: SubsetStats) -> np.ndarray:
     return np.maximum(np.asarray(s.trace) / s.n - np.asarray(s.total) / np.square(s.n), 0.0)
 
 
-@register_metric("variance", maximize=False)
+# In-place forms of the metrics below for the search loops (``Metric.into``): each repeats its metric's
+# operations in the same order on the same operands, so every value is identical bit for bit. Where a metric
+# divides only where the denominator is positive, the plain division is used when all denominators are (the
+# values are the same; the masked form is the fallback).
+
+
+def _variance_into(s: SubsetStats, out: np.ndarray) -> None:
+    np.divide(s.trace, s.n, out=out)
+    np.subtract(out, np.asarray(s.total) / np.square(s.n), out=out)
+    np.maximum(out, 0.0, out=out)
+
+
+def _neg_variance_into(s: SubsetStats, out: np.ndarray) -> None:
+    _variance_into(s, out)
+    np.negative(out, out=out)
+
+
+def _neg_var_of_mean_into(s: SubsetStats, out: np.ndarray) -> None:
+    _variance_into(s, out)
+    np.divide(out, s.n, out=out)
+    np.negative(out, out=out)
+
+
+def _divide_where_positive_into(num, out: np.ndarray, fill: float) -> None:
+    """``out = num / out`` where ``out > 0``, else ``fill`` (as :func:`_safe_div` with the denominator in ``out``)."""
+    if np.minimum.reduce(out, axis=None) > 0:  # False for NaN too
+        np.divide(num, out, out=out)
+    else:
+        den = out.copy()
+        out.fill(fill)
+        np.divide(num, den, out=out, where=den > 0)
+
+
+def _snr_into(s: SubsetStats, out: np.ndarray) -> None:
+    np.divide(s.total, s.n, out=out)
+    np.subtract(s.trace, out, out=out)
+    _divide_where_positive_into(s.total, out, np.inf)
+
+
+def _cos_to_full_into(s: SubsetStats, out: np.ndarray) -> None:
+    np.maximum(s.total, 0.0, out=out)
+    np.multiply(out, np.maximum(s.full_total, 0.0), out=out)
+    np.sqrt(out, out=out)
+    _divide_where_positive_into(s.full_dot, out, 0.0)
+
+
+@register_metric("variance", maximize=False, into=_neg_variance_into)
 def variance(s: SubsetStats) -> np.ndarray:
     """Gradient variance ``tr Sigma_S = (1/n) sum_S ||g_i||^2 - ||m_S||^2`` (biased covariance), minimised.
 
@@ -87,7 +158,7 @@ def variance(s: SubsetStats) -> np.ndarray:
     return _variance(s)
 
 
-@register_metric("var_of_mean", maximize=False)
+@register_metric("var_of_mean", maximize=False, into=_neg_var_of_mean_into)
 def var_of_mean(s: SubsetStats) -> np.ndarray:
     """Variance of the mean-gradient estimate ``tr Sigma_S / n``, minimised.
 
@@ -97,7 +168,7 @@ def var_of_mean(s: SubsetStats) -> np.ndarray:
     return _variance(s) / s.n
 
 
-@register_metric("snr", maximize=True)
+@register_metric("snr", maximize=True, into=_snr_into)
 def snr(s: SubsetStats) -> np.ndarray:
     """Gradient signal-to-noise ratio ``||m_S||^2 / (tr Sigma_S / n)``, maximised (+inf when the variance is 0).
 
@@ -107,7 +178,7 @@ def snr(s: SubsetStats) -> np.ndarray:
     return _safe_div(s.total, np.asarray(s.trace) - np.asarray(s.total) / s.n, np.inf)
 
 
-@register_metric("cos_to_full", maximize=True)
+@register_metric("cos_to_full", maximize=True, into=_cos_to_full_into)
 def cos_to_full(s: SubsetStats) -> np.ndarray:
     """Cosine between the subset's mean gradient and the whole pool's, ``full_dot / sqrt(total * full_total)``.
 
@@ -117,14 +188,18 @@ def cos_to_full(s: SubsetStats) -> np.ndarray:
     return _safe_div(s.full_dot, denom, 0.0)
 
 
-def subset_stats(gram: np.ndarray, subset: np.ndarray) -> SubsetStats:
-    """Sums of :class:`SubsetStats` for one subset (array of indices into the pool)."""
+def subset_stats(gram: np.ndarray, subset: np.ndarray, *, row_full: np.ndarray | None = None) -> SubsetStats:
+    """Sums of :class:`SubsetStats` for one subset (array of indices into the pool).
+
+    ``row_full``, the row sums of ``gram``, may be passed when already known (several subsets of one pool).
+    """
     gram = np.asarray(gram, dtype=np.float64)
     mask = np.zeros(gram.shape[0])
     mask[np.asarray(subset, dtype=np.int64)] = 1.0
-    # Matrix-vector products instead of fancy-indexing a (|S|, |S|) block: O(P^2) without a copy.
-    row_in = gram @ mask
-    row_full = gram.sum(1)
+    row_full = gram.sum(1) if row_full is None else row_full
+    # Matrix-vector products instead of fancy-indexing a (|S|, |S|) block: O(P^2) without a copy; none for the
+    # whole pool, whose row sums are row_full.
+    row_in = row_full if mask.all() else gram @ mask
     return SubsetStats(
         n=float(mask.sum()),
         total=float(mask @ row_in),

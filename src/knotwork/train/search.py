@@ -36,53 +36,57 @@ def backward_elimination(gram: np.ndarray, metric: Metric, *, min_size: int = 1,
     Stops when no removal strictly improves the metric (ties keep the larger subset) or the subset has
     ``min_size`` samples; while it is larger than ``max_size`` it keeps removing even without improvement.
     Without ``max_size`` the result is never worse than the whole pool, since that is where it starts.
+
+    Each removal costs a handful of in-place NumPy operations on length-``P`` buffers (the candidates' sums,
+    :meth:`~knotwork.train.metrics.Metric.utility_into`, one ``argmax``) and scalar bookkeeping; for pools of
+    a few hundred the per-call overhead of those operations, not their arithmetic, sets the cost.
     """
-    return backward_elimination_many(gram[None], metric, min_size=min_size, max_size=max_size)[0]
-
-
-def backward_elimination_many(
-    grams: np.ndarray, metric: Metric, *, min_size: int = 1, max_size: int | None = None
-) -> list[np.ndarray]:
-    """:func:`backward_elimination` on several Gram matrices of one pool at once, shape (L, P, P).
-
-    Each matrix gets exactly the result it would get alone (the same arithmetic, row by row); running the
-    layers side by side shares the Python-level loop, which dominates the cost for pools of a few hundred.
-    """
-    L, P, _ = grams.shape
+    P = gram.shape[0]
     max_size = P if max_size is None else max_size
-    rows = np.arange(L)
-    diag = np.diagonal(grams, axis1=1, axis2=2).copy()  # (L, P)
-    row_full = grams.sum(2)  # (L, P)
-    full_total = row_full.sum(1)  # (L,)
-    removed = np.zeros((L, P), dtype=bool)
-    row_in = row_full.copy()  # row_in[l, i] = sum_{j in S_l} K_l[i, j]
-    n = np.full(L, P, dtype=np.int64)
-    total, trace, full_dot = full_total.copy(), diag.sum(1), full_total.copy()
-    current = metric.utility(SubsetStats(n, total, trace, full_dot, full_total))  # (L,)
-    active = n > min_size
-    col_total = full_total[:, None]
-    while active.any():
-        # Removing i: total loses 2 * row_in[i] - K[i, i], trace loses K[i, i], full_dot loses row_full[i].
-        cand_total = total[:, None] - 2.0 * row_in + diag
-        cand = SubsetStats((n - 1)[:, None], cand_total, trace[:, None] - diag, full_dot[:, None] - row_full, col_total)
-        util = metric.utility(cand)
-        util[removed] = -np.inf
-        best_i = np.argmax(util, axis=1)
-        best = util[rows, best_i]
-        active &= ~((best <= current) & (n <= max_size))
-        go = np.flatnonzero(active)
-        if len(go) == 0:
+    diag = np.diagonal(gram).copy()
+    row_full = gram.sum(1)
+    full_total = row_full.sum()
+    n, total, trace, full_dot = P, full_total, diag.sum(), full_total
+    removed = np.zeros(P, dtype=bool)
+    if n <= min_size:
+        return np.arange(P)
+    current = metric.utility(SubsetStats(n, total, trace, full_dot, full_total))[0]
+    # Removing i: total loses 2 * row_in[i] - K[i, i], trace loses K[i, i], full_dot loses row_full[i], where
+    # row_in[i] = sum_{j in S} K[i, j], kept doubled (row2 = 2 * row_in, updated by 2 * K[i]; doubling is exact).
+    # One subtraction forms all three candidate arrays: scalars (total, trace, full_dot) minus rows (row2, diag,
+    # row_full); the candidate totals then add diag, so each equals ``total - 2.0 * row_in[i] + K[i, i]``.
+    gram2 = 2.0 * gram
+    rows = np.stack([2.0 * row_full, diag, row_full])
+    row2 = rows[0]
+    scalars = np.empty((3, 1))
+    cand = np.empty((3, P))
+    cand_total, cand_trace, cand_dot = cand
+    util = np.empty(P)
+    utility_into = metric.utility_into()
+    while True:
+        scalars[0, 0], scalars[1, 0], scalars[2, 0] = total, trace, full_dot
+        np.subtract(scalars, rows, out=cand)
+        np.add(cand_total, diag, out=cand_total)
+        utility_into(SubsetStats(n - 1, cand_total, cand_trace, cand_dot, full_total), util)
+        np.copyto(util, -np.inf, where=removed)
+        i = int(util.argmax())
+        best = util[i]
+        if best != best:  # argmax returns the first NaN; NaN counts as -inf
+            np.copyto(util, -np.inf, where=np.isnan(util))
+            i = int(util.argmax())
+            best = util[i]
+        if best <= current and n <= max_size:
             break
-        i = best_i[go]
-        removed[go, i] = True
-        n[go] -= 1
-        total[go] = cand_total[go, i]
-        trace[go] -= diag[go, i]
-        full_dot[go] -= row_full[go, i]
-        row_in[go] -= grams[go, i]  # rows, not columns: K is symmetric and rows are contiguous
-        current[go] = best[go]
-        active &= n > min_size
-    return [np.flatnonzero(~removed[k]) for k in range(L)]
+        removed[i] = True
+        n -= 1
+        total = cand_total[i]
+        trace = cand_trace[i]
+        full_dot = cand_dot[i]
+        np.subtract(row2, gram2[i], out=row2)  # a row, not a column: K is symmetric and rows are contiguous
+        current = best
+        if n <= min_size:
+            break
+    return np.flatnonzero(~removed)
 
 
 @register_search("forward")
@@ -92,7 +96,7 @@ def forward_selection(gram: np.ndarray, metric: Metric, *, min_size: int = 1, ma
     Adds the sample that helps most while that strictly improves the metric, and regardless while the subset
     has fewer than ``min_size`` samples; never grows past ``max_size``. The start is the sample with the
     largest cosine to the pool's summed gradient, because every metric based on a subset's own variance is
-    undefined or extreme for a single sample.
+    undefined or extreme for a single sample. The loop is that of :func:`backward_elimination`, adding.
     """
     P = gram.shape[0]
     max_size = P if max_size is None else max_size
@@ -104,22 +108,33 @@ def forward_selection(gram: np.ndarray, metric: Metric, *, min_size: int = 1, ma
     first = int(np.argmax(align))
     chosen = np.zeros(P, dtype=bool)
     chosen[first] = True
-    row_in = gram[:, first].copy()
     n, total, trace, full_dot = 1, float(diag[first]), float(diag[first]), float(row_full[first])
     current = float(metric.utility(SubsetStats(n, total, trace, full_dot, full_total))[0])
+    gram2 = 2.0 * gram
+    rows = np.stack([2.0 * gram[first], diag, row_full])  # 2 * row_in, then the constant rows
+    row2 = rows[0]
+    scalars = np.empty((3, 1))
+    cand = np.empty((3, P))
+    cand_total, cand_trace, cand_dot = cand
+    util = np.empty(P)
+    utility_into = metric.utility_into()
     while n < max_size:
-        cand_total = total + 2.0 * row_in + diag
-        cand = SubsetStats(n + 1, cand_total, trace + diag, full_dot + row_full, full_total)
-        util = metric.utility(cand)
-        util[chosen] = -np.inf
-        i = int(np.argmax(util))
+        scalars[0, 0], scalars[1, 0], scalars[2, 0] = total, trace, full_dot
+        np.add(scalars, rows, out=cand)
+        np.add(cand_total, diag, out=cand_total)
+        utility_into(SubsetStats(n + 1, cand_total, cand_trace, cand_dot, full_total), util)
+        np.copyto(util, -np.inf, where=chosen)
+        i = int(util.argmax())
+        if util[i] != util[i]:  # argmax returns the first NaN; NaN counts as -inf
+            np.copyto(util, -np.inf, where=np.isnan(util))
+            i = int(util.argmax())
         if util[i] <= current and n >= min_size:
             break
         chosen[i] = True
         n += 1
-        total, trace, full_dot = float(cand_total[i]), trace + diag[i], full_dot + row_full[i]
-        row_in += gram[i]
-        current = float(util[i])
+        total, trace, full_dot = cand_total[i], cand_trace[i], cand_dot[i]
+        np.add(row2, gram2[i], out=row2)
+        current = util[i]
     return np.flatnonzero(chosen)
 
 

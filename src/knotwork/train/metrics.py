@@ -34,19 +34,26 @@ class SubsetStats(NamedTuple):
     full_total: np.ndarray | float
 
 
+#: ``into(n, total, trace, full_dot, full_total, out)`` of :class:`Metric`.
+Kernel = Callable[..., None]
+
+
 @dataclass(frozen=True)
 class Metric:
     """A registered subset metric: its function of :class:`SubsetStats` and whether larger is better.
 
-    ``into``, when given, writes the signed metric of candidate arrays into a preallocated array with the same
-    arithmetic as ``fn`` (bit for bit) and fewer temporary arrays; the searches' inner loops call it (through
-    :meth:`utility_into`) once per removed or added sample.
+    ``into``, when given, is the form a search's inner loop calls once per removed or added sample:
+    ``into(n, total, trace, full_dot, full_total, out)`` writes the signed metric (``fn``, negated when it is
+    minimised; a NaN may stay NaN) of candidate arrays into the preallocated ``out`` with exactly ``fn``'s
+    arithmetic, bit for bit, but without building a :class:`SubsetStats` or temporary arrays. When
+    ``uses_full_dot`` is False a search may pass ``full_dot=None`` (and skip computing it).
     """
 
     name: str
     fn: Callable[[SubsetStats], np.ndarray]
     maximize: bool
-    into: Callable[[SubsetStats, np.ndarray], None] | None = None
+    into: Kernel | None = None
+    uses_full_dot: bool = True
 
     def value(self, stats: SubsetStats) -> np.ndarray:
         """The metric itself (e.g. a variance)."""
@@ -59,15 +66,17 @@ class Metric:
         u[np.isnan(u)] = -np.inf
         return u
 
-    def utility_into(self) -> Callable[[SubsetStats, np.ndarray], None]:
-        """A function ``f(stats, out)`` writing :meth:`utility` of candidate arrays into ``out``, except that a NaN
-        may be left in place: the caller treats NaN as -inf (``argmax`` returns the first NaN when there is
-        one, so checking the entry it returns is enough)."""
+    def utility_into(self) -> Kernel:
+        """``into``, or for a metric without one the same function built on :meth:`utility`.
+
+        Its caller treats NaN as -inf; since ``argmax`` returns the first NaN when there is one, checking the
+        entry ``argmax`` returns is enough.
+        """
         if self.into is not None:
             return self.into
 
-        def generic(stats: SubsetStats, out: np.ndarray) -> None:
-            out[...] = self.utility(stats)
+        def generic(n, total, trace, full_dot, full_total, out: np.ndarray) -> None:
+            out[...] = self.utility(SubsetStats(n, total, trace, full_dot, full_total))
 
         return generic
 
@@ -75,15 +84,14 @@ class Metric:
 METRICS: dict[str, Metric] = {}
 
 
-def register_metric(name: str, *, maximize: bool, into: Callable[[SubsetStats, np.ndarray], None] | None = None):
+def register_metric(name: str, *, maximize: bool, into: Kernel | None = None, uses_full_dot: bool = True):
     """Decorator adding a metric function to :data:`METRICS` under ``name``.
 
-    ``into(stats, out)``, optional, writes the signed metric (``fn`` for a maximised metric, ``-fn``
-    otherwise, NaN left as NaN) into ``out`` with exactly ``fn``'s arithmetic; it only makes searches faster.
+    ``into`` and ``uses_full_dot`` are optional and only make searches faster (see :class:`Metric`).
     """
 
     def wrap(fn: Callable[[SubsetStats], np.ndarray]):
-        METRICS[name] = Metric(name, fn, maximize, into)
+        METRICS[name] = Metric(name, fn, maximize, into, uses_full_dot or into is None)  # fn alone may read full_dot
         return fn
 
     return wrap
@@ -108,20 +116,20 @@ def _variance(s: SubsetStats) -> np.ndarray:
 # values are the same; the masked form is the fallback).
 
 
-def _variance_into(s: SubsetStats, out: np.ndarray) -> None:
-    np.divide(s.trace, s.n, out=out)
-    np.subtract(out, np.asarray(s.total) / np.square(s.n), out=out)
+def _variance_into(n, total, trace, out: np.ndarray) -> None:
+    np.divide(trace, n, out=out)
+    np.subtract(out, total / np.square(n), out=out)
     np.maximum(out, 0.0, out=out)
 
 
-def _neg_variance_into(s: SubsetStats, out: np.ndarray) -> None:
-    _variance_into(s, out)
+def _neg_variance_into(n, total, trace, full_dot, full_total, out: np.ndarray) -> None:
+    _variance_into(n, total, trace, out)
     np.negative(out, out=out)
 
 
-def _neg_var_of_mean_into(s: SubsetStats, out: np.ndarray) -> None:
-    _variance_into(s, out)
-    np.divide(out, s.n, out=out)
+def _neg_var_of_mean_into(n, total, trace, full_dot, full_total, out: np.ndarray) -> None:
+    _variance_into(n, total, trace, out)
+    np.divide(out, n, out=out)
     np.negative(out, out=out)
 
 
@@ -135,20 +143,20 @@ def _divide_where_positive_into(num, out: np.ndarray, fill: float) -> None:
         np.divide(num, den, out=out, where=den > 0)
 
 
-def _snr_into(s: SubsetStats, out: np.ndarray) -> None:
-    np.divide(s.total, s.n, out=out)
-    np.subtract(s.trace, out, out=out)
-    _divide_where_positive_into(s.total, out, np.inf)
+def _snr_into(n, total, trace, full_dot, full_total, out: np.ndarray) -> None:
+    np.divide(total, n, out=out)
+    np.subtract(trace, out, out=out)
+    _divide_where_positive_into(total, out, np.inf)
 
 
-def _cos_to_full_into(s: SubsetStats, out: np.ndarray) -> None:
-    np.maximum(s.total, 0.0, out=out)
-    np.multiply(out, np.maximum(s.full_total, 0.0), out=out)
+def _cos_to_full_into(n, total, trace, full_dot, full_total, out: np.ndarray) -> None:
+    np.maximum(total, 0.0, out=out)
+    np.multiply(out, np.maximum(full_total, 0.0), out=out)
     np.sqrt(out, out=out)
-    _divide_where_positive_into(s.full_dot, out, 0.0)
+    _divide_where_positive_into(full_dot, out, 0.0)
 
 
-@register_metric("variance", maximize=False, into=_neg_variance_into)
+@register_metric("variance", maximize=False, into=_neg_variance_into, uses_full_dot=False)
 def variance(s: SubsetStats) -> np.ndarray:
     """Gradient variance ``tr Sigma_S = (1/n) sum_S ||g_i||^2 - ||m_S||^2`` (biased covariance), minimised.
 
@@ -158,7 +166,7 @@ def variance(s: SubsetStats) -> np.ndarray:
     return _variance(s)
 
 
-@register_metric("var_of_mean", maximize=False, into=_neg_var_of_mean_into)
+@register_metric("var_of_mean", maximize=False, into=_neg_var_of_mean_into, uses_full_dot=False)
 def var_of_mean(s: SubsetStats) -> np.ndarray:
     """Variance of the mean-gradient estimate ``tr Sigma_S / n``, minimised.
 
@@ -168,7 +176,7 @@ def var_of_mean(s: SubsetStats) -> np.ndarray:
     return _variance(s) / s.n
 
 
-@register_metric("snr", maximize=True, into=_snr_into)
+@register_metric("snr", maximize=True, into=_snr_into, uses_full_dot=False)
 def snr(s: SubsetStats) -> np.ndarray:
     """Gradient signal-to-noise ratio ``||m_S||^2 / (tr Sigma_S / n)``, maximised (+inf when the variance is 0).
 

@@ -53,21 +53,24 @@ def backward_elimination(gram: np.ndarray, metric: Metric, *, min_size: int = 1,
     current = metric.utility(SubsetStats(n, total, trace, full_dot, full_total))[0]
     # Removing i: total loses 2 * row_in[i] - K[i, i], trace loses K[i, i], full_dot loses row_full[i], where
     # row_in[i] = sum_{j in S} K[i, j], kept doubled (row2 = 2 * row_in, updated by 2 * K[i]; doubling is exact).
-    # One subtraction forms all three candidate arrays: scalars (total, trace, full_dot) minus rows (row2, diag,
-    # row_full); the candidate totals then add diag, so each equals ``total - 2.0 * row_in[i] + K[i, i]``.
+    # One subtraction forms the candidate arrays, scalars (total, trace[, full_dot]) minus rows (row2, diag
+    # [, row_full]); the candidate totals then add diag, so each equals ``total - 2.0 * row_in[i] + K[i, i]``.
     gram2 = 2.0 * gram
-    rows = np.stack([2.0 * row_full, diag, row_full])
+    rows = np.stack([2.0 * row_full, diag, row_full][: 3 if metric.uses_full_dot else 2])
     row2 = rows[0]
-    scalars = np.empty((3, 1))
-    cand = np.empty((3, P))
-    cand_total, cand_trace, cand_dot = cand
+    scalars = np.empty((len(rows), 1))
+    cand = np.empty(rows.shape)
+    cand_total, cand_trace = cand[0], cand[1]
+    cand_dot = cand[2] if metric.uses_full_dot else None
     util = np.empty(P)
     utility_into = metric.utility_into()
     while True:
-        scalars[0, 0], scalars[1, 0], scalars[2, 0] = total, trace, full_dot
+        scalars[0, 0], scalars[1, 0] = total, trace
+        if cand_dot is not None:
+            scalars[2, 0] = full_dot
         np.subtract(scalars, rows, out=cand)
         np.add(cand_total, diag, out=cand_total)
-        utility_into(SubsetStats(n - 1, cand_total, cand_trace, cand_dot, full_total), util)
+        utility_into(n - 1, cand_total, cand_trace, cand_dot, full_total, util)
         np.copyto(util, -np.inf, where=removed)
         i = int(util.argmax())
         best = util[i]
@@ -79,9 +82,9 @@ def backward_elimination(gram: np.ndarray, metric: Metric, *, min_size: int = 1,
             break
         removed[i] = True
         n -= 1
-        total = cand_total[i]
-        trace = cand_trace[i]
-        full_dot = cand_dot[i]
+        total, trace = cand_total[i], cand_trace[i]
+        if cand_dot is not None:
+            full_dot = cand_dot[i]
         np.subtract(row2, gram2[i], out=row2)  # a row, not a column: K is symmetric and rows are contiguous
         current = best
         if n <= min_size:
@@ -111,18 +114,21 @@ def forward_selection(gram: np.ndarray, metric: Metric, *, min_size: int = 1, ma
     n, total, trace, full_dot = 1, float(diag[first]), float(diag[first]), float(row_full[first])
     current = float(metric.utility(SubsetStats(n, total, trace, full_dot, full_total))[0])
     gram2 = 2.0 * gram
-    rows = np.stack([2.0 * gram[first], diag, row_full])  # 2 * row_in, then the constant rows
+    rows = np.stack([2.0 * gram[first], diag, row_full][: 3 if metric.uses_full_dot else 2])  # 2 * row_in, constants
     row2 = rows[0]
-    scalars = np.empty((3, 1))
-    cand = np.empty((3, P))
-    cand_total, cand_trace, cand_dot = cand
+    scalars = np.empty((len(rows), 1))
+    cand = np.empty(rows.shape)
+    cand_total, cand_trace = cand[0], cand[1]
+    cand_dot = cand[2] if metric.uses_full_dot else None
     util = np.empty(P)
     utility_into = metric.utility_into()
     while n < max_size:
-        scalars[0, 0], scalars[1, 0], scalars[2, 0] = total, trace, full_dot
+        scalars[0, 0], scalars[1, 0] = total, trace
+        if cand_dot is not None:
+            scalars[2, 0] = full_dot
         np.add(scalars, rows, out=cand)
         np.add(cand_total, diag, out=cand_total)
-        utility_into(SubsetStats(n + 1, cand_total, cand_trace, cand_dot, full_total), util)
+        utility_into(n + 1, cand_total, cand_trace, cand_dot, full_total, util)
         np.copyto(util, -np.inf, where=chosen)
         i = int(util.argmax())
         if util[i] != util[i]:  # argmax returns the first NaN; NaN counts as -inf
@@ -132,7 +138,9 @@ def forward_selection(gram: np.ndarray, metric: Metric, *, min_size: int = 1, ma
             break
         chosen[i] = True
         n += 1
-        total, trace, full_dot = cand_total[i], cand_trace[i], cand_dot[i]
+        total, trace = cand_total[i], cand_trace[i]
+        if cand_dot is not None:
+            full_dot = cand_dot[i]
         np.add(row2, gram2[i], out=row2)
         current = util[i]
     return np.flatnonzero(chosen)

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from knotwork._errors import TrainError
 from knotwork.train.capture import capture, check_traces, find_layers
 from knotwork.train.gram import layer_gram, self_gram, subset_gradient
-from knotwork.train.metrics import METRICS, get_metric, subset_stats
+from knotwork.train.metrics import METRICS, get_metric, subsets_stats
 from knotwork.train.search import SEARCHES, get_search
 
 AGGREGATES = ("mean", "sum")
@@ -415,9 +415,10 @@ class DBA(torch.optim.Optimizer):
         chosen = self._select_groups(groups)
         pool_scores, sel_scores = {}, {}
         for key, gram in groups.items():
-            row_full = gram.sum(1)
-            pool_scores[key] = float(self._metric.value(subset_stats(gram, np.arange(pool), row_full=row_full)))
-            sel_scores[key] = float(self._metric.value(subset_stats(gram, chosen[key], row_full=row_full)))
+            masks = np.ones((2, pool))  # the whole pool, then the chosen subset
+            masks[1] = 0.0
+            masks[1, chosen[key]] = 1.0
+            pool_scores[key], sel_scores[key] = (float(v) for v in self._metric.value(subsets_stats(gram, masks)))
 
         self.optimizer.zero_grad(set_to_none=True)
         sizes = {}

@@ -196,25 +196,29 @@ def cos_to_full(s: SubsetStats) -> np.ndarray:
     return _safe_div(s.full_dot, denom, 0.0)
 
 
-def subset_stats(gram: np.ndarray, subset: np.ndarray, *, row_full: np.ndarray | None = None) -> SubsetStats:
-    """Sums of :class:`SubsetStats` for one subset (array of indices into the pool).
-
-    ``row_full``, the row sums of ``gram``, may be passed when already known (several subsets of one pool).
-    """
+def subsets_stats(gram: np.ndarray, masks: np.ndarray) -> SubsetStats:
+    """Sums of :class:`SubsetStats` for several subsets of one pool at once, each an indicator row of ``masks``
+    (shape (k, P), 1.0 for a member); every field but ``full_total`` has shape (k,)."""
     gram = np.asarray(gram, dtype=np.float64)
-    mask = np.zeros(gram.shape[0])
-    mask[np.asarray(subset, dtype=np.int64)] = 1.0
-    row_full = gram.sum(1) if row_full is None else row_full
-    # Matrix-vector products instead of fancy-indexing a (|S|, |S|) block: O(P^2) without a copy; none for the
-    # whole pool, whose row sums are row_full.
-    row_in = row_full if mask.all() else gram @ mask
+    masks = np.asarray(masks, dtype=np.float64)
+    row_full = gram.sum(1)
+    # One matrix product for all subsets instead of fancy-indexing (|S|, |S|) blocks: O(k P^2) without a copy.
+    row_in = masks @ gram
     return SubsetStats(
-        n=float(mask.sum()),
-        total=float(mask @ row_in),
-        trace=float(np.diag(gram) @ mask),
-        full_dot=float(row_full @ mask),
+        n=masks.sum(1),
+        total=np.einsum("kp,kp->k", row_in, masks),
+        trace=masks @ np.diagonal(gram),
+        full_dot=masks @ row_full,
         full_total=float(row_full.sum()),
     )
+
+
+def subset_stats(gram: np.ndarray, subset: np.ndarray) -> SubsetStats:
+    """Sums of :class:`SubsetStats` for one subset (array of indices into the pool)."""
+    mask = np.zeros((1, np.shape(gram)[0]))
+    mask[0, np.asarray(subset, dtype=np.int64)] = 1.0
+    stats = subsets_stats(gram, mask)
+    return SubsetStats(*(float(np.asarray(v).reshape(-1)[0]) for v in stats))
 
 
 def get_metric(name: str) -> Metric:

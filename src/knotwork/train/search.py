@@ -29,6 +29,59 @@ def register_search(name: str):
     return wrap
 
 
+def _greedy(gram, metric: Metric, removing: bool, excluded: np.ndarray, row_in, n: int, total, trace, full_dot,
+            current, min_size: int, max_size: int) -> None:
+    """The greedy loop of :func:`backward_elimination` (``removing``) and :func:`forward_selection`: change one
+    sample per step, marking it in ``excluded`` (the removed, or the chosen, samples), until the stop rule holds.
+
+    Changing sample i changes ``total`` by 2 * row_in[i] (then + K[i, i]), ``trace`` by K[i, i] and
+    ``full_dot`` by row_full[i], subtracted when removing, added when adding, where row_in[i] = sum_{j in S}
+    K[i, j] is kept doubled (row2 = 2 * row_in, changed by 2 * K[i]; doubling is exact). One operation of the
+    scalars (total, trace[, full_dot]) with the rows (row2, diag[, row_full]) forms all candidate arrays; the
+    candidate totals then add diag, so each equals ``total -/+ 2.0 * row_in[i] + K[i, i]`` bit for bit. A step
+    costs a handful of in-place NumPy calls on length-``P`` buffers (the candidates' sums,
+    :meth:`~knotwork.train.metrics.Metric.utility_into`, one ``argmax``); for pools of a few hundred their
+    per-call overhead, not their arithmetic, sets the cost, so the loop is written out flat.
+    """
+    op, dn = (np.subtract, -1) if removing else (np.add, 1)
+    row_full = gram.sum(1)
+    full_total = row_full.sum()
+    gram2 = 2.0 * gram
+    rows = np.stack([2.0 * row_in, np.diagonal(gram), row_full][: 3 if metric.uses_full_dot else 2])
+    row2, diag = rows[0], rows[1]
+    scalars = np.empty((len(rows), 1))
+    cand = np.empty(rows.shape)
+    cand_total, cand_trace = cand[0], cand[1]
+    cand_dot = cand[2] if metric.uses_full_dot else None
+    util = np.empty(gram.shape[0])
+    utility_into = metric.utility_into()
+    while removing or n < max_size:
+        scalars[0, 0], scalars[1, 0] = total, trace
+        if cand_dot is not None:
+            scalars[2, 0] = full_dot
+        op(scalars, rows, out=cand)
+        np.add(cand_total, diag, out=cand_total)
+        utility_into(n + dn, cand_total, cand_trace, cand_dot, full_total, util)
+        np.copyto(util, -np.inf, where=excluded)
+        i = int(util.argmax())
+        best = util[i]
+        if best != best:  # argmax returns the first NaN; NaN counts as -inf
+            np.copyto(util, -np.inf, where=np.isnan(util))
+            i = int(util.argmax())
+            best = util[i]
+        if best <= current and (n <= max_size if removing else n >= min_size):
+            break
+        excluded[i] = True
+        n += dn
+        total, trace = cand_total[i], cand_trace[i]
+        if cand_dot is not None:
+            full_dot = cand_dot[i]
+        op(row2, gram2[i], out=row2)  # a row, not a column: K is symmetric and rows are contiguous
+        current = best
+        if removing and n <= min_size:
+            break
+
+
 @register_search("backward")
 def backward_elimination(gram: np.ndarray, metric: Metric, *, min_size: int = 1, max_size: int | None = None) -> np.ndarray:
     """Greedy backward elimination: start from the whole pool, drop the sample whose removal helps most.
@@ -36,59 +89,18 @@ def backward_elimination(gram: np.ndarray, metric: Metric, *, min_size: int = 1,
     Stops when no removal strictly improves the metric (ties keep the larger subset) or the subset has
     ``min_size`` samples; while it is larger than ``max_size`` it keeps removing even without improvement.
     Without ``max_size`` the result is never worse than the whole pool, since that is where it starts.
-
-    Each removal costs a handful of in-place NumPy operations on length-``P`` buffers (the candidates' sums,
-    :meth:`~knotwork.train.metrics.Metric.utility_into`, one ``argmax``) and scalar bookkeeping; for pools of
-    a few hundred the per-call overhead of those operations, not their arithmetic, sets the cost.
+    Each removal costs a fixed handful of NumPy calls (see :func:`_greedy`).
     """
     P = gram.shape[0]
     max_size = P if max_size is None else max_size
-    diag = np.diagonal(gram).copy()
+    if P <= min_size:
+        return np.arange(P)
     row_full = gram.sum(1)
     full_total = row_full.sum()
-    n, total, trace, full_dot = P, full_total, diag.sum(), full_total
+    trace = np.diagonal(gram).sum()
+    current = metric.utility(SubsetStats(P, full_total, trace, full_total, full_total))[0]
     removed = np.zeros(P, dtype=bool)
-    if n <= min_size:
-        return np.arange(P)
-    current = metric.utility(SubsetStats(n, total, trace, full_dot, full_total))[0]
-    # Removing i: total loses 2 * row_in[i] - K[i, i], trace loses K[i, i], full_dot loses row_full[i], where
-    # row_in[i] = sum_{j in S} K[i, j], kept doubled (row2 = 2 * row_in, updated by 2 * K[i]; doubling is exact).
-    # One subtraction forms the candidate arrays, scalars (total, trace[, full_dot]) minus rows (row2, diag
-    # [, row_full]); the candidate totals then add diag, so each equals ``total - 2.0 * row_in[i] + K[i, i]``.
-    gram2 = 2.0 * gram
-    rows = np.stack([2.0 * row_full, diag, row_full][: 3 if metric.uses_full_dot else 2])
-    row2 = rows[0]
-    scalars = np.empty((len(rows), 1))
-    cand = np.empty(rows.shape)
-    cand_total, cand_trace = cand[0], cand[1]
-    cand_dot = cand[2] if metric.uses_full_dot else None
-    util = np.empty(P)
-    utility_into = metric.utility_into()
-    while True:
-        scalars[0, 0], scalars[1, 0] = total, trace
-        if cand_dot is not None:
-            scalars[2, 0] = full_dot
-        np.subtract(scalars, rows, out=cand)
-        np.add(cand_total, diag, out=cand_total)
-        utility_into(n - 1, cand_total, cand_trace, cand_dot, full_total, util)
-        np.copyto(util, -np.inf, where=removed)
-        i = int(util.argmax())
-        best = util[i]
-        if best != best:  # argmax returns the first NaN; NaN counts as -inf
-            np.copyto(util, -np.inf, where=np.isnan(util))
-            i = int(util.argmax())
-            best = util[i]
-        if best <= current and n <= max_size:
-            break
-        removed[i] = True
-        n -= 1
-        total, trace = cand_total[i], cand_trace[i]
-        if cand_dot is not None:
-            full_dot = cand_dot[i]
-        np.subtract(row2, gram2[i], out=row2)  # a row, not a column: K is symmetric and rows are contiguous
-        current = best
-        if n <= min_size:
-            break
+    _greedy(gram, metric, True, removed, row_full, P, full_total, trace, full_total, current, min_size, max_size)
     return np.flatnonzero(~removed)
 
 
@@ -99,7 +111,8 @@ def forward_selection(gram: np.ndarray, metric: Metric, *, min_size: int = 1, ma
     Adds the sample that helps most while that strictly improves the metric, and regardless while the subset
     has fewer than ``min_size`` samples; never grows past ``max_size``. The start is the sample with the
     largest cosine to the pool's summed gradient, because every metric based on a subset's own variance is
-    undefined or extreme for a single sample. The loop is that of :func:`backward_elimination`, adding.
+    undefined or extreme for a single sample. Each addition costs a fixed handful of NumPy calls (see
+    :func:`_greedy`).
     """
     P = gram.shape[0]
     max_size = P if max_size is None else max_size
@@ -113,36 +126,7 @@ def forward_selection(gram: np.ndarray, metric: Metric, *, min_size: int = 1, ma
     chosen[first] = True
     n, total, trace, full_dot = 1, float(diag[first]), float(diag[first]), float(row_full[first])
     current = float(metric.utility(SubsetStats(n, total, trace, full_dot, full_total))[0])
-    gram2 = 2.0 * gram
-    rows = np.stack([2.0 * gram[first], diag, row_full][: 3 if metric.uses_full_dot else 2])  # 2 * row_in, constants
-    row2 = rows[0]
-    scalars = np.empty((len(rows), 1))
-    cand = np.empty(rows.shape)
-    cand_total, cand_trace = cand[0], cand[1]
-    cand_dot = cand[2] if metric.uses_full_dot else None
-    util = np.empty(P)
-    utility_into = metric.utility_into()
-    while n < max_size:
-        scalars[0, 0], scalars[1, 0] = total, trace
-        if cand_dot is not None:
-            scalars[2, 0] = full_dot
-        np.add(scalars, rows, out=cand)
-        np.add(cand_total, diag, out=cand_total)
-        utility_into(n + 1, cand_total, cand_trace, cand_dot, full_total, util)
-        np.copyto(util, -np.inf, where=chosen)
-        i = int(util.argmax())
-        if util[i] != util[i]:  # argmax returns the first NaN; NaN counts as -inf
-            np.copyto(util, -np.inf, where=np.isnan(util))
-            i = int(util.argmax())
-        if util[i] <= current and n >= min_size:
-            break
-        chosen[i] = True
-        n += 1
-        total, trace = cand_total[i], cand_trace[i]
-        if cand_dot is not None:
-            full_dot = cand_dot[i]
-        np.add(row2, gram2[i], out=row2)
-        current = util[i]
+    _greedy(gram, metric, False, chosen, gram[first], n, total, trace, full_dot, current, min_size, max_size)
     return np.flatnonzero(chosen)
 
 

@@ -190,7 +190,10 @@ def worker_time(keys: list[str], pool: int, fresh: bool, rounds: int, data: Path
 def _worker(args, *job: str) -> dict:
     cmd = [sys.executable, __file__, "--worker", *job, "--steps", str(args.steps), "--rounds", str(args.rounds),
            "--data", str(args.data), "--configs", *args.configs]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    # One thread for NumPy's BLAS as for torch (torch.set_num_threads(1) in the workers): its idle threads
+    # would otherwise spin beside torch's on a shared machine.
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -276,7 +279,7 @@ def main(argv: list[str] | None = None) -> None:
         data=f"class-balanced MNIST training images from `{os.path.relpath(args.data, ROOT)}`; fresh-pool rows alternate between two "
         "different pools so that no input is reused from one step to the next.",
         extra=[
-            "- Model: 784 → 256 → 10 MLP (ReLU), Adam lr 1e-3; one torch thread.",
+            "- Model: 784 → 256 → 10 MLP (ReLU), Adam lr 1e-3; one thread (torch, and NumPy's BLAS).",
             f"- Load average (1 min) when measuring began: {load}; absolute times are inflated and noisy when it "
             f"exceeds the {os.cpu_count()} cores.",
             f"- Time: every configuration of one pool setting lives in one process and steps round-robin for "

@@ -198,17 +198,19 @@ def cos_to_full(s: SubsetStats) -> np.ndarray:
 
 def subsets_stats(gram: np.ndarray, masks: np.ndarray) -> SubsetStats:
     """Sums of :class:`SubsetStats` for several subsets of one pool at once, each an indicator row of ``masks``
-    (shape (k, P), 1.0 for a member); every field but ``full_total`` has shape (k,)."""
+    (shape (k, P), non-zero for a member); every field but ``full_total`` has shape (k,)."""
     gram = np.asarray(gram, dtype=np.float64)
-    masks = np.asarray(masks, dtype=np.float64)
+    masks = np.asarray(masks) != 0
     row_full = gram.sum(1)
-    # One matrix product for all subsets instead of fancy-indexing (|S|, |S|) blocks: O(k P^2) without a copy.
-    row_in = masks @ gram
+    both = np.broadcast_to(np.stack([np.diagonal(gram), row_full]), (len(masks), 2, len(row_full)))
+    # Masked reductions rather than matrix products, whose BLAS (NumPy's own) may start threads beside torch's.
+    row_in = np.stack([row_full if m.all() else np.add.reduce(gram, axis=1, where=m) for m in masks])
+    trace, full_dot = np.add.reduce(both, axis=2, where=masks[:, None, :]).T
     return SubsetStats(
-        n=masks.sum(1),
-        total=np.einsum("kp,kp->k", row_in, masks),
-        trace=masks @ np.diagonal(gram),
-        full_dot=masks @ row_full,
+        n=masks.sum(1).astype(np.float64),
+        total=np.add.reduce(row_in, axis=1, where=masks),
+        trace=trace,
+        full_dot=full_dot,
         full_total=float(row_full.sum()),
     )
 

@@ -202,17 +202,15 @@ def subsets_stats(gram: np.ndarray, masks: np.ndarray) -> SubsetStats:
     gram = np.asarray(gram, dtype=np.float64)
     masks = np.asarray(masks) != 0
     row_full = gram.sum(1)
-    both = np.broadcast_to(np.stack([np.diagonal(gram), row_full]), (len(masks), 2, len(row_full)))
-    # Masked reductions rather than matrix products, whose BLAS (NumPy's own) may start threads beside torch's.
-    row_in = np.stack([row_full if m.all() else np.add.reduce(gram, axis=1, where=m) for m in masks])
-    trace, full_dot = np.add.reduce(both, axis=2, where=masks[:, None, :]).T
-    return SubsetStats(
-        n=masks.sum(1).astype(np.float64),
-        total=np.add.reduce(row_in, axis=1, where=masks),
-        trace=trace,
-        full_dot=full_dot,
-        full_total=float(row_full.sum()),
-    )
+    diag = np.diagonal(gram)
+    total, trace, full_dot = np.empty(len(masks)), np.empty(len(masks)), np.empty(len(masks))
+    for k, member in enumerate(masks):
+        # Masked reductions rather than matrix products, whose BLAS (NumPy's own) may start threads beside torch's.
+        row_in = row_full if member.all() else np.add.reduce(gram, axis=1, where=member)
+        total[k] = np.add.reduce(row_in, where=member)
+        trace[k] = np.add.reduce(diag, where=member)
+        full_dot[k] = np.add.reduce(row_full, where=member)
+    return SubsetStats(masks.sum(1).astype(np.float64), total, trace, full_dot, float(row_full.sum()))
 
 
 def subset_stats(gram: np.ndarray, subset: np.ndarray) -> SubsetStats:

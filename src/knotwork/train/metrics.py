@@ -198,19 +198,19 @@ def cos_to_full(s: SubsetStats) -> np.ndarray:
 
 def subsets_stats(gram: np.ndarray, masks: np.ndarray) -> SubsetStats:
     """Sums of :class:`SubsetStats` for several subsets of one pool at once, each an indicator row of ``masks``
-    (shape (k, P), non-zero for a member); every field but ``full_total`` has shape (k,)."""
+    (shape (k, P), 1.0 for a member, 0.0 otherwise); every field but ``full_total`` has shape (k,)."""
     gram = np.asarray(gram, dtype=np.float64)
-    masks = np.asarray(masks) != 0
+    masks = np.asarray(masks, dtype=np.float64)
     row_full = gram.sum(1)
-    diag = np.diagonal(gram)
-    total, trace, full_dot = np.empty(len(masks)), np.empty(len(masks)), np.empty(len(masks))
-    for k, member in enumerate(masks):
-        # Masked reductions rather than matrix products, whose BLAS (NumPy's own) may start threads beside torch's.
-        row_in = row_full if member.all() else np.add.reduce(gram, axis=1, where=member)
-        total[k] = np.add.reduce(row_in, where=member)
-        trace[k] = np.add.reduce(diag, where=member)
-        full_dot[k] = np.add.reduce(row_full, where=member)
-    return SubsetStats(masks.sum(1).astype(np.float64), total, trace, full_dot, float(row_full.sum()))
+    # einsum's own loops rather than matrix products, whose BLAS (NumPy's) may start threads beside torch's.
+    row_in = np.stack([row_full if m.all() else np.einsum("ij,j->i", gram, m) for m in masks])
+    return SubsetStats(
+        n=masks.sum(1),
+        total=np.einsum("kp,kp->k", row_in, masks),
+        trace=np.einsum("p,kp->k", np.diagonal(gram), masks),
+        full_dot=np.einsum("p,kp->k", row_full, masks),
+        full_total=float(row_full.sum()),
+    )
 
 
 def subset_stats(gram: np.ndarray, subset: np.ndarray) -> SubsetStats:

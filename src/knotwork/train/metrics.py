@@ -135,7 +135,7 @@ def _neg_var_of_mean_into(n, total, trace, full_dot, full_total, out: np.ndarray
 
 def _divide_where_positive_into(num, out: np.ndarray, fill: float) -> None:
     """``out = num / out`` where ``out > 0``, else ``fill`` (as :func:`_safe_div` with the denominator in ``out``)."""
-    if np.minimum.reduce(out, axis=None) > 0:  # False for NaN too
+    if out.flat[out.argmin()] > 0:  # the smallest, or the first NaN (then False); argmin is cheaper than min
         np.divide(num, out, out=out)
     else:
         den = out.copy()

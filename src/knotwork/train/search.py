@@ -29,8 +29,8 @@ def register_search(name: str):
     return wrap
 
 
-def _greedy(gram, metric: Metric, removing: bool, excluded: np.ndarray, row_in, n: int, total, trace, full_dot,
-            current, min_size: int, max_size: int) -> None:
+def _greedy(gram, row_full, metric: Metric, removing: bool, excluded: np.ndarray, row_in, n: int, total, trace,
+            full_dot, current, min_size: int, max_size: int) -> None:
     """The greedy loop of :func:`backward_elimination` (``removing``) and :func:`forward_selection`: change one
     sample per step, marking it in ``excluded`` (the removed, or the chosen, samples), until the stop rule holds.
 
@@ -44,7 +44,6 @@ def _greedy(gram, metric: Metric, removing: bool, excluded: np.ndarray, row_in, 
     per-call overhead, not their arithmetic, sets the cost, so the loop is written out flat.
     """
     op, dn = (np.subtract, -1) if removing else (np.add, 1)
-    row_full = gram.sum(1)
     full_total = row_full.sum()
     gram2 = 2.0 * gram
     rows = np.stack([2.0 * row_in, np.diagonal(gram), row_full][: 3 if metric.uses_full_dot else 2])
@@ -100,7 +99,7 @@ def backward_elimination(gram: np.ndarray, metric: Metric, *, min_size: int = 1,
     trace = np.diagonal(gram).sum()
     current = metric.utility(SubsetStats(P, full_total, trace, full_total, full_total))[0]
     removed = np.zeros(P, dtype=bool)
-    _greedy(gram, metric, True, removed, row_full, P, full_total, trace, full_total, current, min_size, max_size)
+    _greedy(gram, row_full, metric, True, removed, row_full, P, full_total, trace, full_total, current, min_size, max_size)
     return np.flatnonzero(~removed)
 
 
@@ -126,7 +125,7 @@ def forward_selection(gram: np.ndarray, metric: Metric, *, min_size: int = 1, ma
     chosen[first] = True
     n, total, trace, full_dot = 1, float(diag[first]), float(diag[first]), float(row_full[first])
     current = float(metric.utility(SubsetStats(n, total, trace, full_dot, full_total))[0])
-    _greedy(gram, metric, False, chosen, gram[first], n, total, trace, full_dot, current, min_size, max_size)
+    _greedy(gram, row_full, metric, False, chosen, gram[first], n, total, trace, full_dot, current, min_size, max_size)
     return np.flatnonzero(chosen)
 
 

@@ -326,7 +326,6 @@ def test_subsets_unchanged_pool_100(config, fresh):
         assert min(sizes) < 100  # the search removed samples: the comparison is not trivial
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("config", list(CONFIGS))
 def test_subsets_unchanged_pool_600(config):
     pools = [synthetic_digits(600, seed) for seed in (3, 4)]
@@ -335,7 +334,6 @@ def test_subsets_unchanged_pool_600(config):
         assert min(sizes) < 600
 
 
-@pytest.mark.slow
 @pytest.mark.shared_data
 @pytest.mark.parametrize("pool", [100, 600])
 @pytest.mark.parametrize("config", list(CONFIGS))
@@ -362,7 +360,8 @@ def _grams(seed: int, P: int = 40):
     i, j = rng.choice(P, size=2, replace=False)
     nan[i, j] = nan[j, i] = nan[i, i] = np.nan  # NaN utilities for some candidates (they count as -inf)
     grams["nan_entries"] = nan
-    grams["overflowing"] = grams["ordinary"] * 1e306  # sums overflow to inf, and inf - inf is NaN
+    with np.errstate(over="ignore"):
+        grams["overflowing"] = grams["ordinary"] * 1e306  # some entries and sums overflow to inf; inf - inf is NaN
     return grams
 
 

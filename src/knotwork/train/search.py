@@ -54,28 +54,32 @@ def _greedy(gram, row_full, metric: Metric, removing: bool, excluded: np.ndarray
     cand_dot = cand[2] if metric.uses_full_dot else None
     util = np.empty(gram.shape[0])
     utility_into = metric.utility_into()
+    add, copyto, ninf = np.add, np.copyto, -np.inf
+    has_dot = cand_dot is not None
     while removing or n < max_size:
-        scalars[0, 0], scalars[1, 0] = total, trace
-        if cand_dot is not None:
+        scalars[0, 0] = total
+        scalars[1, 0] = trace
+        if has_dot:
             scalars[2, 0] = full_dot
-        op(scalars, rows, out=cand)
-        np.add(cand_total, diag, out=cand_total)
+        op(scalars, rows, cand)
+        add(cand_total, diag, cand_total)
         utility_into(n + dn, cand_total, cand_trace, cand_dot, full_total, util)
-        np.copyto(util, -np.inf, where=excluded)
-        i = int(util.argmax())
+        copyto(util, ninf, where=excluded)
+        i = util.argmax()
         best = util[i]
         if best != best:  # argmax returns the first NaN; NaN counts as -inf
-            np.copyto(util, -np.inf, where=np.isnan(util))
-            i = int(util.argmax())
+            copyto(util, ninf, where=np.isnan(util))
+            i = util.argmax()
             best = util[i]
         if best <= current and (n <= max_size if removing else n >= min_size):
             break
         excluded[i] = True
         n += dn
-        total, trace = cand_total[i], cand_trace[i]
-        if cand_dot is not None:
+        total = cand_total[i]
+        trace = cand_trace[i]
+        if has_dot:
             full_dot = cand_dot[i]
-        op(row2, gram2[i], out=row2)  # a row, not a column: K is symmetric and rows are contiguous
+        op(row2, gram2[i], row2)  # a row, not a column: K is symmetric and rows are contiguous
         current = best
         if removing and n <= min_size:
             break

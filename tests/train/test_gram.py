@@ -9,7 +9,9 @@ from torch import nn
 
 from knotwork.train import find_layers, layer_gram, per_sample_gradients, subset_gradient
 from knotwork.train.capture import capture
-from knotwork.train.gram import _gram_by_positions, per_sample_from_trace
+from knotwork.train.gram import _SELF_GRAM_BLOCK, _gram_by_positions, per_sample_from_trace, self_gram
+
+from .conftest import seeded
 
 
 def _traces(model, x, y):
@@ -82,3 +84,24 @@ def test_subset_gradient_is_weighted_sum_of_per_sample(model_name, request):
         torch.testing.assert_close(wg, torch.einsum("p,p...->...", w, grads[f"{name}.weight"]), rtol=1e-10, atol=1e-12)
         if t.module.bias is not None:
             torch.testing.assert_close(bg, torch.einsum("p,p...->...", w, grads[f"{name}.bias"]), rtol=1e-10, atol=1e-12)
+
+
+def test_gram_with_inplace_activation_equals_torch_func():
+    # The output-gradient hook sees the gradient of the Linear's own output, before the in-place ReLU.
+    model = seeded(nn.Sequential(nn.Linear(6, 5), nn.ReLU(inplace=True), nn.Linear(5, 3)).double(), 6)
+    gen = torch.Generator().manual_seed(6)
+    x = torch.randn(9, 6, dtype=torch.float64, generator=gen)
+    y = torch.randint(0, 3, (9,), generator=gen)
+    grads = per_sample_gradients(model, F.cross_entropy, x, y)
+    for name, t in _traces(model, x, y).items():
+        gram = layer_gram(t.inputs, t.grad_outputs, bias=t.has_bias)
+        torch.testing.assert_close(gram, _oracle_gram(grads, name, t.module), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("rows", [7, 2 * _SELF_GRAM_BLOCK, 2 * _SELF_GRAM_BLOCK + 1, 3 * _SELF_GRAM_BLOCK + 37])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_self_gram_is_the_product(rows, dtype):
+    a = torch.rand(rows, 50, generator=torch.Generator().manual_seed(rows), dtype=dtype)
+    exact = a.double() @ a.double().T
+    tol = 1e-5 if dtype == torch.float32 else 1e-13
+    torch.testing.assert_close(self_gram(a).double(), exact, rtol=tol, atol=0)

@@ -89,13 +89,3 @@ def test_select_all_and_unknown_search():
     np.testing.assert_array_equal(SEARCHES["all"](np.eye(5), METRICS["snr"]), np.arange(5))
     with pytest.raises(ValueError, match="unknown DBA search 'beam'"):
         get_search("beam")
-
-
-@pytest.mark.parametrize("metric", sorted(METRICS))
-def test_backward_on_stacked_layers_equals_each_layer_alone(metric):
-    from knotwork.train.search import backward_elimination_many
-
-    grams = np.stack([_gram(s, n=20) for s in (10, 11, 12)])
-    together = backward_elimination_many(grams, METRICS[metric], min_size=2, max_size=15)
-    for gram, subset in zip(grams, together, strict=True):
-        np.testing.assert_array_equal(subset, SEARCHES["backward"](gram, METRICS[metric], min_size=2, max_size=15))

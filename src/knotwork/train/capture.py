@@ -10,7 +10,6 @@ Opacus and BackPACK do with a forward and a backward hook.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -143,13 +142,19 @@ def _unfold_grad(trace: LayerTrace, g: Tensor) -> Tensor:
 def capture(layers: dict[str, nn.Module]) -> Iterator[dict[str, LayerTrace]]:
     """Record inputs and output gradients of ``layers`` while the block runs a forward and a backward pass.
 
-    The hooks are removed on exit, also after an error. Each layer must run exactly once per forward pass:
-    a layer applied twice (shared weights) would need a sum over calls, which DBA does not implement.
+    A forward hook records each layer's input and registers a gradient hook on its output tensor, which the
+    backward pass calls with the gradient of the loss with respect to that output (the value before any
+    in-place operation that follows, such as ``nn.ReLU(inplace=True)``). Module hooks are removed on exit,
+    also after an error. Each layer must run exactly once per forward pass: a layer applied twice (shared
+    weights) would need a sum over calls, which DBA does not implement.
     """
     traces = {name: LayerTrace(name, module) for name, module in layers.items()}
     handles = []
 
     def forward_hook(trace: LayerTrace):
+        def record_grad(grad: Tensor) -> None:
+            trace.grad_outputs = _unfold_grad(trace, grad.detach())
+
         def hook(module, args, output):
             trace.calls += 1
             if trace.calls > 1:
@@ -158,24 +163,15 @@ def capture(layers: dict[str, nn.Module]) -> Iterator[dict[str, LayerTrace]]:
                     "to run once (shared weights are not supported)."
                 )
             trace.inputs = _unfold_input(trace, args[0].detach())
-
-        return hook
-
-    def backward_hook(trace: LayerTrace):
-        def hook(module, grad_input, grad_output):
-            trace.grad_outputs = _unfold_grad(trace, grad_output[0].detach())
+            if output.requires_grad:
+                output.register_hook(record_grad)
 
         return hook
 
     try:
         for trace in traces.values():
             handles.append(trace.module.register_forward_hook(forward_hook(trace)))
-            handles.append(trace.module.register_full_backward_hook(backward_hook(trace)))
-        with warnings.catch_warnings():
-            # The first layer's inputs need no gradient, so PyTorch warns that its backward hook sees output
-            # gradients only; those are exactly what is recorded here.
-            warnings.filterwarnings("ignore", message="Full backward hook is firing")
-            yield traces
+        yield traces
     finally:
         for handle in handles:
             handle.remove()

@@ -16,9 +16,9 @@ from torch import Tensor, nn
 
 from knotwork._errors import TrainError
 from knotwork.train.capture import capture, check_traces, find_layers
-from knotwork.train.gram import layer_gram, subset_gradient
-from knotwork.train.metrics import METRICS, get_metric, subset_stats
-from knotwork.train.search import SEARCHES, backward_elimination_many, get_search
+from knotwork.train.gram import layer_gram, self_gram, subset_gradient
+from knotwork.train.metrics import METRICS, get_metric, subsets_stats
+from knotwork.train.search import SEARCHES, get_search
 
 AGGREGATES = ("mean", "sum")
 #: The keyword options of :class:`DBA` besides ``seed`` (what a run configuration may pass on).
@@ -159,6 +159,8 @@ class DBA(torch.optim.Optimizer):
         The layers DBA adapts, by module name.
     history : list of StepRecord
         One record per step, e.g. for plotting the chosen subset sizes (:meth:`subset_sizes`).
+    last_subsets : dict of str to numpy.ndarray
+        The pool indices (sorted) whose gradients made up the last step, per layer; empty before the first step.
 
     References
     ----------
@@ -215,6 +217,7 @@ class DBA(torch.optim.Optimizer):
                         "model.parameters() or freeze it."
                     )
         self.history: list[StepRecord] = []
+        self.last_subsets: dict[str, np.ndarray] = {}
         self._input_cache: dict[str, tuple[Tensor, Tensor]] = {}
         self._captured: dict | None = None
         # What torch.optim.Optimizer.__init__ sets besides param_groups/state/defaults (those are the wrapped
@@ -410,17 +413,26 @@ class DBA(torch.optim.Optimizer):
         else:
             groups = {"<global>": sum(grams_np.values())}
         chosen = self._select_groups(groups)
-        pool_scores = {k: float(self._metric.value(subset_stats(g, np.arange(pool)))) for k, g in groups.items()}
-        sel_scores = {k: float(self._metric.value(subset_stats(g, chosen[k]))) for k, g in groups.items()}
+        pool_scores, sel_scores = {}, {}
+        for key, gram in groups.items():
+            masks = np.ones((2, pool))  # the whole pool, then the chosen subset
+            masks[1] = 0.0
+            masks[1, chosen[key]] = 1.0
+            pool_scores[key], sel_scores[key] = (float(v) for v in self._metric.value(subsets_stats(gram, masks)))
 
         self.optimizer.zero_grad(set_to_none=True)
         sizes = {}
+        scale = None if self.aggregate == "mean" else 1.0 / pool
         for name, trace in traces.items():
             subset = chosen[name] if self.per_layer else chosen["<global>"]
             sizes[name] = len(subset)
-            weights = torch.zeros(pool, dtype=trace.inputs.dtype)
-            weights[torch.as_tensor(subset)] = 1.0 / (len(subset) if self.aggregate == "mean" else pool)
-            w_grad, b_grad = subset_gradient(trace.module, trace.inputs, trace.grad_outputs, weights)
+            self.last_subsets[name] = subset
+            inputs, grad_outputs = trace.inputs, trace.grad_outputs
+            if len(subset) < pool:  # the chosen rows only: the product skips the others
+                rows = torch.from_numpy(np.asarray(subset, dtype=np.int64)).to(inputs.device)
+                inputs, grad_outputs = inputs.index_select(0, rows), grad_outputs.index_select(0, rows)
+            weights = torch.full((len(subset),), scale or 1.0 / len(subset), dtype=inputs.dtype, device=inputs.device)
+            w_grad, b_grad = subset_gradient(trace.module, inputs, grad_outputs, weights)
             module = trace.module
             if module.weight.requires_grad:
                 module.weight.grad = w_grad.to(module.weight.dtype)
@@ -445,8 +457,7 @@ class DBA(torch.optim.Optimizer):
         cached = self._input_cache.get(name)
         if cached is not None and cached[0].shape == inputs.shape and torch.equal(cached[0], inputs):
             return cached[1]
-        x = inputs[:, 0]
-        gram = x @ x.T
+        gram = self_gram(inputs[:, 0])
         self._input_cache[name] = (inputs, gram)
         return gram
 
@@ -456,12 +467,7 @@ class DBA(torch.optim.Optimizer):
         if P <= self.min_size:
             return {key: np.arange(P) for key in keys}
         bounds = {"min_size": self.min_size, "max_size": self.max_size}
-        if self.search == "backward":
-            # All layers share one pool, so their searches run side by side (identical results, one loop).
-            picked = backward_elimination_many(np.stack([groups[k] for k in keys]), self._metric, **bounds)
-            chosen = dict(zip(keys, picked, strict=True))
-        else:
-            chosen = {key: self._search(groups[key], self._metric, **bounds) for key in keys}
+        chosen = {key: self._search(groups[key], self._metric, **bounds) for key in keys}
         if self.random_composition:
             chosen = {k: np.sort(self._rng.choice(P, size=len(v), replace=False)) for k, v in chosen.items()}
         return chosen

@@ -14,15 +14,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
 from knotwork._errors import TrainError
 
 
-@dataclass(frozen=True)
-class SubsetStats:
-    """Sums over a subset's Gram block; every field may be a scalar or an array of candidates."""
+class SubsetStats(NamedTuple):
+    """Sums over a subset's Gram block; every field may be a scalar or an array of candidates.
+
+    A named tuple (immutable, and cheap to build once per step of a search).
+    """
 
     n: np.ndarray | float
     total: np.ndarray | float
@@ -31,13 +34,26 @@ class SubsetStats:
     full_total: np.ndarray | float
 
 
+#: ``into(n, total, trace, full_dot, full_total, out)`` of :class:`Metric`.
+Kernel = Callable[..., None]
+
+
 @dataclass(frozen=True)
 class Metric:
-    """A registered subset metric: its function of :class:`SubsetStats` and whether larger is better."""
+    """A registered subset metric: its function of :class:`SubsetStats` and whether larger is better.
+
+    ``into``, when given, is the form a search's inner loop calls once per removed or added sample:
+    ``into(n, total, trace, full_dot, full_total, out)`` writes the signed metric (``fn``, negated when it is
+    minimised; a NaN may stay NaN) of candidate arrays into the preallocated ``out`` with exactly ``fn``'s
+    arithmetic, bit for bit, but without building a :class:`SubsetStats` or temporary arrays. When
+    ``uses_full_dot`` is False a search may pass ``full_dot=None`` (and skip computing it).
+    """
 
     name: str
     fn: Callable[[SubsetStats], np.ndarray]
     maximize: bool
+    into: Kernel | None = None
+    uses_full_dot: bool = True
 
     def value(self, stats: SubsetStats) -> np.ndarray:
         """The metric itself (e.g. a variance)."""
@@ -50,15 +66,32 @@ class Metric:
         u[np.isnan(u)] = -np.inf
         return u
 
+    def utility_into(self) -> Kernel:
+        """``into``, or for a metric without one the same function built on :meth:`utility`.
+
+        Its caller treats NaN as -inf; since ``argmax`` returns the first NaN when there is one, checking the
+        entry ``argmax`` returns is enough.
+        """
+        if self.into is not None:
+            return self.into
+
+        def generic(n, total, trace, full_dot, full_total, out: np.ndarray) -> None:
+            out[...] = self.utility(SubsetStats(n, total, trace, full_dot, full_total))
+
+        return generic
+
 
 METRICS: dict[str, Metric] = {}
 
 
-def register_metric(name: str, *, maximize: bool):
-    """Decorator adding a metric function to :data:`METRICS` under ``name``."""
+def register_metric(name: str, *, maximize: bool, into: Kernel | None = None, uses_full_dot: bool = True):
+    """Decorator adding a metric function to :data:`METRICS` under ``name``.
+
+    ``into`` and ``uses_full_dot`` are optional and only make searches faster (see :class:`Metric`).
+    """
 
     def wrap(fn: Callable[[SubsetStats], np.ndarray]):
-        METRICS[name] = Metric(name, fn, maximize)
+        METRICS[name] = Metric(name, fn, maximize, into, uses_full_dot or into is None)  # fn alone may read full_dot
         return fn
 
     return wrap
@@ -77,7 +110,53 @@ def _variance(s: SubsetStats) -> np.ndarray:
     return np.maximum(np.asarray(s.trace) / s.n - np.asarray(s.total) / np.square(s.n), 0.0)
 
 
-@register_metric("variance", maximize=False)
+# In-place forms of the metrics below for the search loops (``Metric.into``): each repeats its metric's
+# operations in the same order on the same operands, so every value is identical bit for bit. Where a metric
+# divides only where the denominator is positive, the plain division is used when all denominators are (the
+# values are the same; the masked form is the fallback).
+
+
+def _variance_into(n, total, trace, out: np.ndarray) -> None:
+    np.divide(trace, n, out=out)
+    np.subtract(out, total / np.square(n), out=out)
+    np.maximum(out, 0.0, out=out)
+
+
+def _neg_variance_into(n, total, trace, full_dot, full_total, out: np.ndarray) -> None:
+    _variance_into(n, total, trace, out)
+    np.negative(out, out=out)
+
+
+def _neg_var_of_mean_into(n, total, trace, full_dot, full_total, out: np.ndarray) -> None:
+    _variance_into(n, total, trace, out)
+    np.divide(out, n, out=out)
+    np.negative(out, out=out)
+
+
+def _divide_where_positive_into(num, out: np.ndarray, fill: float) -> None:
+    """``out = num / out`` where ``out > 0``, else ``fill`` (as :func:`_safe_div` with the denominator in ``out``)."""
+    if out.flat[out.argmin()] > 0:  # the smallest, or the first NaN (then False); argmin is cheaper than min
+        np.divide(num, out, out=out)
+    else:
+        den = out.copy()
+        out.fill(fill)
+        np.divide(num, den, out=out, where=den > 0)
+
+
+def _snr_into(n, total, trace, full_dot, full_total, out: np.ndarray) -> None:
+    np.divide(total, n, out=out)
+    np.subtract(trace, out, out=out)
+    _divide_where_positive_into(total, out, np.inf)
+
+
+def _cos_to_full_into(n, total, trace, full_dot, full_total, out: np.ndarray) -> None:
+    np.maximum(total, 0.0, out=out)
+    np.multiply(out, np.maximum(full_total, 0.0), out=out)
+    np.sqrt(out, out=out)
+    _divide_where_positive_into(full_dot, out, 0.0)
+
+
+@register_metric("variance", maximize=False, into=_neg_variance_into, uses_full_dot=False)
 def variance(s: SubsetStats) -> np.ndarray:
     """Gradient variance ``tr Sigma_S = (1/n) sum_S ||g_i||^2 - ||m_S||^2`` (biased covariance), minimised.
 
@@ -87,7 +166,7 @@ def variance(s: SubsetStats) -> np.ndarray:
     return _variance(s)
 
 
-@register_metric("var_of_mean", maximize=False)
+@register_metric("var_of_mean", maximize=False, into=_neg_var_of_mean_into, uses_full_dot=False)
 def var_of_mean(s: SubsetStats) -> np.ndarray:
     """Variance of the mean-gradient estimate ``tr Sigma_S / n``, minimised.
 
@@ -97,7 +176,7 @@ def var_of_mean(s: SubsetStats) -> np.ndarray:
     return _variance(s) / s.n
 
 
-@register_metric("snr", maximize=True)
+@register_metric("snr", maximize=True, into=_snr_into, uses_full_dot=False)
 def snr(s: SubsetStats) -> np.ndarray:
     """Gradient signal-to-noise ratio ``||m_S||^2 / (tr Sigma_S / n)``, maximised (+inf when the variance is 0).
 
@@ -107,7 +186,7 @@ def snr(s: SubsetStats) -> np.ndarray:
     return _safe_div(s.total, np.asarray(s.trace) - np.asarray(s.total) / s.n, np.inf)
 
 
-@register_metric("cos_to_full", maximize=True)
+@register_metric("cos_to_full", maximize=True, into=_cos_to_full_into)
 def cos_to_full(s: SubsetStats) -> np.ndarray:
     """Cosine between the subset's mean gradient and the whole pool's, ``full_dot / sqrt(total * full_total)``.
 
@@ -117,21 +196,29 @@ def cos_to_full(s: SubsetStats) -> np.ndarray:
     return _safe_div(s.full_dot, denom, 0.0)
 
 
-def subset_stats(gram: np.ndarray, subset: np.ndarray) -> SubsetStats:
-    """Sums of :class:`SubsetStats` for one subset (array of indices into the pool)."""
+def subsets_stats(gram: np.ndarray, masks: np.ndarray) -> SubsetStats:
+    """Sums of :class:`SubsetStats` for several subsets of one pool at once, each an indicator row of ``masks``
+    (shape (k, P), 1.0 for a member, 0.0 otherwise); every field but ``full_total`` has shape (k,)."""
     gram = np.asarray(gram, dtype=np.float64)
-    mask = np.zeros(gram.shape[0])
-    mask[np.asarray(subset, dtype=np.int64)] = 1.0
-    # Matrix-vector products instead of fancy-indexing a (|S|, |S|) block: O(P^2) without a copy.
-    row_in = gram @ mask
+    masks = np.asarray(masks, dtype=np.float64)
     row_full = gram.sum(1)
+    # einsum's own loops rather than matrix products, whose BLAS (NumPy's) may start threads beside torch's.
+    row_in = np.stack([row_full if m.all() else np.einsum("ij,j->i", gram, m) for m in masks])
     return SubsetStats(
-        n=float(mask.sum()),
-        total=float(mask @ row_in),
-        trace=float(np.diag(gram) @ mask),
-        full_dot=float(row_full @ mask),
+        n=masks.sum(1),
+        total=np.einsum("kp,kp->k", row_in, masks),
+        trace=np.einsum("p,kp->k", np.diagonal(gram), masks),
+        full_dot=np.einsum("p,kp->k", row_full, masks),
         full_total=float(row_full.sum()),
     )
+
+
+def subset_stats(gram: np.ndarray, subset: np.ndarray) -> SubsetStats:
+    """Sums of :class:`SubsetStats` for one subset (array of indices into the pool)."""
+    mask = np.zeros((1, np.shape(gram)[0]))
+    mask[0, np.asarray(subset, dtype=np.int64)] = 1.0
+    stats = subsets_stats(gram, mask)
+    return SubsetStats(*(float(np.asarray(v).reshape(-1)[0]) for v in stats))
 
 
 def get_metric(name: str) -> Metric:

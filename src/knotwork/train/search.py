@@ -29,6 +29,62 @@ def register_search(name: str):
     return wrap
 
 
+def _greedy(gram, row_full, metric: Metric, removing: bool, excluded: np.ndarray, row_in, n: int, total, trace,
+            full_dot, current, min_size: int, max_size: int) -> None:
+    """The greedy loop of :func:`backward_elimination` (``removing``) and :func:`forward_selection`: change one
+    sample per step, marking it in ``excluded`` (the removed, or the chosen, samples), until the stop rule holds.
+
+    Changing sample i changes ``total`` by 2 * row_in[i] (then + K[i, i]), ``trace`` by K[i, i] and
+    ``full_dot`` by row_full[i], subtracted when removing, added when adding, where row_in[i] = sum_{j in S}
+    K[i, j] is kept doubled (row2 = 2 * row_in, changed by 2 * K[i]; doubling is exact). One operation of the
+    scalars (total, trace[, full_dot]) with the rows (row2, diag[, row_full]) forms all candidate arrays; the
+    candidate totals then add diag, so each equals ``total -/+ 2.0 * row_in[i] + K[i, i]`` bit for bit. A step
+    costs a handful of in-place NumPy calls on length-``P`` buffers (the candidates' sums,
+    :meth:`~knotwork.train.metrics.Metric.utility_into`, one ``argmax``); for pools of a few hundred their
+    per-call overhead, not their arithmetic, sets the cost, so the loop is written out flat.
+    """
+    op, dn = (np.subtract, -1) if removing else (np.add, 1)
+    full_total = row_full.sum()
+    gram2 = 2.0 * gram
+    rows = np.stack([2.0 * row_in, np.diagonal(gram), row_full][: 3 if metric.uses_full_dot else 2])
+    row2, diag = rows[0], rows[1]
+    scalars = np.empty((len(rows), 1))
+    cand = np.empty(rows.shape)
+    cand_total, cand_trace = cand[0], cand[1]
+    cand_dot = cand[2] if metric.uses_full_dot else None
+    util = np.empty(gram.shape[0])
+    utility_into = metric.utility_into()
+    add, copyto, ninf = np.add, np.copyto, -np.inf
+    has_dot = cand_dot is not None
+    while removing or n < max_size:
+        scalars[0, 0] = total
+        scalars[1, 0] = trace
+        if has_dot:
+            scalars[2, 0] = full_dot
+        op(scalars, rows, cand)
+        add(cand_total, diag, cand_total)
+        utility_into(n + dn, cand_total, cand_trace, cand_dot, full_total, util)
+        copyto(util, ninf, where=excluded)
+        i = util.argmax()
+        best = util[i]
+        if best != best:  # argmax returns the first NaN; NaN counts as -inf
+            copyto(util, ninf, where=np.isnan(util))
+            i = util.argmax()
+            best = util[i]
+        if best <= current and (n <= max_size if removing else n >= min_size):
+            break
+        excluded[i] = True
+        n += dn
+        total = cand_total[i]
+        trace = cand_trace[i]
+        if has_dot:
+            full_dot = cand_dot[i]
+        op(row2, gram2[i], row2)  # a row, not a column: K is symmetric and rows are contiguous
+        current = best
+        if removing and n <= min_size:
+            break
+
+
 @register_search("backward")
 def backward_elimination(gram: np.ndarray, metric: Metric, *, min_size: int = 1, max_size: int | None = None) -> np.ndarray:
     """Greedy backward elimination: start from the whole pool, drop the sample whose removal helps most.
@@ -36,53 +92,19 @@ def backward_elimination(gram: np.ndarray, metric: Metric, *, min_size: int = 1,
     Stops when no removal strictly improves the metric (ties keep the larger subset) or the subset has
     ``min_size`` samples; while it is larger than ``max_size`` it keeps removing even without improvement.
     Without ``max_size`` the result is never worse than the whole pool, since that is where it starts.
+    Each removal costs a fixed handful of NumPy calls (see :func:`_greedy`).
     """
-    return backward_elimination_many(gram[None], metric, min_size=min_size, max_size=max_size)[0]
-
-
-def backward_elimination_many(
-    grams: np.ndarray, metric: Metric, *, min_size: int = 1, max_size: int | None = None
-) -> list[np.ndarray]:
-    """:func:`backward_elimination` on several Gram matrices of one pool at once, shape (L, P, P).
-
-    Each matrix gets exactly the result it would get alone (the same arithmetic, row by row); running the
-    layers side by side shares the Python-level loop, which dominates the cost for pools of a few hundred.
-    """
-    L, P, _ = grams.shape
+    P = gram.shape[0]
     max_size = P if max_size is None else max_size
-    rows = np.arange(L)
-    diag = np.diagonal(grams, axis1=1, axis2=2).copy()  # (L, P)
-    row_full = grams.sum(2)  # (L, P)
-    full_total = row_full.sum(1)  # (L,)
-    removed = np.zeros((L, P), dtype=bool)
-    row_in = row_full.copy()  # row_in[l, i] = sum_{j in S_l} K_l[i, j]
-    n = np.full(L, P, dtype=np.int64)
-    total, trace, full_dot = full_total.copy(), diag.sum(1), full_total.copy()
-    current = metric.utility(SubsetStats(n, total, trace, full_dot, full_total))  # (L,)
-    active = n > min_size
-    col_total = full_total[:, None]
-    while active.any():
-        # Removing i: total loses 2 * row_in[i] - K[i, i], trace loses K[i, i], full_dot loses row_full[i].
-        cand_total = total[:, None] - 2.0 * row_in + diag
-        cand = SubsetStats((n - 1)[:, None], cand_total, trace[:, None] - diag, full_dot[:, None] - row_full, col_total)
-        util = metric.utility(cand)
-        util[removed] = -np.inf
-        best_i = np.argmax(util, axis=1)
-        best = util[rows, best_i]
-        active &= ~((best <= current) & (n <= max_size))
-        go = np.flatnonzero(active)
-        if len(go) == 0:
-            break
-        i = best_i[go]
-        removed[go, i] = True
-        n[go] -= 1
-        total[go] = cand_total[go, i]
-        trace[go] -= diag[go, i]
-        full_dot[go] -= row_full[go, i]
-        row_in[go] -= grams[go, i]  # rows, not columns: K is symmetric and rows are contiguous
-        current[go] = best[go]
-        active &= n > min_size
-    return [np.flatnonzero(~removed[k]) for k in range(L)]
+    if P <= min_size:
+        return np.arange(P)
+    row_full = gram.sum(1)
+    full_total = row_full.sum()
+    trace = np.diagonal(gram).sum()
+    current = metric.utility(SubsetStats(P, full_total, trace, full_total, full_total))[0]
+    removed = np.zeros(P, dtype=bool)
+    _greedy(gram, row_full, metric, True, removed, row_full, P, full_total, trace, full_total, current, min_size, max_size)
+    return np.flatnonzero(~removed)
 
 
 @register_search("forward")
@@ -92,7 +114,8 @@ def forward_selection(gram: np.ndarray, metric: Metric, *, min_size: int = 1, ma
     Adds the sample that helps most while that strictly improves the metric, and regardless while the subset
     has fewer than ``min_size`` samples; never grows past ``max_size``. The start is the sample with the
     largest cosine to the pool's summed gradient, because every metric based on a subset's own variance is
-    undefined or extreme for a single sample.
+    undefined or extreme for a single sample. Each addition costs a fixed handful of NumPy calls (see
+    :func:`_greedy`).
     """
     P = gram.shape[0]
     max_size = P if max_size is None else max_size
@@ -104,22 +127,9 @@ def forward_selection(gram: np.ndarray, metric: Metric, *, min_size: int = 1, ma
     first = int(np.argmax(align))
     chosen = np.zeros(P, dtype=bool)
     chosen[first] = True
-    row_in = gram[:, first].copy()
     n, total, trace, full_dot = 1, float(diag[first]), float(diag[first]), float(row_full[first])
     current = float(metric.utility(SubsetStats(n, total, trace, full_dot, full_total))[0])
-    while n < max_size:
-        cand_total = total + 2.0 * row_in + diag
-        cand = SubsetStats(n + 1, cand_total, trace + diag, full_dot + row_full, full_total)
-        util = metric.utility(cand)
-        util[chosen] = -np.inf
-        i = int(np.argmax(util))
-        if util[i] <= current and n >= min_size:
-            break
-        chosen[i] = True
-        n += 1
-        total, trace, full_dot = float(cand_total[i]), trace + diag[i], full_dot + row_full[i]
-        row_in += gram[i]
-        current = float(util[i])
+    _greedy(gram, row_full, metric, False, chosen, gram[first], n, total, trace, full_dot, current, min_size, max_size)
     return np.flatnonzero(chosen)
 
 

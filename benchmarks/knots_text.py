@@ -116,9 +116,10 @@ def _main(argv: list[str] | None) -> int:
     if args.records is not None:
         _common.RESULTS = args.records  # records of a trial run stay out of benchmarks/results
     dirs = lib.load_task_dirs(args.data / "text", args.task)
-    train = TrainConfig(lora=LoraSpec(r=args.r, alpha=args.alpha), steps=args.steps, batch_size=args.batch_size,
-                        lr=args.lr, max_length=args.max_length, seed=args.seed,
-                        warmup_steps=min(20, args.steps // 10))
+    # The study's fixed budget of steps, without validation (merges are searched on val by the study itself).
+    train = TrainConfig(lora=LoraSpec(r=args.r, alpha=args.alpha), epochs=None, max_steps=args.steps,
+                        validation="none", batch_size=args.batch_size, lr=args.lr, max_length=args.max_length,
+                        seed=args.seed, warmup=min(20, args.steps // 10) / args.steps)
     cfg = lib.StudyConfig(task_dirs=dirs, cache_dir=args.cache, train=train, val_limit=args.val_limit or None,
                           test_limit=args.test_limit or None, dare_seeds=tuple(range(args.dare_seeds)),
                           criteria=tuple(dict.fromkeys(args.criterion)), cached_only=args.cached_only,

@@ -552,7 +552,8 @@ def render_document(result: StudyResult, *, header: str, meta: dict, heatmap: st
         f"{train['logit_scale']:g}.",
         f"- LoRA: r = {train['lora']['r']}, α = {train['lora']['alpha']:g}, dropout {train['lora']['dropout']:g}, "
         f"on {', '.join(train['lora']['target_modules'])} (all 6 layers); AdamW lr {train['lr']:g}, "
-        f"{train['steps']} steps × batch {train['batch_size']}, {train['warmup_steps']} warm-up steps then linear "
+        f"{train['max_steps']} steps × batch {train['batch_size']}, {round(train['warmup'] * train['max_steps'])} "
+        "warm-up steps then linear "
         f"decay, max {train['max_length']} tokens, seed {train['seed']}.",
         f"- Search on val (first {result.config['val_limit']} examples per task), test on the first "
         f"{result.config['test_limit']} test examples per task; DARE variants over seeds "

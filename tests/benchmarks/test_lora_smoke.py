@@ -58,7 +58,7 @@ def test_smoke_run_on_the_real_model_and_data(tmp_path):
     units = {p.stem for p in (tmp_path / "records" / "page").glob("*.json")}
     assert {"adapter-mpqa", "adapter-trec", "zero-shot", "pertask-knots-ties", "joint-ta", "cka"} <= units
     rec = json.loads((tmp_path / "records" / "page" / "adapter-trec.json").read_text())
-    assert rec["unit"] == "adapter-trec" and rec["data"]["train"]["steps"] == 2 and "fingerprint" in rec
+    assert rec["unit"] == "adapter-trec" and rec["data"]["train"]["max_steps"] == 2 and "fingerprint" in rec
     assert not (ROOT / "benchmarks" / "results" / "page").exists()
 
 
@@ -128,8 +128,8 @@ def test_study_caches_adapters_and_evaluations_on_a_tiny_model(tmp_path, monkeyp
     # A changed training option is refused for a cached adapter unless forced (the cache belongs to the study).
     with pytest.raises(MergeError, match=r"s/adapter: holds an adapter trained with another config"):
         lib.train_task_cached(loader, tmp_path / "data" / "text" / "s",
-                              TrainConfig(lora=LoraSpec(r=2, alpha=16.0), steps=3, batch_size=4, max_length=16,
-                                          warmup_steps=0),
+                              TrainConfig(lora=LoraSpec(r=2, alpha=16.0), epochs=None, max_steps=3, validation="none",
+                                          batch_size=4, max_length=16, warmup=0.0),
                               tmp_path / "cache" / "r2" / "s")
 
 

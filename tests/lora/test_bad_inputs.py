@@ -112,21 +112,48 @@ def c_not_utf8(tmp):
 
 # Impossible training options: (option, value, the one line's pattern); each a case of its own.
 TRAIN_OPTIONS = {
-    "steps_zero": ("--steps", "0", r"--steps must be an integer >= 1; got 0"),
-    "steps_negative": ("--steps", "-3", r"--steps must be an integer >= 1; got -3"),
+    "epochs_zero": ("--epochs", "0", r"--epochs must be an integer >= 1; got 0"),
+    "max_steps_negative": ("--max-steps", "-3", r"--max-steps must be an integer >= 0; got -3"),
+    "patience_negative": ("--patience", "-1", r"--patience must be an integer >= 0; got -1"),
+    "eval_every_negative": ("--eval-every", "-5", r"--eval-every must be an integer >= 0; got -5"),
+    "dropout_one": ("--dropout", "1", r"--dropout must be in \[0, 1\); got 1.0"),
+    "dropout_negative": ("--dropout", "-0.1", r"--dropout must be in \[0, 1\); got -0.1"),
+    "logit_scale_zero": ("--logit-scale", "0", r"--logit-scale must be a finite number > 0; got 0.0"),
+    "logit_scale_nan": ("--logit-scale", "nan", r"--logit-scale must be a finite number > 0; got nan"),
     "batch_size_zero": ("--batch-size", "0", r"--batch-size must be an integer >= 1; got 0"),
     "batch_larger_than_train": ("--batch-size", "16", r"s/train.jsonl: 8 examples, fewer than --batch-size 16"),
     "lr_nan": ("--lr", "nan", r"--lr must be a finite number > 0; got nan"),
     "lr_inf": ("--lr", "inf", r"--lr must be a finite number > 0; got inf"),
     "lr_negative": ("--lr", "-0.001", r"--lr must be a finite number > 0; got -0.001"),
-    "rank_zero": ("--r", "0", r"--r must be an integer >= 1; got 0"),
+    "rank_zero": ("--rank", "0", r"--rank must be an integer >= 1; got 0"),
+    "rank_alias_zero": ("--r", "0", r"--rank must be an integer >= 1; got 0"),
     "alpha_zero": ("--alpha", "0", r"--alpha must be a finite number > 0; got 0.0"),
     "max_length_zero": ("--max-length", "0", r"--max-length must be an integer >= 1; got 0"),
 }
 
 
-def c_epochs_do_not_exist(tmp):
-    return _with(_train(tmp, "--epochs", "0"), r"No such option: --epochs", usage=True)
+def c_steps_is_gone(tmp):  # training runs by epochs; --max-steps is the cap
+    return _with(_train(tmp, "--steps", "80"), r"No such option: --steps", usage=True)
+
+
+def c_unknown_baseline(tmp):
+    return _with(_train(tmp, "--baseline", "knn"), r"'knn' is not one of 'probe', 'majority', 'none'", usage=True)
+
+
+def c_unknown_device(tmp):
+    return _with(_train(tmp, "--device", "tpu"), r"'tpu' is not one of 'cpu', 'cuda', 'mps'", usage=True)
+
+
+def c_device_cuda_without_a_gpu(tmp):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA device")
+    return _with(_train(tmp, "--device", "cuda"), r"--device cuda: no CUDA device is available on this machine")
+
+
+def c_no_val_and_too_few_examples_for_the_batch(tmp):
+    task = _task(tmp / "data" / "s", splits=("train", "test"))
+    return _with(_train(tmp, "--batch-size", "8", task=task),
+                 r"s/train.jsonl: 7 examples after holding 10% out for validation, fewer than --batch-size 8")
 
 
 def c_out_is_the_task_folder(tmp):

@@ -58,15 +58,18 @@ def test_lora_train_writes_adapters_and_a_rerun_keeps_finished_ones(tmp_path, ti
     merge = pytest.importorskip("knotwork.merge")
     s, q = _two_tasks(tmp_path / "data")
     out = tmp_path / "adapters"
-    args = ["lora", "train", str(s), str(q), "--out", str(out), "--steps", "2", "--batch-size", "4", "--r", "2",
-            "--max-length", "16"]
+    args = ["lora", "train", str(s), str(q), "--out", str(out), "--max-steps", "2", "--batch-size", "4", "--r", "2",
+            "--baseline", "majority", "--device", "cpu", "--max-length", "16"]
     res = runner.invoke(app, args)
     assert res.exit_code == 0, res.output
     assert len(tiny_encoder) == 2
     for name in ("s", "q"):
         assert is_knotwork_output(out / name)
         log = json.loads((out / name / "train.json").read_text())
-        assert log["task"] == name and log["config"]["steps"] == 2 and len(log["losses"]) == 2
+        assert log["task"] == name and log["config"]["max_steps"] == 2 and len(log["result"]["losses"]) == 2
+        assert set(log["data"]) == {"labels.json", "train.jsonl", "val.jsonl"}
+        assert [h["step"] for h in log["result"]["history"]] == [0, 2] and log["result"]["best_step"] == 2
+        assert set(log["result"]["baselines"]) == {"zero_shot", "majority"}
         assert len(merge.load_adapter(out / name).modules) == 2 * 4  # tiny BERT: 2 layers x q, k, v, out
     again = runner.invoke(app, args)
     assert again.exit_code == 0 and again.output.count("already trained") == 2
@@ -136,3 +139,51 @@ def test_demo_end_to_end_and_force_replaces_only_its_own_folder(tmp_path, monkey
     refused = runner.invoke(app, ["demo", "--out", str(out), "--steps", "2", "--force"])
     assert refused.exit_code == 2 and "notes.txt" in refused.stderr
     assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_lora_train_warns_about_an_adapter_that_did_not_learn(tmp_path, tiny_encoder):
+    # Labels carry no information (each text: 3 x label 0, 1 x label 1), so no adapter beats the majority (75%).
+    rows = [(f"item {w} here", y) for w in ("alpha", "bravo", "charlie", "delta") for y in (0, 0, 0, 1)]
+    s = _write_task(tmp_path / "noise", ["negative", "positive"], rows)
+    out = tmp_path / "adapters"
+    res = runner.invoke(app, ["lora", "train", str(s), "--out", str(out), "--epochs", "2", "--batch-size", "4",
+                              "--r", "2", "--max-length", "16"])
+    assert res.exit_code == 0, res.output
+    warning = [ln for ln in res.stderr.splitlines() if "did not learn" in ln]
+    assert len(warning) == 1 and warning[0].startswith("warning: noise: adapter did not learn: val accuracy ")
+    assert warning[0].endswith("<= majority 75.0%")
+    result = json.loads((out / "noise" / "train.json").read_text())["result"]
+    assert result["learned"] is False and result["baselines"]["majority"] == 0.75
+    assert result["warnings"][0] == warning[0].removeprefix("warning: ")
+    assert is_knotwork_output(out / "noise")  # the adapter is still written; the verdict tells
+
+
+def test_lora_train_without_val_holds_out_part_of_train(tmp_path, tiny_encoder):
+    s = _write_task(tmp_path / "s", ["negative", "positive"],
+                    [(f"{w} film {i}", y) for i in range(10) for w, y in (("awful", 0), ("great", 1))])
+    (s / "val.jsonl").unlink()
+    out = tmp_path / "adapters"
+    res = runner.invoke(app, ["lora", "train", str(s), "--out", str(out), "--max-steps", "1", "--batch-size", "4",
+                              "--r", "2", "--max-length", "16", "--baseline", "none"])
+    assert res.exit_code == 0, res.output
+    assert "s: no val.jsonl; validating on a fixed 10% of train.jsonl" in res.stderr
+    log = json.loads((out / "s" / "train.json").read_text())
+    assert log["result"]["val_source"] == "held out of train (2 of 20, fixed)" and log["result"]["n_val"] == 2
+    assert set(log["data"]) == {"labels.json", "train.jsonl"}
+    assert "did not learn" not in res.stderr  # no baseline, no verdict
+
+
+def test_lora_train_defaults_are_the_library_defaults():
+    from typer.main import get_command
+
+    from knotwork.lora.train import TrainConfig
+
+    train = get_command(app).commands["lora"].commands["train"]
+    got = {p.name: p.default for p in train.params}
+    d = TrainConfig()
+    assert (got["epochs"], got["patience"]) == (d.epochs, d.patience)
+    assert got["max_steps"] == 0 and d.max_steps is None and got["eval_every"] == 0 and d.eval_every is None
+    for name in ("batch_size", "lr", "max_length", "logit_scale", "seed"):
+        assert got[name] == getattr(d, name), name
+    assert (got["r"], got["alpha"], got["dropout"]) == (d.lora.r, d.lora.alpha, d.lora.dropout)
+    assert got["baseline"].value == "probe" and got["device"].value == "cpu"

@@ -21,7 +21,8 @@ def _small(task: TextTask, n: int) -> TextTask:
 def test_train_evaluate_merge_joint(shared_data, tmp_path):
     merge = pytest.importorskip("knotwork.merge")
     tasks = [_small(load_text_task(shared_data / "text" / n), 12) for n in ("mpqa", "trec")]
-    cfg = TrainConfig(lora=LoraSpec(), steps=3, batch_size=4, lr=1e-3, warmup_steps=1, max_length=24)
+    cfg = TrainConfig(lora=LoraSpec(), epochs=None, max_steps=3, validation="none", batch_size=4, lr=1e-3,
+                      warmup=1 / 3, max_length=24)
     dirs = []
     for t in tasks:
         model, tok, _ = load_base_encoder()

@@ -130,13 +130,15 @@ def run_demo(model_loader, *, steps: int = 30, seed: int = 0, train_config=None,
     from knotwork.merge.config import MergeConfig
 
     say = progress or (lambda _m: None)
-    cfg = train_config or TrainConfig(lora=LoraSpec(), steps=steps, batch_size=8, lr=2e-3,
-                                      warmup_steps=max(0, min(5, steps // 5)), max_length=24, seed=seed)
+    # A fixed budget of steps, no validation: the demo is about merging, and must stay seconds long.
+    cfg = train_config or TrainConfig(lora=LoraSpec(), epochs=None, max_steps=steps, validation="none",
+                                      batch_size=8, lr=2e-3, warmup=min(5, steps // 5) / steps, max_length=24,
+                                      seed=seed)
     tasks = make_demo_tasks(seed=seed)
     names = [t.name for t in tasks]
     states = {}
     for task in tasks:
-        say(f"training {task.name} ({cfg.steps} steps)")
+        say(f"training {task.name}")
         model, tok, _ = model_loader()
         states[task.name] = train_adapter(model, tok, task, cfg).lora
     model, tok, _ = model_loader()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 from collections.abc import Iterable, Mapping
@@ -131,8 +132,7 @@ def save_checkpoint(state, path: str | Path) -> None:
     from knotwork._io import write_scratch
 
     buf = io.BytesIO()
-    torch.save({"step": state.step, "lora": state.lora, "optimizer": state.optimizer,
-                "scheduler": state.scheduler, "losses": state.losses}, buf)
+    torch.save(dataclasses.asdict(state), buf)
     write_scratch(path, buf.getvalue())
 
 
@@ -142,6 +142,6 @@ def load_checkpoint(path: str | Path):
 
     try:
         d = torch.load(path, weights_only=True)
-        return TrainState(d["step"], d["lora"], d["optimizer"], d["scheduler"], list(d["losses"]))
+        return TrainState(**{f.name: d[f.name] for f in dataclasses.fields(TrainState)})
     except Exception as exc:  # noqa: BLE001 - torch raises many types on a corrupt file
         raise MergeError(f"{path}: not a readable training checkpoint ({type(exc).__name__}).") from exc

@@ -9,6 +9,15 @@ import torch
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
+# PyKEEN's registries (class_resolver.contrib.torch) collect every subclass of torch's LR schedulers when first
+# imported; once MONAI's optimizers are loaded (the MONAI tests) that finds two classes named ExponentialLR/LinearLR
+# and raises RegistrationNameConflict. Building the registry before MONAI loads avoids the upstream clash, so the
+# suite's order does not decide whether the PyKEEN tests pass (docs/integrations.md tells users the same).
+try:
+    import class_resolver.contrib.torch  # noqa: F401
+except ImportError:  # pykeen (and class_resolver) are test-only; without them the PyKEEN tests skip
+    pass
+
 # Two CPU cores in CI: one intra-op thread per test process avoids oversubscription and keeps timings stable.
 torch.set_num_threads(1)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import re
 from pathlib import Path
 
@@ -27,25 +26,6 @@ def test_every_page_is_listed_with_the_command_it_names():
         assert command.startswith("python benchmarks/") and (ROOT / script).is_file(), command
 
 
-def _code_strings(source: str) -> list[str]:
-    """String constants of a module that are not docstrings (a docstring may point the reader at a results page)."""
-    tree = ast.parse(source)
-    docstrings = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef) and node.body:
-            first = node.body[0]
-            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
-                docstrings.add(id(first.value))
-    return [n.value for n in ast.walk(tree)
-            if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docstrings]
-
-
 def test_no_study_or_page_text_in_the_library():
-    offenders = [p for p in (ROOT / "src").rglob("*.py")
-                 if any("docs/results" in s for s in _code_strings(p.read_text()))]
+    offenders = [p for p in (ROOT / "src").rglob("*.py") if "docs/results" in p.read_text()]
     assert not offenders, offenders
-
-
-def test_code_strings_skip_docstrings_only():
-    src = '"""See docs/results/x.md."""\nPAGE = "docs/results/x.md"\ndef f():\n    """docs/results/y.md"""\n'
-    assert _code_strings(src) == ["docs/results/x.md"]

@@ -1,7 +1,7 @@
 """Plain functions: exact histogram matching, voxel quantiles, z-score and percentile clip-and-rescale.
 
 Exact histogram matching needs, for every voxel, how many voxels hold its value or less. How that is
-found decides the speed (``docs/results/harmonize_speed.md``); every route gives scikit-image's bits:
+found decides the speed (measured by ``benchmarks/harmonize_speed.py``); every route gives scikit-image's bits:
 
 - integer volumes (CT in HU, uint8 MR) are *counted*: ``np.bincount`` of ``value - min`` in chunks,
   then one table lookup per voxel: linear time, and no int64 temporary the size of a large volume;
@@ -562,7 +562,7 @@ def match_histograms(source, reference, mask=None, *, reference_mask=None, dtype
     equals :func:`skimage.exposure.match_histograms` bit for bit (same values, same output dtype),
     found without scikit-image's argsort: integer volumes and floats with few distinct values are
     counted, other floats sorted once by a vectorised sort, large volumes in several threads (see
-    this module's notes; speed side by side in ``docs/results/harmonize_speed.md``). With
+    this module's notes; speed side by side in ``benchmarks/harmonize_speed.py``). With
     ``dtype=np.float32`` the result is scikit-image's cast to float32, at half the memory.
 
     Parameters

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import importlib
 import pickle
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -98,16 +95,3 @@ def test_after_loadimaged_from_nifti(tmp_path):
     np.testing.assert_array_equal(out["image"].numpy(), h.transform(loaded["image"].numpy()))
     torch.testing.assert_close(out["image"].affine, loaded["image"].affine)
     assert out["image"].meta["filename_or_obj"] == str(tmp_path / "a.nii.gz")
-
-
-def test_missing_library_names_the_extra(monkeypatch):
-    for name in [n for n in sys.modules if n.split(".")[0] == "monai"]:
-        monkeypatch.setitem(sys.modules, name, None)  # as if not installed
-    monkeypatch.delitem(sys.modules, "knotwork.harmonize.monai")
-    with pytest.raises(ImportError, match=r"pip install 'knotwork\[monai\]'"):
-        importlib.import_module("knotwork.harmonize.monai")
-
-
-def test_knotwork_harmonize_does_not_import_it():
-    code = "import sys, knotwork.harmonize; assert 'monai' not in sys.modules"
-    subprocess.run([sys.executable, "-c", code], check=True)

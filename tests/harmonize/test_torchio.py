@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import importlib
 import pickle
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -102,16 +99,3 @@ def test_harmonize_transform_inside_compose():
     np.testing.assert_array_equal(out.seg.data, subject.seg.data)
     x = torch.from_numpy(subject.t1.data.numpy().astype(np.float64))
     assert HarmonizeTransform(h)(x).dtype == torch.float32
-
-
-def test_missing_library_names_the_extra(monkeypatch):
-    for name in [n for n in sys.modules if n.split(".")[0] == "torchio"]:
-        monkeypatch.setitem(sys.modules, name, None)  # as if not installed
-    monkeypatch.delitem(sys.modules, "knotwork.harmonize.torchio")
-    with pytest.raises(ImportError, match=r"pip install 'knotwork\[torchio\]'"):
-        importlib.import_module("knotwork.harmonize.torchio")
-
-
-def test_knotwork_harmonize_does_not_import_it():
-    code = "import sys, knotwork.harmonize; assert 'torchio' not in sys.modules"
-    subprocess.run([sys.executable, "-c", code], check=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 from knotwork.cli import app
@@ -39,12 +40,21 @@ def test_validate_names_bad_example(tmp_path):
     assert "example 61b3a65fb9ffffffffff: field 'obj_start'/'obj_end' = 3/99" in result.output
 
 
-def test_find_issues_cli_matches_library(tacred_file, tmp_path):
+@pytest.fixture
+def issue_inputs(tmp_path):
+    """A label file and out-of-fold probabilities for the 4 examples of `tacred_file`.
+
+    The 4th example is labelled no_relation but looks exactly like the per:employee_of one.
+    """
     labels = ["no_relation", "org:founded_by", "per:employee_of"]
     (tmp_path / "labels.txt").write_text("\n".join(labels) + "\n")
-    # The 4th example is labelled no_relation but looks exactly like the per:employee_of one.
     probs = np.array([[0.1, 0.8, 0.1], [0.9, 0.05, 0.05], [0.05, 0.05, 0.9], [0.05, 0.05, 0.9]])
     np.save(tmp_path / "p.npy", probs)
+    return probs
+
+
+def test_find_issues_cli_matches_library(tacred_file, tmp_path, issue_inputs):
+    probs = issue_inputs
     out = tmp_path / "issues.csv"
     result = CliRunner().invoke(
         app, ["relations", "find-issues", str(tacred_file), str(tmp_path / "p.npy"), "--out", str(out),
@@ -64,11 +74,8 @@ def test_find_issues_cli_matches_library(tacred_file, tmp_path):
     assert result.exit_code == 2 and "bad.npy: shape (4, 2), expected (4, 3)" in result.output
 
 
-def test_find_issues_cli_filter_and_ranking(tacred_file, tmp_path):
-    labels = ["no_relation", "org:founded_by", "per:employee_of"]
-    (tmp_path / "labels.txt").write_text("\n".join(labels) + "\n")
-    probs = np.array([[0.1, 0.8, 0.1], [0.9, 0.05, 0.05], [0.05, 0.05, 0.9], [0.05, 0.05, 0.9]])
-    np.save(tmp_path / "p.npy", probs)
+def test_find_issues_cli_filter_and_ranking(tacred_file, tmp_path, issue_inputs):
+    probs = issue_inputs
     out = tmp_path / "issues.csv"
     result = CliRunner().invoke(
         app, ["relations", "find-issues", str(tacred_file), str(tmp_path / "p.npy"), "--out", str(out),

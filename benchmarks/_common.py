@@ -54,8 +54,31 @@ def record_path(study: str, unit: str, *, root: Path | None = None) -> Path:
     return (RESULTS if root is None else Path(root)) / study / f"{safe}.json"
 
 
+def scoped_fingerprint(parts: tuple[str, ...], *scripts: str | Path) -> str:
+    """A hash of part of ``src/knotwork`` (sub-packages or glob patterns, e.g. ``("merge", "_*.py", "lora/train.py")``) and
+    `scripts`: the code that computes a study's numbers.
+
+    Narrower than :func:`fingerprint`, so records made before and after an unrelated change elsewhere in
+    ``src/knotwork`` (another capability, the CLI) or in a page's wording still compare equal.
+    """
+    import hashlib
+
+    from knotwork._provenance import PACKAGE_DIR
+
+    files: set[Path] = set()
+    for part in parts:
+        files |= set((PACKAGE_DIR / part).rglob("*.py")) if (PACKAGE_DIR / part).is_dir() else set(
+            PACKAGE_DIR.glob(part))
+    digest = hashlib.sha256()
+    for path in sorted(files):
+        digest.update(path.relative_to(PACKAGE_DIR).as_posix().encode() + b"\0" + path.read_bytes())
+    for script in scripts:
+        digest.update(b"script:" + Path(script).name.encode() + b"\0" + Path(script).read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def write_record(study: str, unit: str, data: dict[str, Any], *, script: str | Path,
-                 root: Path | None = None) -> Path:
+                 root: Path | None = None, code_used: str | None = None) -> Path:
     """Write one unit's result record, stamped with the code fingerprint, commit, machine and time.
 
     Records hold numbers, never weights. A study skips a unit whose record exists (resumable across sessions).
@@ -65,6 +88,7 @@ def write_record(study: str, unit: str, data: dict[str, Any], *, script: str | P
         "study": study,
         "unit": unit,
         "fingerprint": fingerprint(script),
+        **({"code_used": code_used} if code_used else {}),
         "commit": git_commit(),
         "machine": machine(),
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -98,7 +122,17 @@ def fingerprint_line(records: dict[str, dict[str, Any]], *, script: str | Path) 
         return f"- Code fingerprint: all {len(records)} records share `{fp}` ({same})."
     parts = "; ".join(f"`{fp}`: {len(units)} ({', '.join(sorted(units)[:4])}{', ...' if len(units) > 4 else ''})"
                       for fp, units in sorted(prints.items(), key=lambda kv: -len(kv[1])))
-    return f"- Code fingerprint: records differ ({parts}); current code `{now}`."
+    line = f"- Code fingerprint: records differ ({parts}); current code `{now}`."
+    used = sorted({str(rec.get("code_used")) for rec in records.values()})
+    if all(rec.get("code_used") for rec in records.values()):
+        if len(used) == 1:
+            line += (" The code that computed each unit (the record's `code_used`) has one "
+                     f"hash in all records, `{used[0]}`, so the difference lies in code these numbers do not "
+                     "depend on.")
+        else:
+            line += (f" The code that computed the units (the records' `code_used`) has "
+                     f"{len(used)} different hashes: compare the records before comparing their numbers.")
+    return line
 
 
 def header(title: str, *, command: str, script: str | Path, records: dict[str, dict[str, Any]] | None = None,

@@ -1,95 +1,199 @@
-"""KnOTS on MiniLM-L6 text tasks: six LoRA adapters, TA/TIES/DARE-TIES/KnOTS merges, per-task and joint scores.
+"""KnOTS on MiniLM-L6 text tasks: LoRA adapters over several training seeds, TA/TIES/DARE-TIES/KnOTS merges
+searched on the full val splits and scored on the full test splits, paired tests, CKA.
 
-Regenerates docs/results/knots-text.md (and its CKA heatmap):
+Three pages, one command each (every unit's record goes to benchmarks/results/<page>/ as it finishes):
 
-    python benchmarks/knots_text.py --force
+    python benchmarks/knots_text.py --config text  --seeds 0 1 2          # docs/results/knots-text.md
+    python benchmarks/knots_text.py --config mixed --seeds 0 1 2          # docs/results/knots-text-mixed.md
+    python benchmarks/knots_text.py --config text  --seeds 0 1 2 --r 4    # docs/results/knots-text-r4.md
 
-Adapters are cached under .knotwork-cache/knots-text/r<rank>/<task>/ and every evaluation in evals-*.json there, so
-re-running after a finished run only rewrites the page; an interrupted run resumes. One result record per unit
-(adapter, zero-shot, criterion/method, CKA) goes to benchmarks/results/<page name>/. The rank ablation of the paper
-(r = 4) is `--r 4 --out docs/results/knots-text-r4.md`. `--smoke` runs the whole pipeline at a tiny budget (two
-tasks, two steps, a few examples, short grids) into the --out/--records/--cache given: a check, not a result.
+`--config text mixed` runs both task sets seed by seed, sharing the four adapters they have in common (the cheap
+order when a session cannot finish every seed). Units (adapter training, the probe, zero-shot, fine-tuned rows,
+one search per merge method, CKA) run in `--jobs` single-threaded worker processes; a unit whose record exists is
+skipped, so an interrupted study resumes (adapters are cached under .knotwork-cache/knots-text/ and retrained
+deterministically on a new machine). The page is rendered from the records alone after every seed; a seed with
+unfinished units is listed as partial and left out of the tables. `--page-only` only renders. `--smoke` runs the
+whole pipeline at a tiny budget into a temporary folder: a check, not a result.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import multiprocessing as mp
 import shlex
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
 import knots_text_lib as lib  # noqa: E402
+import knots_text_page as pages  # noqa: E402
 
-TEXT_TASKS = ("mr", "subj", "cr", "mpqa", "trec", "sst2")
-SMOKE = {"task": ["mpqa", "trec"], "steps": 2, "batch_size": 4, "max_length": 16, "val_limit": 4, "test_limit": 4,
-         "dare_seeds": 1}
-SMOKE_GRIDS = {"scale": (0.5, 1.0), "topk": (20.0, 100.0), "drop_rate": (0.5, 0.1)}
+CONFIGS = {"text": ("mr", "subj", "cr", "mpqa", "trec", "sst2"),
+           "mixed": ("sst2", "mr", "subj", "trec", "sick", "cola")}
+KINDS = {"text": "six sentence tasks, four of them sentiment polarity (MR, CR, MPQA, SST-2) plus subjectivity (SUBJ) "
+                 "and question type (TREC)",
+         "mixed": "six tasks of five kinds: sentiment (SST-2, MR), subjectivity (SUBJ), question type (TREC), "
+                  "sentence-pair inference (SICK: entailment / neutral / contradiction) and grammatical "
+                  "acceptability (CoLA)"}
+SMOKE = {"tasks": 2, "train": {"epochs": None, "max_steps": 2, "batch_size": 4, "max_length": 16, "patience": None},
+         "limit": 4, "grids": {"scale": (0.5, 1.0), "topk": (20.0, 100.0), "drop_rate": (0.5, 0.1)}}
+
+
+def page_name(config: str, r: int) -> str:
+    return "knots-text" + ("" if config == "text" else f"-{config}") + ("" if r == 16 else f"-r{r}")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", nargs="+", choices=sorted(CONFIGS), default=["text"],
+                   help="Task set(s): 'text' (six sentence tasks) and/or 'mixed' (five kinds of task).")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="Training seeds, run in this order.")
+    p.add_argument("--r", type=int, default=16, help="LoRA rank (alpha = r); the paper's ablation uses 4.")
+    p.add_argument("--jobs", type=int, default=2, help="Worker processes (1 thread each); 1 runs in-process.")
     p.add_argument("--data", type=Path, default=Path("../shared/data"),
                    help="Folder holding text/<task>/ (see shared/data/README.md).")
-    p.add_argument("--task", action="append", default=None, help="Task folder names under <data>/text (repeat).")
-    p.add_argument("--out", type=Path, default=None, help="Markdown results page (default docs/results/knots-text.md).")
+    p.add_argument("--cache", type=Path, default=None, help="Adapters and evaluation caches "
+                   "(default .knotwork-cache/knots-text).")
     p.add_argument("--records", type=Path, default=None,
                    help="Folder of the result records (default benchmarks/results); one sub-folder per page.")
-    p.add_argument("--cache", type=Path, default=None,
-                   help="Adapters and evaluations are cached here (default .knotwork-cache/knots-text).")
-    p.add_argument("--steps", type=int, default=80, help="Training steps per adapter.")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--lr", type=float, default=2e-3, help="Peak AdamW learning rate.")
-    p.add_argument("--r", type=int, default=16, help="LoRA rank (the paper's ablation also uses 4).")
-    p.add_argument("--alpha", type=float, default=16.0)
-    p.add_argument("--max-length", type=int, default=48)
-    p.add_argument("--seed", type=int, default=0, help="Training seed.")
-    p.add_argument("--val-limit", type=int, default=40, help="Val examples per task for the search (0 = all).")
-    p.add_argument("--test-limit", type=int, default=100, help="Test examples per task (0 = all).")
-    p.add_argument("--dare-seeds", type=int, default=3, help="Number of DARE seeds evaluated on test.")
-    p.add_argument("--method", action="append", default=[], choices=[*lib.MERGE_METHODS, "none"],
-                   help="Only these merge methods (repeat; default all five); 'none' for only the zero-shot and "
-                        "fine-tuned rows.")
-    p.add_argument("--criterion", action="append", default=None, choices=["pertask", "joint"],
-                   help="Selection criteria to search (repeat; default both).")
-    p.add_argument("--no-page", action="store_true",
-                   help="Only fill the cache (e.g. from parallel processes, one per method); write no page.")
-    p.add_argument("--train-only", action="store_true", help="Only train (or find cached) the adapters.")
-    p.add_argument("--cached-only", action="store_true",
-                   help="Compute nothing new: write a page (marked partial) from the evaluations finished so far.")
-    p.add_argument("--force", action="store_true", help="Overwrite an existing results page.")
-    p.add_argument("--smoke", action="store_true",
-                   help="Tiny budget (" + ", ".join(f"{k} {v}" for k, v in SMOKE.items()) + ", short grids); "
-                        "--out, --records and --cache default to a temporary folder.")
+    p.add_argument("--out-dir", type=Path, default=None, help="Folder of the pages (default docs/results).")
+    p.add_argument("--page-only", action="store_true", help="Compute nothing: render the pages from the records.")
+    p.add_argument("--rerun", action="store_true", help="Recompute units whose record exists (the cache is kept).")
+    p.add_argument("--smoke", action="store_true", help="Two tasks, two steps, four examples, short grids, into a "
+                   "temporary folder (unless --records/--cache/--out-dir are given): a check, not a result.")
     args = p.parse_args(argv)
-    if args.smoke:  # never into docs/ or the committed records
+    if args.smoke:
         tmp = Path(tempfile.mkdtemp(prefix="knots-text-smoke-"))
-        for name, value in SMOKE.items():
-            if name != "task" or args.task is None:
-                setattr(args, name, value)
-        args.out = args.out or tmp / "knots-text.md"
         args.records = args.records or tmp / "records"
         args.cache = args.cache or tmp / "cache"
-    args.out = args.out or Path("docs/results/knots-text.md")
+        args.out_dir = args.out_dir or tmp / "pages"
     args.cache = args.cache or Path(".knotwork-cache/knots-text")
-    args.task = args.task or list(TEXT_TASKS)
-    args.criterion = args.criterion or ["pertask", "joint"]
+    args.out_dir = args.out_dir or Path("docs/results")
     return args
 
 
-def _check(args: argparse.Namespace) -> None:
-    from knotwork._errors import MergeError, check_positive_int
+def page_specs(args: argparse.Namespace) -> list[lib.PageSpec]:
+    specs = []
+    for config in dict.fromkeys(args.config):
+        tasks = CONFIGS[config][:SMOKE["tasks"]] if args.smoke else CONFIGS[config]
+        extra: dict[str, Any] = ({"val_limit": SMOKE["limit"], "test_limit": SMOKE["limit"], "grids": SMOKE["grids"],
+                                  "train_overrides": SMOKE["train"], "cka_texts_per_task": 2} if args.smoke else {})
+        specs.append(lib.PageSpec(page_name(config, args.r), tasks, args.r, args.data, args.cache, **extra))
+    return specs
 
-    for name in ("steps", "batch_size", "r", "max_length", "dare_seeds"):
-        check_positive_int(getattr(args, name), "--" + name.replace("_", "-"), error=MergeError)
-    for name in ("val_limit", "test_limit"):
-        check_positive_int(getattr(args, name), "--" + name.replace("_", "-"), minimum=0, error=MergeError)
-    if args.out.exists() and not args.force and not (args.no_page or args.train_only):
-        raise MergeError(f"{args.out}: exists; pass --force to overwrite it.")
+
+# ------------------------------------------------------------------------------------------------ running units
+
+def _init_worker(path: str) -> None:
+    import torch
+
+    sys.path.insert(0, path)
+    torch.set_num_threads(1)
+
+
+def _call(name: str, args: tuple) -> dict:
+    return getattr(lib, name)(*args)
+
+
+class Runner:
+    """Runs units in worker processes (or in-process with one job) and writes each record as it finishes."""
+
+    def __init__(self, jobs: int, log: Callable[[str], None]):
+        self.log = log
+        self.pool = (ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn"), initializer=_init_worker,
+                                         initargs=(str(Path(__file__).resolve().parent),)) if jobs > 1 else None)
+
+    def run(self, units: Sequence[tuple[str, str, str, tuple]]) -> None:
+        """Run ``(page, unit, function name, args)`` units; write ``benchmarks/results/<page>/<unit>.json``."""
+        if not units:
+            return
+        pending: list[tuple[str, str, Future | dict]] = []
+        for page, unit, fn, fargs in units:
+            self.log(f"start {page}/{unit}")
+            pending.append((page, unit, self.pool.submit(_call, fn, fargs) if self.pool else _call(fn, fargs)))
+        failed = []
+        for page, unit, fut in pending:
+            try:
+                data = fut.result() if isinstance(fut, Future) else fut
+            except Exception as err:  # noqa: BLE001 - one unit's failure must not lose the others' records
+                failed.append(f"{page}/{unit}: {type(err).__name__}: {err}")
+                continue
+            _common.write_record(page, unit, data, script=__file__, code_used=data.get("code_used"))
+            self.log(f"done {page}/{unit} ({data.get('cpu_seconds', 0) / 60:.1f} CPU-min)")
+        if failed:
+            from knotwork._errors import RunError
+
+            raise RunError("units failed: " + "; ".join(failed))
+
+    def close(self) -> None:
+        if self.pool:
+            self.pool.shutdown()
+
+
+def run_seed(specs: Sequence[lib.PageSpec], seed: int, runner: Runner, *, rerun: bool) -> None:
+    """Every unit of one training seed for every page: adapters (and the seed-free probe and zero-shot rows),
+    then the fine-tuned rows, then the searches and CKA."""
+    def missing(spec: lib.PageSpec, unit: str) -> bool:
+        return rerun or not _common.record_path(spec.page, unit).is_file()
+
+    def seed_units(spec: lib.PageSpec) -> list[str]:
+        return [*(f"seed{seed}-adapter-{t}" for t in spec.tasks), *(f"seed{seed}-{m}" for m in lib.MERGE_METHODS),
+                f"seed{seed}-cka"]
+
+    # Each shared adapter is trained once, and again (deterministically, from the cache when present) whenever a
+    # unit of a page that merges it is missing: the caches do not survive a move to another machine.
+    adapters = {t: spec for spec in specs for t in spec.tasks}
+    first: list[tuple[str, str, str, tuple]] = [
+        (spec.page, f"_train-seed{seed}-{t}", "train_unit", (spec, seed, t)) for t, spec in adapters.items()
+        if any(missing(s, u) for s in specs if t in s.tasks for u in seed_units(s))]
+    probes = {t: spec for spec in specs for t in spec.tasks if missing(spec, f"probe-{t}")}
+    first += [(spec.page, f"probe-{t}", "probe_unit", (spec, t)) for t, spec in probes.items()]
+    first += [(spec.page, "zero-shot", "zeroshot_unit", (spec,)) for spec in specs if missing(spec, "zero-shot")]
+    _run_first(first, specs, runner)
+    runner.run([(spec.page, f"seed{seed}-adapter-{t}", "finetuned_unit", (spec, seed, t))
+                for spec in specs for t in spec.tasks if missing(spec, f"seed{seed}-adapter-{t}")])
+    last = []
+    for spec in specs:
+        recs = _common.load_records(spec.page)
+        ft_val = {t: recs[f"seed{seed}-adapter-{t}"]["data"]["accuracy"]["val"] for t in spec.tasks}
+        last += [(spec.page, f"seed{seed}-{m}", "method_unit", (spec, seed, m, ft_val))
+                 for m in lib.MERGE_METHODS if missing(spec, f"seed{seed}-{m}")]
+        if missing(spec, f"seed{seed}-cka"):
+            last.append((spec.page, f"seed{seed}-cka", "cka_unit", (spec, seed)))
+    runner.run(last)
+
+
+def _run_first(units, specs, runner: Runner) -> None:
+    """Training units leave adapters in the cache, not records; a probe serves every page that has its task."""
+    train = [u for u in units if u[2] == "train_unit"]
+    rest = [u for u in units if u[2] != "train_unit"]
+    if train:  # run, but record nothing: the fine-tuned unit records the training run with its accuracies
+        futs = [(u, runner.pool.submit(_call, u[2], u[3]) if runner.pool else _call(u[2], u[3])) for u in train]
+        runner.run(rest)
+        for u, f in futs:
+            meta = f.result() if isinstance(f, Future) else f
+            runner.log(f"adapter {u[1]}: {'cached' if meta['cached'] else 'trained'} "
+                       f"({meta['cpu_seconds'] / 60:.1f} CPU-min, {meta['result']['steps']} steps)")
+    else:
+        runner.run(rest)
+    for spec in specs:  # copy each probe record into every page that uses the task
+        for t in spec.tasks:
+            dst = _common.record_path(spec.page, f"probe-{t}")
+            if not dst.is_file():
+                src = next((_common.record_path(s.page, f"probe-{t}") for s in specs
+                            if _common.record_path(s.page, f"probe-{t}").is_file()), None)
+                if src is not None:
+                    import json
+
+                    body = json.loads(src.read_text())
+                    _common.write_record(spec.page, f"probe-{t}", body["data"], script=__file__,
+                                         code_used=body["data"].get("code_used"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -97,93 +201,49 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _main(argv)
     finally:
-        _common.RESULTS = saved  # --records redirects only this run
+        _common.RESULTS = saved
 
 
 def _main(argv: list[str] | None) -> int:
-    import numpy as np
-    import torch
-
-    from knotwork._io import write_scratch
-    from knotwork.lora.model import LoraSpec
-    from knotwork.lora.tasks import build_joint_labels, load_text_task
-    from knotwork.lora.train import TrainConfig
-    from knotwork.merge.plots import render_cka_heatmaps
+    from knotwork._errors import MergeError, check_positive_int
 
     args = parse_args(argv)
-    torch.set_num_threads(1)
-    _check(args)
+    for name in ("r", "jobs"):
+        check_positive_int(getattr(args, name), "--" + name, error=MergeError)
     if args.records is not None:
-        _common.RESULTS = args.records  # records of a trial run stay out of benchmarks/results
-    dirs = lib.load_task_dirs(args.data / "text", args.task)
-    # The study's fixed budget of steps, without validation (merges are searched on val by the study itself).
-    train = TrainConfig(lora=LoraSpec(r=args.r, alpha=args.alpha), epochs=None, max_steps=args.steps,
-                        validation="none", batch_size=args.batch_size, lr=args.lr, max_length=args.max_length,
-                        seed=args.seed, warmup=min(20, args.steps // 10) / args.steps)
-    cfg = lib.StudyConfig(task_dirs=dirs, cache_dir=args.cache, train=train, val_limit=args.val_limit or None,
-                          test_limit=args.test_limit or None, dare_seeds=tuple(range(args.dare_seeds)),
-                          criteria=tuple(dict.fromkeys(args.criterion)), cached_only=args.cached_only,
-                          grids=SMOKE_GRIDS if args.smoke else None)
-    if args.smoke:
-        cfg.cka_texts_per_task = 2
-    if args.method:
-        cfg.methods = tuple(m for m in args.method if m != "none")
-    if args.no_page:
-        cfg.cka_texts_per_task = 0
-    log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
-    if args.train_only:
-        lib.train_adapters(cfg, progress=True, log=log)
-        return 0
-    t0 = time.perf_counter()
-    result = lib.run_study(cfg, progress=True, log=log)
-    if args.no_page:
-        print(f"cached evaluations for {list(cfg.methods) or 'the base rows'}; no page written")
-        return 0
+        _common.RESULTS = args.records
+    specs = page_specs(args)
+    for spec in specs:
+        lib.load_task_dirs(args.data / "text", spec.tasks)
+    log = lambda m: print(time.strftime("%H:%M:%S ") + m, file=sys.stderr, flush=True)  # noqa: E731
+    configs = list(dict.fromkeys(args.config))
 
-    study = args.out.stem
-    for unit, data in lib.result_records(result).items():
-        _common.write_record(study, unit, data, script=__file__)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    heat = args.out.parent / f"{study}-cka.png"  # the study owns its page's figure: rewritten on every run
-    write_scratch(heat, render_cka_heatmaps(np.asarray(result.cka["before"]), np.asarray(result.cka["after"]),
-                                            result.tasks))
-    joint = build_joint_labels([load_text_task(d, splits=()) for d in dirs])
-    command = shlex.join(["python", "benchmarks/knots_text.py", *(argv if argv is not None else sys.argv[1:])])
-    header = _common.header(
-        f"KnOTS on MiniLM-L6: {len(result.tasks)} text tasks, LoRA r = {args.r}", command=command, script=__file__,
-        records=_common.load_records(study),
-        data=f"`{args.data}/text/{{{','.join(args.task)}}}` (train/val/test JSONL, labels.json; see "
-             "shared/data/README.md)",
-        extra=["- CPU: 2 cores shared with other jobs (about seven engineers at once); torch with 1 thread."])
-    meta = {
-        "reductions": "training is a fixed step budget per task (not the paper's epochs); hyperparameter search "
-                      "on val subsets and test on test subsets (limits above); one training seed; no rank "
-                      "ablation unless a second page is generated with --r 4."
-                      + (" SMOKE RUN: tiny budget and short grids; these numbers mean nothing." if args.smoke else ""),
-        "n_joint": len(joint.phrases),
-        "notes": "\n".join([
-            "## Caveats",
-            "",
-            f"- Fixed, small budgets: {args.steps} steps × batch {args.batch_size} per adapter (a fraction of an "
-            "epoch), so the fine-tuned rows are below what longer training reaches; normalized accuracy divides by "
-            "these rows.",
-            f"- Subsets: the search sees {args.val_limit or 'all'} val and the test rows {args.test_limit or 'all'} "
-            "test examples per task, so one task's accuracy carries a binomial standard error of several points and "
-            "the averages over six tasks of about 1-2 points; gaps smaller than that are not resolved here.",
-            "- One training seed. The ± on DARE rows is the spread over DARE mask seeds only.",
-            "- Four of the six tasks are sentiment polarity with the same two labels, so the task updates overlap "
-            "far more than the paper's eight vision tasks do; interference, and with it the room for KnOTS to help, "
-            "is smaller.",
-            "- The paper's rank ablation (r = 4 vs 16) is available as `--r 4 --out docs/results/knots-text-r4.md` "
-            "but was not run for this page (CPU time).",
-            "",
-            f"Wall time of the invocation that wrote this page: {(time.perf_counter() - t0) / 60:.1f} min "
-            "(cached work is not repeated; see Time above for the first run).",
-        ]),
-    }
-    _common.write_atomic(args.out, lib.render_document(result, header=header, meta=meta, heatmap=heat.name))
-    print(f"wrote {args.out}, {heat}, records in {_common.RESULTS / study}")
-    print(json.dumps({m: result.selections[m]["params"] for m in result.selections}))
+    def write_pages() -> None:
+        for spec, config in zip(specs, configs, strict=True):
+            other = None
+            if config == "mixed":  # the mixed page compares itself with the text page at the same rank
+                tasks = CONFIGS["text"][:SMOKE["tasks"]] if args.smoke else CONFIGS["text"]
+                text = lib.PageSpec(page_name("text", spec.r), tasks, spec.r, args.data, args.cache)
+                other = text if _common.record_path(text.page, "zero-shot").is_file() else None
+            cmd = ["--config", config, "--seeds", *map(str, args.seeds)] + (["--r", str(spec.r)] if spec.r != 16
+                                                                              else []) + (["--smoke"] if args.smoke else [])
+            out = pages.render(spec, kind=KINDS[config], command=shlex.join(["python", "benchmarks/knots_text.py", *cmd]),
+                              data=args.data, out_dir=args.out_dir, smoke=args.smoke, other=other)
+            log(f"wrote {out}")
+
+    if not args.page_only:
+        import torch
+
+        torch.set_num_threads(1)
+        runner = Runner(args.jobs, log)
+        try:
+            for seed in args.seeds:
+                run_seed(specs, seed, runner, rerun=args.rerun)
+                write_pages()
+        finally:
+            runner.close()
+    else:
+        write_pages()
     return 0
 
 

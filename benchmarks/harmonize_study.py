@@ -27,7 +27,9 @@ likely high; if the pilot projects more than ~4 CPU-hours, use `--width 6` (~2.2
 Units are `<condition>-seed<k>` records in benchmarks/results/harmonize-<severity>-w<width>-i<iters>/, written by
 this process as each unit finishes (units run in `--jobs` single-threaded worker processes), so the study
 resumes across sessions; `--rerun` redoes finished units. The page is rendered from the records alone after every
-finished unit, with unfinished units marked; `--page-only` only renders. The primary comparisons, the test and
+finished unit, with unfinished units marked; `--page-only` only renders. Commit the record folder as units
+finish (`git add benchmarks/results/harmonize-*`); at the default budget the page names the command
+`python benchmarks/harmonize_study.py` (the benchmarks/README.md row to use once the page is regenerated). The primary comparisons, the test and
 the collapse threshold are constants of harmonize_study_lib.py (PRIMARY, ALPHA, COLLAPSED), fixed before any
 run. `--cases`/`--records`/`--out` shrink the data and write elsewhere (the smoke test).
 """

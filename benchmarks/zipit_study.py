@@ -104,7 +104,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         tmp = Path(tempfile.mkdtemp(prefix="zipit-study-smoke-"))
         args.records, args.cache = args.records or tmp / "records", args.cache or tmp / "cache"
         args.out = args.out or tmp / "zipit.md"
-    args.cache = args.cache or Path(".knotwork-cache/zipit-study")
+    args.cache = args.cache or _common.ROOT / ".knotwork-cache" / "zipit-study"
     args.out = args.out or _common.ROOT / "docs" / "results" / STUDIES[args.recipe][1]
     return args
 
@@ -164,9 +164,10 @@ def _check_record(path: Path, spec: lib.Spec) -> None:
     from knotwork._errors import InputError
 
     data = json.loads(path.read_text(encoding="utf-8"))["data"]
-    if data.get("training") != spec.training_record():
-        raise InputError(f"{path} was made with other training settings ({data.get('training')}); pass --rerun "
-                         "to replace it, or --records for another folder")
+    for key, want in (("training", spec.training_record()), ("settings", spec.merge_settings())):
+        if (key == "training" or data.get("unit") == "merge") and data.get(key) != want:
+            raise InputError(f"{path} was made with other {key} ({data.get(key)}); pass --rerun to replace it, or "
+                             "--records for another folder")
 
 
 def jobs_for(spec: lib.Spec, pairs: list[int], study: str, root: Path | None, rerun: bool) -> list[Job]:

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from zipit_data import CIFAR_MEAN, CIFAR_STD, SHARED, class_split
+from zipit_data import CIFAR_MEAN, CIFAR_STD, SHARED, cached_minilm_vectors, class_split
 
 from knotwork.zipit import count_macs, reset_bn_stats, zip_models
-from knotwork.zipit.class_vectors import minilm_class_vectors, random_class_vectors
+from knotwork.zipit.class_vectors import random_class_vectors
 from knotwork.zipit.io import load_checkpoint
 from knotwork.zipit.models import ClassEmbeddingHead, HeadedModel, ResNet20
 from knotwork.zipit.training import augment_crop_flip, train_on_task
@@ -97,6 +97,11 @@ class Spec:
     def base_dir(self) -> Path:
         n = self.train_per_task or "all"
         return Path(self.cache) / f"w{self.width}-{self.recipe}-e{self.train.epochs}-n{n}"
+
+    def merge_settings(self) -> dict:
+        """What a merge unit depends on beyond its base models (a record made otherwise is not reused)."""
+        return {"merge_images": self.merge_images, "test_images": self.test_images, "alpha": self.alpha,
+                "beta": self.beta}
 
     def ckpt(self, pair: int, task: str) -> Path:
         return self.base_dir() / f"pair{pair}_{task}.safetensors"
@@ -178,15 +183,7 @@ def class_vectors(spec: Spec, names: Sequence[str]) -> torch.Tensor:
     if spec.random_vectors:
         return random_class_vectors(len(names), 384, seed=0)
     path = Path(spec.vectors) if spec.vectors else Path(spec.cache) / "cifar10_class_vectors.npy"
-    if path.is_file():
-        return torch.from_numpy(np.load(path))
-    from knotwork._io import write_scratch
-
-    vec = minilm_class_vectors(names, template=TEMPLATE)
-    buf = io.BytesIO()
-    np.save(buf, vec.numpy())
-    write_scratch(path, buf.getvalue())
-    return vec
+    return cached_minilm_vectors(path, list(names), TEMPLATE)
 
 
 def build_model(spec: Spec, vectors: torch.Tensor, seed: int) -> torch.nn.Module:
@@ -391,7 +388,7 @@ def merge_unit(spec: Spec, pair: int) -> dict:
         rows[slug] = {**scores(out, y, tasks), "macs": macs, "merge_seconds": round(seconds, 2)}
     return {"unit": "merge", "pair": pair, "width": spec.width, "tasks": [list(t) for t in tasks],
             "merge_images": sum(len(bt[0]) for bt in loader), "alpha": spec.alpha, "beta": spec.beta,
-            "training": spec.training_record(),
+            "training": spec.training_record(), "settings": spec.merge_settings(),
             "bases": {"A": {"own_task_acc": meta_a["own_task_acc"], "retrained": re_a},
                       "B": {"own_task_acc": meta_b["own_task_acc"], "retrained": re_b}},
             "rows": rows}

@@ -157,8 +157,10 @@ def test_study_at_a_tiny_budget_records_resumes_retrains_and_renders(tmp_path):
     assert "Retrained from their seeds by a merge unit" in out.read_text(encoding="utf-8")
 
     # Records made with other training settings are refused, not mixed in.
-    with pytest.raises(InputError, match="was made with other training settings"):
+    with pytest.raises(InputError, match="base-0-A-w1.json was made with other training"):
         zipit_study.main([*args, "--epochs", "2"])
+    with pytest.raises(InputError, match="merge-0-w1.json was made with other settings"):
+        zipit_study.main([*args, "--merge-images", "16"])
 
 
 LEVELS = {"model-a": 0.45, "model-b": 0.45, "wavg": 0.30, "rebasin": 0.35, "permute": 0.50, "zipit": 0.62,
@@ -180,7 +182,8 @@ def _records(*, zipit_equals_permute: bool = False, own: float = 0.9, pairs: int
             rows[slug] = {"joint": float(hits.mean()), "task_a": level, "task_b": level, "avg": level, "n_test": n,
                           "joint_bits": lib.pack_bits(hits), "macs": 41e6 * (2 if slug == "ensemble" else 1),
                           "merge_seconds": 1.0}
-        common = {"cpu_seconds": 60.0, "wall_seconds": 60.0, "threads": 1, "device": "cpu", "training": training}
+        common = {"cpu_seconds": 60.0, "wall_seconds": 60.0, "threads": 1, "device": "cpu", "training": training,
+                  "settings": lib.Spec(1).merge_settings()}
         out[f"merge-{p}-w1"] = {"unit": "merge", "pair": p, "tasks": [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]],
                                 "merge_images": 2000, "alpha": 0.3, "beta": 0.125, "rows": rows,
                                 "bases": {k: {"own_task_acc": own, "retrained": False} for k in "AB"}, **common}

@@ -91,15 +91,22 @@ def class_split(pair: int, n_classes: int = 10) -> tuple[list[int], list[int]]:
 
 def class_vectors(setting: Setting, names: list[str], cache: Path = CACHE) -> torch.Tensor:
     """MiniLM embeddings of the class names (cached as .npy under ``cache``), or seeded random unit vectors."""
-    from knotwork._io import write_scratch
-    from knotwork.zipit.class_vectors import minilm_class_vectors, random_class_vectors
+    from knotwork.zipit.class_vectors import random_class_vectors
 
     if setting.vectors == "random":
         return random_class_vectors(len(names), 384, seed=0)
-    path = cache / f"{setting.name}_class_vectors.npy"
+    template = "a handwritten digit {}." if setting.data == "mnist.npz" else "a photo of a {}."
+    return cached_minilm_vectors(cache / f"{setting.name}_class_vectors.npy", names, template)
+
+
+def cached_minilm_vectors(path: Path, names: list[str], template: str) -> torch.Tensor:
+    """MiniLM embeddings of ``template.format(name)`` for each class, read from ``path`` (.npy) or made and
+    written there."""
+    from knotwork._io import write_scratch
+    from knotwork.zipit.class_vectors import minilm_class_vectors
+
     if path.exists():
         return torch.from_numpy(np.load(path))
-    template = "a handwritten digit {}." if setting.data == "mnist.npz" else "a photo of a {}."
     vec = minilm_class_vectors(names, template=template)
     buf = io.BytesIO()
     np.save(buf, vec.numpy())

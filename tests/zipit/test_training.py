@@ -74,6 +74,32 @@ def test_learning_rates_rise_for_one_epoch_then_fall_linearly_to_zero():
     assert lrs[warm - 1] == pytest.approx(0.2) and lrs[-1] == pytest.approx(0.2 / 10)
 
 
+@pytest.mark.parametrize(("warmup", "nesterov"), [(0, False), (2, False), (3, True)])
+def test_warm_up_epochs_and_plain_momentum_follow_the_formula(warmup, nesterov):
+    """The paper's recipe (5 warm-up epochs, plain momentum) in small: the rates of the formula, the momentum kind."""
+    model, x, y = _tiny_task()
+    seen = []
+    hook = register_optimizer_step_pre_hook(
+        lambda opt, args, kwargs: seen.append((opt.param_groups[0]["lr"], opt.param_groups[0]["nesterov"])))
+    try:
+        train_on_task(model, x, y, [0, 1, 2], epochs=3, lr=0.2, batch_size=5, seed=0, warmup_epochs=warmup,
+                      nesterov=nesterov)
+    finally:
+        hook.remove()
+    warm, total = 5 * warmup, 15
+    expected = [0.2 * ((s + 1) / warm if s < warm else max(0.0, (total - s) / max(1, total - warm)))
+                for s in range(total)]
+    assert [lr for lr, _ in seen] == pytest.approx(expected, rel=1e-12, abs=0)
+    assert {n for _, n in seen} == {nesterov}
+
+
+@pytest.mark.parametrize("warmup", [-1, 4, 1.5, True])
+def test_training_refuses_a_warm_up_longer_than_the_run(warmup):
+    model, x, y = _tiny_task()
+    with pytest.raises(ZipitError, match=r"warmup_epochs must be an integer in \[0, epochs=3\]"):
+        train_on_task(model, x, y, [0], epochs=3, warmup_epochs=warmup)
+
+
 @pytest.mark.parametrize(("change", "match"), [
     (lambda x, y: (x, y, [0, 6]), r"classes\[1\] = 6 is not a class of the model's head \(0\.\.5\)"),
     (lambda x, y: (x, y, [-1]), r"classes\[0\] = -1 is not a class"),

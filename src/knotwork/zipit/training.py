@@ -58,13 +58,16 @@ def train_on_task(
     batch_size: int = 128,
     augment: bool = False,
     seed: int = 0,
+    warmup_epochs: int = 1,
+    nesterov: bool = True,
     device: str | torch.device = "cpu",
     progress: Progress = False,
 ) -> nn.Module:
     """Train ``model`` (outputs logits over all classes) on the examples of ``classes`` only.
 
     The loss is cross-entropy over the task's own classes (logits of other classes are dropped), as ZipIt!'s
-    ``train_cliphead`` does. SGD with Nesterov momentum, a one-epoch linear warm-up then linear decay to 0.
+    ``train_cliphead`` does. SGD with momentum 0.9 (Nesterov by default), a linear warm-up (one epoch by default;
+    the paper's recipe uses 5 epochs and plain momentum) then linear decay to 0.
 
     Parameters
     ----------
@@ -82,6 +85,10 @@ def train_on_task(
         Random crop + flip (:func:`augment_crop_flip`) on each batch.
     seed : int
         Seeds the shuffling and augmentation generator (the model's init is the caller's business).
+    warmup_epochs : int, default=1
+        Epochs of linear learning-rate warm-up (0 to ``epochs``); the rest decays linearly to 0.
+    nesterov : bool, default=True
+        Nesterov momentum; False gives plain momentum 0.9 (the paper's ``train_cliphead``).
     device : str or torch.device, default="cpu"
         Where the model and each batch are computed. Shuffling and augmentation draw from a CPU generator, so
         the order of examples does not depend on the device.
@@ -98,11 +105,13 @@ def train_on_task(
     knotwork.zipit.ZipitError
         Before training: ``x`` with NaN or inf values, labels or classes that are not integers in
         ``[0, n_outputs)`` of the model's head (naming the first bad one), no example of ``classes``,
-        ``epochs``/``batch_size`` below 1, or an ``lr`` that is not a finite number > 0 or a ``weight_decay``
+        ``epochs``/``batch_size`` below 1, ``warmup_epochs`` outside ``[0, epochs]``, or an ``lr`` that is not a finite number > 0 or a ``weight_decay``
         that is not a finite number >= 0.
     """
     check_positive_int(epochs, "epochs", error=ZipitError)
     check_positive_int(batch_size, "batch_size", error=ZipitError)
+    if isinstance(warmup_epochs, bool) or not isinstance(warmup_epochs, int) or not 0 <= warmup_epochs <= epochs:
+        raise ZipitError(f"warmup_epochs must be an integer in [0, epochs={epochs}]; got {warmup_epochs!r}")
     if isinstance(lr, bool) or not isinstance(lr, int | float) or not math.isfinite(lr) or lr <= 0:
         raise ZipitError(f"lr must be a finite number > 0; got {lr!r}")
     if (isinstance(weight_decay, bool) or not isinstance(weight_decay, int | float)
@@ -126,10 +135,11 @@ def train_on_task(
     ys = local[ys]
     gen = torch.Generator().manual_seed(seed)
     model.to(device)
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay)
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=bool(nesterov), weight_decay=weight_decay)
     steps_per_epoch = math.ceil(len(xs) / batch_size)
-    # One epoch of linear warm-up, then linear decay to 0 at the last step.
-    sched = warmup_linear_decay(opt, total_steps=epochs * steps_per_epoch, warmup_steps=steps_per_epoch)
+    # Linear warm-up over ``warmup_epochs``, then linear decay to 0 at the last step.
+    sched = warmup_linear_decay(opt, total_steps=epochs * steps_per_epoch,
+                                warmup_steps=warmup_epochs * steps_per_epoch)
     update, close = as_callback(progress, total=epochs, desc="train", unit="epoch")
     model.train()
     try:

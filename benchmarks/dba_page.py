@@ -118,6 +118,10 @@ def collect(setting: protocol.Setting, budget: protocol.Budget, records: Mapping
 # ------------------------------------------------------------------------------------------------ formatting
 
 
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def _p(x: float) -> str:
     return "n/a" if math.isnan(x) else ("< 0.001" if x < 0.001 else f"{x:.3f}")
 
@@ -276,8 +280,9 @@ def verdict(res: Result, tests: Mapping[str, dict], budget: protocol.Budget) -> 
     out = []
     for name, _, b in comparisons(res):
         r, word = tests[b], judge(tests[b])
-        ci = f"{r['mean']:+.2f} pp (95% CI [{r['lo']:+.2f}, {r['hi']:+.2f}]; paired t p = {_p(r['p_t'])}, " \
-             f"Wilcoxon p = {_p(r['p_w'])}, {r['n']} seeds)"
+        p_t, p_w = (_p(r[k]) if _p(r[k])[0] in "<n" else f"= {_p(r[k])}" for k in ("p_t", "p_w"))
+        ci = f"{r['mean']:+.2f} pp (95% CI [{r['lo']:+.2f}, {r['hi']:+.2f}]; paired t p {p_t}, Wilcoxon p {p_w}, " \
+             f"{r['n']} seeds)"
         other = name.split(" − ", 1)[1]
         if word in ("better", "worse"):
             out.append(f"DBA tests {word} than {other}: {ci}.")
@@ -316,8 +321,8 @@ def reductions(res: Result, budget: protocol.Budget) -> list[str]:
         return []
     return [
         "Reductions against a larger study, priced at the rates measured here: "
-        f"{len(budget.tune_seeds)} tuning seeds (each more adds about {np.mean(tune):.1f} CPU-s to each of the "
-        f"{len(res.tune)} tuning units); {len(budget.seeds)} scored seeds (each more costs about "
+        f"{_n(len(budget.tune_seeds), 'tuning seed')} (each more adds about {np.mean(tune):.1f} CPU-s to each of "
+        f"the {len(res.tune)} tuning units); {_n(len(budget.seeds), 'scored seed')} (each more costs about "
         f"{sum(runs.values()):.1f} CPU-s for all methods); one network width; DBA's search (greedy backward) and "
         "aggregation (mean) fixed, its metric and minimum subset size tuned over "
         f"{len(protocol.DBA_CONFIGS)} combinations.",
@@ -398,7 +403,7 @@ def protocol_lines(budget: protocol.Budget, n_test: int | None) -> list[str]:
 
 def render(results: Sequence[Result], budget: protocol.Budget, *, figures: Mapping[str, str]) -> str:
     """The page below its header."""
-    n_test = next((r["n_test"] for res in results for runs in res.runs.values() for r in runs.values()), None)
+    n_test = next((r.get("n_test") for res in results for runs in res.runs.values() for r in runs.values()), None)
     lines = protocol_lines(budget, n_test)
     summary = []
     for res in results:

@@ -93,7 +93,9 @@ class Setting:
 
     @property
     def name(self) -> str:
-        return f"pc{self.per_class}" + ("" if self.arch == "mlp" else f"-{self.arch}")
+        if self.arch != "mlp":
+            return f"pc{self.per_class}-{self.arch}"
+        return f"pc{self.per_class}" + ("" if self.hidden == 256 else f"-h{self.hidden}")
 
     def describe(self) -> str:
         net = "784 → 256 → 10 MLP" if self.arch == "mlp" else "small CNN"
@@ -130,8 +132,9 @@ def _plain(value: Any) -> Any:
     return json.loads(json.dumps(value))
 
 
-def _spec(setting: Setting, optimizer: str, k: int, budget: Budget, dba: dict | None = None,
-          min_frac: float = 0.0) -> RunSpec:
+def spec_for(setting: Setting, optimizer: str, k: int, budget: Budget, dba: dict | None = None,
+             min_frac: float = 0.0) -> RunSpec:
+    """The run of ``optimizer`` at ladder index ``k`` (with DBA options, if given) for ``setting``."""
     return RunSpec(optimizer, lr_of(k), momentum=MOMENTUM if optimizer == "sgd" else 0.0, dba=dba,
                    min_frac=min_frac, hidden=setting.hidden, steps=budget.max_steps, eval_every=budget.eval_every,
                    arch=setting.arch)
@@ -268,29 +271,33 @@ def plan(setting: Setting, budget: Budget, records: Mapping[str, Mapping[str, An
                 return
             fam.ks = grown
 
-    for opt in ("sgd", "adam"):
-        fam = out.families[opt] = Family("SGD" if opt == "sgd" else "Adam", opt, list(START[opt]))
-        tune(fam, {opt: lambda k, o=opt: _spec(setting, o, k, budget)}, BOUNDS[opt])
-    if not all(f.done for f in out.families.values()):
-        return out
-    base = max(out.families.values(), key=lambda f: (f.choice is not None,) + (
-        (f.choice.val_acc, -f.choice.val_loss) if f.choice else ()))
-    if base.choice is None:
-        return out
-    out.best_baseline = base.optimizer
-    variants = {f"dba_{base.optimizer}_{name}": (lambda k, m=metric, f=frac:
-                                                _spec(setting, base.optimizer, k, budget, dba_options(m), f))
-                for name, (metric, frac) in DBA_CONFIGS.items()}
-    dba = out.families["dba"] = Family(f"DBA + {base.label}", base.optimizer, list(base.ks))
-    tune(dba, variants, BOUNDS[base.optimizer])
-    if not dba.done or dba.choice is None:
-        return out
-    chosen = RunSpec(**dba.choice.spec)
-    for name in budget.ablations:
-        spec = replace(chosen, dba=ABLATIONS[name][1](dict(chosen.dba)))
-        fam = out.families[f"dba_{name}"] = Family(f"DBA + {base.label}: {ABLATIONS[name][0]}", base.optimizer,
-                                                   [dba.choice.k])
-        tune(fam, {f"{dba.choice.method}_{name}": lambda k, s=spec: s}, None)
+    def stages() -> None:
+        for opt in ("sgd", "adam"):
+            fam = out.families[opt] = Family("SGD" if opt == "sgd" else "Adam", opt, list(START[opt]))
+            tune(fam, {opt: lambda k, o=opt: spec_for(setting, o, k, budget)}, BOUNDS[opt])
+        if not all(f.done for f in out.families.values()):
+            return
+        base = max(out.families.values(), key=lambda f: (f.choice is not None,) + (
+            (f.choice.val_acc, -f.choice.val_loss) if f.choice else ()))
+        if base.choice is None:
+            return
+        out.best_baseline = base.optimizer
+        variants = {f"dba_{base.optimizer}_{name}": (lambda k, m=metric, f=frac:
+                                                    spec_for(setting, base.optimizer, k, budget, dba_options(m), f))
+                    for name, (metric, frac) in DBA_CONFIGS.items()}
+        dba = out.families["dba"] = Family(f"DBA + {base.label}", base.optimizer, list(base.ks))
+        tune(dba, variants, BOUNDS[base.optimizer])
+        if not dba.done or dba.choice is None:
+            return
+        chosen = RunSpec(**dba.choice.spec)
+        for name in budget.ablations:
+            spec = replace(chosen, dba=ABLATIONS[name][1](dict(chosen.dba)))
+            fam = out.families[f"dba_{name}"] = Family(f"DBA + {base.label}: {ABLATIONS[name][0]}",
+                                                       base.optimizer, [dba.choice.k])
+            tune(fam, {f"{dba.choice.method}_{name}": lambda k, s=spec: s}, None)
+
+    stages()
+    # Scored runs of every method whose tuning is settled, while the later tuning stages may still be running.
     for method, fam in out.families.items():
         if fam.done and fam.choice is not None:
             units = out.runs[method] = [run_unit_for(setting, method, fam.choice, s, budget) for s in budget.seeds]

@@ -162,9 +162,9 @@ def time_only(args: argparse.Namespace, settings: list[protocol.Setting], budget
     print(f"{'setting':<10} {'method':<14} {'ms/step tune':>13} {'ms/step run':>12} {'ms/test eval':>13}")
     low = high = 0.0
     for st in settings:
-        specs = {"sgd": protocol._spec(st, "sgd", -2, budget), "adam": protocol._spec(st, "adam", -6, budget)}
+        specs = {"sgd": protocol.spec_for(st, "sgd", -2, budget), "adam": protocol.spec_for(st, "adam", -6, budget)}
         for name, (metric, frac) in protocol.DBA_CONFIGS.items():
-            specs[f"dba_{name}"] = protocol._spec(st, "adam", -6, budget, protocol.dba_options(metric), frac)
+            specs[f"dba_{name}"] = protocol.spec_for(st, "adam", -6, budget, protocol.dba_options(metric), frac)
         per = {}
         for name, spec in specs.items():
             ms = []

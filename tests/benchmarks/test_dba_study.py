@@ -75,7 +75,7 @@ def tune_record(unit: protocol.Unit, accs, *, losses=None, stopped="patience") -
 
 
 def baseline_units(opt: str, ks) -> list[protocol.Unit]:
-    return [protocol.tune_unit_for(SETTING, opt, protocol._spec(SETTING, opt, k, BUDGET), BUDGET) for k in ks]
+    return [protocol.tune_unit_for(SETTING, opt, protocol.spec_for(SETTING, opt, k, BUDGET), BUDGET) for k in ks]
 
 
 def test_plan_grows_an_edge_choice_then_tunes_dba_on_the_better_baselines_grid():
@@ -86,18 +86,24 @@ def test_plan_grows_an_edge_choice_then_tunes_dba_on_the_better_baselines_grid()
     records = {u.name: tune_record(u, acc) for u, acc in zip(sgd, ([0.5], [0.6], [0.7]), strict=True)}
     records |= {u.name: tune_record(u, acc) for u, acc in zip(adam, ([0.5], [0.9, 0.6], [0.4]), strict=True)}
     plan = protocol.plan(SETTING, BUDGET, records)
-    # SGD's best (0.3) sits at the top of its grid: one more point, 1; Adam's best (1e-3) is interior.
-    assert [u.name for u in plan.needed] == ["tune-pc10-sgd-lr1"]
+    # SGD's best (0.3) sits at the top of its grid: one more point, 1; Adam's best (1e-3) is interior, so its
+    # scored runs may start while SGD's grid grows.
+    assert [u.name for u in plan.needed] == ["tune-pc10-sgd-lr1", "run-pc10-adam-seed0", "run-pc10-adam-seed1"]
     assert plan.families["adam"].done and plan.families["adam"].choice.step == 25
+    assert plan.runs["adam"][1].args | {"spec": None} == {
+        "setting": "pc10", "per_class": 10, "method": "adam", "spec": None, "seed": 1, "chosen_step": 25,
+        "steps": 50, "eval_every": 25, "data_sha": "x"}
     (grown,) = baseline_units("sgd", (0,))
     records[grown.name] = tune_record(grown, [0.65])
     plan = protocol.plan(SETTING, BUDGET, records)
     sgd_fam = plan.families["sgd"]
     assert sgd_fam.ks == [-3, -2, -1, 0] and sgd_fam.choice.k == -1 and sgd_fam.edge == "interior"
     assert plan.best_baseline == "adam"  # 0.9 > 0.7 on validation
-    names = [u.name for u in plan.needed]
-    assert len(names) == 4 * 3 and "tune-pc10-dba_adam_snr_min0.5-lr0.001" in names
-    assert all(u.args["spec"]["optimizer"] == "adam" and u.args["spec"]["dba"] for u in plan.needed)
+    tune = [u for u in plan.needed if u.kind == "tune"]
+    assert len(tune) == 4 * 3 and "tune-pc10-dba_adam_snr_min0.5-lr0.001" in [u.name for u in tune]
+    assert all(u.args["spec"]["optimizer"] == "adam" and u.args["spec"]["dba"] for u in tune)
+    assert {u.name for u in plan.needed if u.kind == "run"} == {f"run-pc10-{m}-seed{s}" for m in ("sgd", "adam")
+                                                                for s in (0, 1)}
 
 
 def test_plan_redoes_stale_records_and_never_chooses_a_diverged_rate():
@@ -105,7 +111,7 @@ def test_plan_redoes_stale_records_and_never_chooses_a_diverged_rate():
     records = {u.name: tune_record(u, [0.6 if u is adam[1] else 0.5]) for u in sgd + adam}
     stale = dict(records[sgd[0].name]["data"]["args"], min_steps=10)  # made with another budget
     records[sgd[0].name]["data"]["args"] = stale
-    assert [u.name for u in protocol.plan(SETTING, BUDGET, records).needed] == [sgd[0].name]
+    assert [u.name for u in protocol.plan(SETTING, BUDGET, records).needed if u.kind == "tune"] == [sgd[0].name]
     records[sgd[0].name] = tune_record(sgd[0], [0.5])
     records[sgd[1].name] = tune_record(sgd[1], [0.99], stopped="diverged")  # would win, but diverged
     records[sgd[2].name] = tune_record(sgd[2], [0.5], losses=[0.5])  # ties 0.03 on accuracy, lower loss
@@ -258,3 +264,50 @@ def test_study_refuses_an_existing_page_and_bad_budgets(fake_mnist, tmp_path, ca
             dba_study.main(base + extra)
         assert re.search(match, capsys.readouterr().err)
     assert out.read_text() == "old"
+
+
+def hand_records(test_acc, budget, *, dba_stopped="patience") -> dict:
+    """Records for a whole pc10 study, made up by hand: interior choices everywhere (SGD and Adam validate best at
+    the middle of their grids, Adam better; DBA best with snr at 1e-3), scored runs with ``test_acc[method][seed]``."""
+    records: dict = {}
+    while True:
+        needed = protocol.plan(SETTING, budget, records).needed
+        if not needed:
+            return records
+        for u in needed:
+            if u.kind == "tune":
+                k = protocol.START["adam"][1] if u.args["spec"]["optimizer"] == "adam" else protocol.START["sgd"][1]
+                middle = math.isclose(u.args["spec"]["lr"], protocol.lr_of(k))
+                acc = {"sgd": 0.80, "adam": 0.82}.get(u.args["method"], 0.84 if u.args["method"].endswith("_snr")
+                                                      else 0.81)
+                rec = tune_record(u, [acc if middle else 0.5, 0.6], stopped=dba_stopped if "_snr" in u.name
+                                  else "patience")
+            else:
+                acc = test_acc[u.args["method"]][u.args["seed"]]
+                rec = {"unit": u.name, "data": {
+                    "args": u.args, "checkpoints": [25, 50], "test_acc": [acc, acc], "train_acc": [1.0, 1.0],
+                    "test_at_step": acc, "train_at_step": 1.0, "diverged_at": None, "n_test": 10000,
+                    "mean_sizes": {"0": 40.0, "2": 60.0} if u.args["spec"]["dba"] else {}, "cpu_seconds": 2.0}}
+            records[u.name] = rec
+
+
+def test_page_rows_and_verdict_come_from_the_records():
+    budget = protocol.Budget(seeds=tuple(range(8)), tune_seeds=(1000,), min_steps=50, max_steps=100, patience=2,
+                             data_sha="x")
+    acc = {"sgd": [0.79 + 0.002 * s for s in range(8)], "adam": [0.80 + 0.002 * s for s in range(8)],
+           "dba": [0.75 + 0.003 * s for s in range(8)], "dba_random": [0.76 + 0.001 * s for s in range(8)]}
+    res = page.collect(SETTING, budget, hand_records(acc, budget))
+    text = page.render([res], budget, figures={})
+    assert res.plan.best_baseline == "adam" and res.plan.families["dba"].choice.method == "dba_adam_snr"
+    assert "| 3 | 79.60 / 100.0 | 80.60 / 100.0 | 75.90 / 100.0 | 76.30 / 100.0 |" in text
+    # DBA: mean 75 + 0.3 * 3.5 = 76.05, sd 0.3 * sqrt(6) = 0.73; differences to Adam -5 + 0.1 * s (mean -4.65),
+    # all negative; to the random ablation -1 + 0.2 * s (mean -0.30), of both signs.
+    assert "| DBA + Adam | Adam lr=0.001; metric=snr, agg=mean, min_size=1 | 25 | 8/8 | 76.05 ± 0.73 |" in text
+    assert "| DBA − Adam (validated better) | 8 | -4.65 | [-4.85, -4.45] | < 0.001 | 0.008 | worse |" in text
+    assert "DBA tests worse than Adam (validated better): -4.65 pp" in text and "Wilcoxon p = 0.008" in text
+    assert "The abstract's 88.07% relative error reduction over SGD/Adam is not reproduced" in text
+    assert "DBA against ablation: random subset of the same size: no difference detected, -0.30 pp" in text
+    stalled = page.collect(SETTING, budget, hand_records(acc, budget, dba_stopped="max_steps"))
+    sentences = page.verdict(stalled, page.paired_table(stalled)[1], budget)
+    assert sentences[0].startswith("Not tested at this budget: the validation accuracy of DBA + Adam, DBA + Adam: "
+                                   "random subset of the same size were still improving")

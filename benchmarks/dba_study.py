@@ -14,6 +14,10 @@ with the same arguments (``--rerun`` redoes them), so the study resumes across s
 learning-curve figures (``dba_curves_<setting>.png`` beside it) are rendered from the records alone, after
 every round of units and every 30 s while units finish (the figures at the end); ``--page-only`` only renders. ``--time-only`` times a few steps of every method and prints a
 projection of the study's cost, writing nothing.
+
+First step of the session that runs it (on the machine that will run it, with nothing else running)::
+
+    python benchmarks/dba_study.py --per-class 10 --per-class 60 --time-only        # add --arch cnn for the CNN
 """
 
 from __future__ import annotations

@@ -253,6 +253,16 @@ def test_tiny_study_writes_units_resumes_and_renders_rows(fake_mnist, tmp_path, 
     assert re.findall(r"done (\S+)", capsys.readouterr().err) == ["run-pc4-adam-seed1"]
 
 
+def test_time_only_prints_step_times_and_a_projection_and_writes_nothing(fake_mnist, tmp_path, capsys):
+    out = tmp_path / "dba.md"
+    assert dba_study.main(["--data", str(fake_mnist), "--per-class", "4", "--time-only", "--time-steps", "1",
+                           "--out", str(out), "--records", str(tmp_path / "records")]) == 0
+    printed = capsys.readouterr().out
+    assert re.search(r"^pc4 +dba_snr_min0.5 +[\d.]+ +[\d.]+ +[\d.]+$", printed, flags=re.M)
+    assert "projected CPU time with the starting grids:" in printed
+    assert not out.exists() and not (tmp_path / "records").exists()
+
+
 def test_study_refuses_an_existing_page_and_bad_budgets(fake_mnist, tmp_path, capsys):
     out = tmp_path / "dba.md"
     out.write_text("old")

@@ -1,314 +1,285 @@
-"""The DBA study on data-scarce MNIST: tuned SGD/Adam baselines, DBA and its ablations; writes docs/results/dba.md.
+"""The DBA study on data-scarce MNIST: SGD, Adam and DBA each with its own learning rate and step count tuned on
+validation, runs to convergence, at least 8 seeds, paired tests; writes docs/results/dba.md.
 
 Usage (from the repository root)::
 
-    python benchmarks/dba_study.py --per-class 10 --per-class 60 --seeds 5 --tune-seeds 2 --steps 100 \\
-        --val-frac 0.2 --force
+    python benchmarks/dba_study.py --per-class 10 --per-class 60 --seeds 8 --tune-seeds 3 --steps 400 \\
+        --max-steps 2000 --patience 4 --val-frac 0.2 --jobs 2 --force
 
-The protocol is in benchmarks/dba_protocol.py. Every training run is one result record,
-``benchmarks/results/dba/pc<P>-<tune|final>-<setting>-seed<S>.json`` (one per setting, method and seed); a
-rerun reuses the records that exist, so the study resumes where it stopped. The page and the subset-size
-figures (``dba_sizes_<P>.png`` beside the page) are written at the end.
+(``--arch mlp --arch cnn`` adds the CNN rows; ``--ablations random global sum`` the other ablations.) The
+protocol is in benchmarks/dba_protocol.py, the page in benchmarks/dba_page.py. Every unit (one tuning grid
+point of one method over the tuning seeds; one scored run of one method and seed) writes its result record
+``benchmarks/results/dba/<unit>.json`` as it finishes; a rerun skips the units whose record exists and was made
+with the same arguments (``--rerun`` redoes them), so the study resumes across sessions. The page and its
+learning-curve figures (``dba_curves_<setting>.png`` beside it) are rendered from the records alone, after
+every round of units and every 30 s while units finish (the figures at the end); ``--page-only`` only renders. ``--time-only`` times a few steps of every method and prints a
+projection of the study's cost, writing nothing.
+
+First step of the session that runs it (on the machine that will run it, with nothing else running)::
+
+    python benchmarks/dba_study.py --per-class 10 --per-class 60 --time-only        # add --arch cnn for the CNN
 """
 
 from __future__ import annotations
 
 import argparse
-import io
 import json
+import multiprocessing as mp
 import os
 import shlex
 import sys
+import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 
 # This checkout's benchmarks and package come first (an installed knotwork may be another checkout).
-sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1] / "src")]
+BENCH = Path(__file__).resolve().parent
+sys.path[:0] = [str(BENCH), str(BENCH.parent / "src")]
 import _common  # noqa: E402
+import dba_page as page  # noqa: E402
 import dba_protocol as protocol  # noqa: E402
-import numpy as np  # noqa: E402
 from _common import ROOT, header, write_atomic, write_record  # noqa: E402
 
 STUDY = "dba"
 SCRIPT = "benchmarks/dba_study.py"
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "vision" / "mnist.npz"
 TITLE = "Dynamic Batch Adaptation on data-scarce MNIST: measured results"
-
-# From the abstract of arXiv 2208.00815; baselines implied by the stated relative error reductions.
-PAPER = {
-    10: {"dba": 97.44, "reduction": 88.07, "implied_baseline": 78.54},
-    60: {"dba": 97.79, "reduction": 81.78, "implied_baseline": 87.87},
-}
-
-# Static text for the results page; every number on that page comes from the runs themselves.
-DISCUSSION = [
-    "## Reading these numbers",
-    "",
-    "- Only the paper's abstract is public. Its metric, search, aggregation, subset-size limits, network width, "
-    "training length and tuning protocol are unknown; the settings here are documented reconstructions "
-    "(docs/dba.md), so a gap to the abstract may come from any of them, and no claim of the paper is refuted by it.",
-    "- The abstract's accuracies (97.44% from 100 images, 97.79% from 600) are far above what plain training of "
-    "a one-hidden-layer MLP reaches from so few MNIST images in our runs; its implied baselines (≈ 78.5% and "
-    "≈ 87.9%) are the numbers to compare our baselines with.",
-    "- The random-subset ablation keeps DBA's subset sizes and draws the samples at random: if it matches or "
-    "beats DBA, the benefit (or harm) comes from the step size and noise, not from which samples were chosen; "
-    "Balles et al. (arXiv 2312.05021) report the same for gradient-matching selection.",
-    "- The validation split of the 10-per-class setting has only 20 images (2 per class), so the tuned step "
-    "counts and learning rates are noisy; the last column, after the full training length, shows how much that "
-    "choice matters.",
-    "- Full-batch training with the whole training subset as DBA's pool; with a fixed pool the first layer's "
-    "input Gram matrix is cached. Step time and memory: see dba_step_cost.md.",
-    "",
-]
-
-
-# ------------------------------------------------------------------------------------------------ the page
-
-
-def _describe(spec: dict) -> str:
-    opt = f"{spec['optimizer'].upper() if spec['optimizer'] == 'sgd' else 'Adam'} lr={spec['lr']:g}"
-    if spec.get("momentum"):
-        opt += f" m={spec['momentum']:g}"
-    if not spec.get("dba"):
-        return opt
-    d = spec["dba"]
-    bits = [f"metric={d['metric']}", f"search={d['search']}", f"agg={d['aggregate']}"]
-    if not d.get("per_layer", True):
-        bits.append("global")
-    if d.get("random_composition"):
-        bits.append("random composition")
-    frac = spec.get("min_frac", 0)
-    bits.append(f"min_size={frac:g}·P" if frac else "min_size=1")
-    return f"{opt}; " + ", ".join(bits)
-
-
-def summarize(result: dict, per_class: int) -> list[dict]:
-    """One row per method: test accuracy (mean, sd, min, max in %), mean subset sizes, per-seed values."""
-    rows = []
-    for name, chosen in result["chosen"].items():
-        runs = result["final"][name]
-        accs = np.array([100 * protocol.accuracy_at_step(r, chosen["step"]) for r in runs])
-        last = np.array([100 * r["acc"]["test"][-1] for r in runs])
-        sizes = {}
-        for r in runs:
-            for layer, per_step in r.get("sizes", {}).items():
-                sizes.setdefault(layer, []).extend(per_step[: chosen["step"]])
-        rows.append(
-            {
-                "method": name,
-                "setting": _describe(chosen["spec"]),
-                "step": chosen["step"],
-                "val": chosen["val"],
-                "mean": float(accs.mean()),
-                "sd": float(accs.std(ddof=1)) if len(accs) > 1 else float("nan"),
-                "min": float(accs.min()),
-                "max": float(accs.max()),
-                "accs": accs.tolist(),
-                "last_mean": float(last.mean()),
-                "last_sd": float(last.std(ddof=1)) if len(last) > 1 else float("nan"),
-                "sizes": {k: float(np.mean(v)) for k, v in sizes.items()},
-                "pool": per_class * 10,
-            }
-        )
-    return rows
-
-
-def render(results: dict[int, dict], meta: dict) -> str:
-    """The page below its header. ``results`` maps ``per_class`` to :func:`dba_protocol.run_protocol` output."""
-    lines = [
-        "## Protocol",
-        "",
-        "- Model: 784 → 256 → 10 MLP, ReLU, PyTorch default initialisation; cross-entropy; pixels scaled to [0, 1].",
-        f"- Full-batch training for {meta['steps']} steps: the pool DBA selects from is the whole training subset "
-        "at every step (100 or 600 images), the natural reading of the abstract's data-scarce setting.",
-        f"- Validation: {meta['val_frac']:.0%} of each class of the training subset is held out; the learning rate "
-        "(SGD with momentum 0.9: "
-        + ", ".join(f"{x:g}" for x in protocol.SGD_LRS)
-        + "; Adam: "
-        + ", ".join(f"{x:g}" for x in protocol.ADAM_LRS)
-        + f") and the step count (checkpoints every {meta['eval_every']} steps) are chosen by validation accuracy "
-        "averaged over the tuning seeds. DBA is then tuned on top of the tuned optimizer that validated better, over metric ∈ {"
-        + ", ".join(protocol.DBA_METRICS)
-        + "} × minimum subset size ∈ {"
-        + ", ".join(f"{x:g}·P" for x in protocol.DBA_MIN_FRACS)
-        + "} (greedy backward elimination, per-layer, mean aggregation). The test set is never used for a choice.",
-        "- Final runs retrain every chosen setting on the whole training subset for each seed and report test "
-        "accuracy at the tuned step count. Ablations change one thing in the best DBA setting.",
-        "- Reductions against what one might run with more compute: one hidden width (256, the paper's is "
-        "unknown), a small grid, "
-        f"{len(meta['tune_seeds'])} tuning seeds, {meta['steps']} steps.",
-        "",
-    ]
-    for per_class, result in sorted(results.items()):
-        paper = PAPER.get(per_class)
-        rows = summarize(result, per_class)
-        lines += [
-            f"## {per_class} images per class ({per_class * 10} training images)",
-            "",
-            f"Test accuracy (%) over {len(meta['seeds'])} seeds: mean ± sample sd, [min, max]. "
-            "Mean |S| is the mean chosen subset size per layer (hidden, output) over the steps used. "
-            f"The last column is the test accuracy after all {meta['steps']} steps, whatever the tuned step count.",
-            "",
-            f"| method | tuned setting | steps | val acc | test acc | [min, max] | mean |S| (hidden / output) | test acc at step {meta['steps']} |",
-            "|---|---|---|---|---|---|---|---|",
-        ]
-        for r in rows:
-            size = " / ".join(f"{v:.1f}" for v in r["sizes"].values()) if r["sizes"] else f"{r['pool']} (all)"
-            val = "" if np.isnan(r["val"]) else f"{100 * r['val']:.2f}"
-            lines.append(
-                f"| {r['method']} | {r['setting']} | {r['step']} | {val} | {r['mean']:.2f} ± {r['sd']:.2f} | "
-                f"[{r['min']:.2f}, {r['max']:.2f}] | {size} | {r['last_mean']:.2f} ± {r['last_sd']:.2f} |"
-            )
-        if paper:
-            by_name = {r["method"]: r for r in rows}
-            base = max(by_name["SGD"]["mean"], by_name["Adam"]["mean"])
-            best_dba = by_name[result["best_dba"]]["mean"]
-            reduction = 100 * ((100 - base) - (100 - best_dba)) / (100 - base)
-            base_last = max(by_name["SGD"]["last_mean"], by_name["Adam"]["last_mean"])
-            dba_last = by_name[result["best_dba"]]["last_mean"]
-            lines += [
-                "",
-                f"Paper (abstract): DBA {paper['dba']:.2f}%, a {paper['reduction']:.2f}% relative error reduction over "
-                f"SGD/Adam, which implies a baseline of ≈ {paper['implied_baseline']:.2f}%. "
-                f"Ours: best baseline {base:.2f}%, best DBA ({result['best_dba']}) {best_dba:.2f}%, a relative error "
-                f"reduction of {reduction:.1f}% (negative = DBA worse)."
-                f" Compared after all {meta['steps']} steps instead of at the tuned step counts: best baseline "
-                f"{base_last:.2f}%, DBA {dba_last:.2f}%, a relative error reduction of "
-                f"{100 * (dba_last - base_last) / (100 - base_last):.1f}%.",
-            ]
-        lines += ["", "<details><summary>Validation accuracy of every tuned setting (mean over tuning seeds, % at the best checkpoint)</summary>", ""]
-        lines += ["| setting key | best val acc | at step |", "|---|---|---|"]
-        checkpoints = result["tuning_checkpoints"]
-        for key, curve in result["tuning"].items():
-            i = int(np.argmax(curve))
-            lines.append(f"| `{key}` | {100 * curve[i]:.2f} | {checkpoints[i]} |")
-        lines += ["", "</details>", ""]
-        if meta.get("figures", {}).get(per_class):
-            lines += [f"![chosen subset sizes, {per_class}/class]({meta['figures'][per_class]})", ""]
-    lines += DISCUSSION
-    return "\n".join(lines) + "\n"
-
-
-def plot_sizes(result: dict, path: Path, per_class: int) -> Path | None:
-    """Chosen subset size per layer over the steps, for the best DBA setting (seed 0), as a PNG."""
-    runs = result["final"].get(result["best_dba"], [])
-    if not runs or "sizes" not in runs[0]:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from knotwork._io import write_scratch
-
-    fig, ax = plt.subplots(figsize=(6, 3.2))
-    for layer, sizes in runs[0]["sizes"].items():
-        ax.plot(range(1, len(sizes) + 1), sizes, label=f"layer {layer} ({'hidden' if layer == '0' else 'output'})")
-    ax.axvline(result["chosen"][result["best_dba"]]["step"], color="grey", ls="--", lw=0.8, label="tuned step count")
-    ax.set_xlabel("step")
-    ax.set_ylabel("chosen subset size |S|")
-    ax.set_title(f"{result['best_dba']}, {per_class}/class (pool {per_class * 10}), seed 0")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    write_scratch(path, buf.getvalue())
-    return path
-
-
-# --------------------------------------------------------------------------------------------------- main
+#: The parts of src/knotwork that compute this study's numbers (the records' ``code_used``).
+PARTS = ("train", "_*.py")
+#: Between rounds of units the page is re-rendered at most this often (and after every round).
+PAGE_EVERY_S = 30.0
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="MNIST-format .npz.")
-    parser.add_argument("--per-class", type=int, action="append", dest="per_class",
-                        help="Training images per class; repeat the option (default: 10 and 60).")
-    parser.add_argument("--seeds", type=int, default=5, help="Seeds 0..seeds-1 for the final runs.")
-    parser.add_argument("--tune-seeds", type=int, default=2, help="Seeds 0..tune_seeds-1 that pick the settings.")
-    parser.add_argument("--steps", type=int, default=100, help="Full-batch steps per run.")
-    parser.add_argument("--val-frac", type=float, default=0.2, help="Fraction of each class held out when tuning.")
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results" / "dba.md", help="Results page.")
-    parser.add_argument("--records", type=Path, default=_common.RESULTS,
-                        help="Root of the result records; this study's go to RECORDS/dba/.")
-    parser.add_argument("--force", action="store_true", help="Replace an existing page.")
-    args = parser.parse_args(argv)
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="MNIST-format .npz.")
+    p.add_argument("--per-class", type=int, action="append", dest="per_class",
+                   help="Training images per class; repeat the option (default: 10 and 60).")
+    p.add_argument("--arch", action="append", choices=["mlp", "cnn"],
+                   help="Network(s); repeat the option (default: mlp). The CNN's cost has not been measured.")
+    p.add_argument("--hidden", type=int, default=256, help="Hidden width of the MLP.")
+    p.add_argument("--seeds", type=int, default=8, help="Seeds 0..seeds-1 for the scored runs.")
+    p.add_argument("--tune-seeds", type=int, default=3,
+                   help=f"Tuning seeds {protocol.TUNE_SEED_OFFSET}..{protocol.TUNE_SEED_OFFSET}+N-1.")
+    p.add_argument("--steps", "--min-steps", type=int, default=400, dest="min_steps",
+                   help="Minimum full-batch steps of every tuning run.")
+    p.add_argument("--max-steps", type=int, default=2000, help="Hard cap on the steps of a tuning run.")
+    p.add_argument("--patience", type=int, default=4,
+                   help="Stop tuning after this many checkpoints without a better mean validation accuracy.")
+    p.add_argument("--eval-every", type=int, default=25, help="Steps between checkpoints.")
+    p.add_argument("--val-frac", type=float, default=0.2, help="Fraction of each class held out when tuning.")
+    p.add_argument("--ablations", nargs="+", choices=sorted(protocol.ABLATIONS), default=["random"],
+                   help="Ablations of the chosen DBA setting.")
+    p.add_argument("--jobs", type=int, default=2, help="Worker processes (one thread each); 1 runs in-process.")
+    p.add_argument("--out", type=Path, default=ROOT / "docs" / "results" / "dba.md", help="Results page.")
+    p.add_argument("--records", type=Path, default=None,
+                   help="Root of the result records (default benchmarks/results); this study's go to RECORDS/dba/.")
+    p.add_argument("--force", action="store_true", help="Replace an existing page (needed when resuming).")
+    p.add_argument("--rerun", action="store_true", help="Recompute units whose record exists.")
+    p.add_argument("--page-only", action="store_true", help="Compute nothing: render the page from the records.")
+    p.add_argument("--time-only", action="store_true", help="Time --time-steps steps of every method, print a "
+                   "projection of the study's cost, write nothing.")
+    p.add_argument("--time-steps", type=int, default=50, help="Steps per method timed by --time-only.")
+    args = p.parse_args(argv)
     args.per_class = args.per_class or [10, 60]
-    for name in ("seeds", "tune_seeds", "steps"):
+    args.arch = args.arch or ["mlp"]
+    for name in ("seeds", "tune_seeds", "min_steps", "max_steps", "patience", "eval_every", "jobs", "hidden",
+                 "time_steps"):
         if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be >= 1; got {getattr(args, name)}")
-    if min(args.per_class) < 1:
-        parser.error(f"--per-class must be >= 1; got {min(args.per_class)}")
+            p.error(f"--{name.replace('_', '-')} must be >= 1; got {getattr(args, name)}")
+    if args.max_steps < args.min_steps:
+        p.error(f"--max-steps ({args.max_steps}) must be >= --steps ({args.min_steps})")
+    if min(args.per_class) < 2:
+        p.error(f"--per-class must be >= 2 (one image per class is held out for validation); got {min(args.per_class)}")
     if not 0 < args.val_frac < 1:
-        parser.error(f"--val-frac must lie in (0, 1); got {args.val_frac}")
+        p.error(f"--val-frac must lie in (0, 1); got {args.val_frac}")
     if not args.data.is_file():
-        parser.error(f"MNIST file not found: {args.data}")
-    if args.out.exists() and not args.force:
-        parser.error(f"{args.out} exists; pass --force to replace it")
+        p.error(f"MNIST file not found: {args.data}")
+    if args.out.exists() and not (args.force or args.time_only):
+        p.error(f"{args.out} exists; pass --force to replace it")
     return args
 
 
-def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    args = parse_args(argv)
+def budget_of(args: argparse.Namespace, data_sha: str) -> protocol.Budget:
+    return protocol.Budget(
+        seeds=tuple(range(args.seeds)),
+        tune_seeds=tuple(range(protocol.TUNE_SEED_OFFSET, protocol.TUNE_SEED_OFFSET + args.tune_seeds)),
+        val_frac=args.val_frac, eval_every=args.eval_every, min_steps=args.min_steps, max_steps=args.max_steps,
+        patience=args.patience, ablations=tuple(dict.fromkeys(args.ablations)), data_sha=data_sha)
+
+
+# ------------------------------------------------------------------------------------------------ running
+
+
+def _init_worker(paths: list[str]) -> None:
     import torch
 
-    from knotwork._io import sha256_file
-    from knotwork._progress import progress_bar
-    from knotwork.train.io import load_mnist
-    from knotwork.train.mlp import train_mlp
-
-    _common.RESULTS = args.records  # record_path() reads it: --records redirects every record of this run
+    sys.path[:0] = paths
     torch.set_num_threads(1)
-    arrays = load_mnist(args.data)
-    used: dict[str, dict] = {}
-    bar = progress_bar(desc="dba runs", unit="run")
 
-    def run(spec, role, seed, pc):
-        unit = f"pc{pc}-{role}-{spec.key()}-seed{seed}"
-        path = _common.record_path(STUDY, unit)
-        if not path.is_file():
-            x, y, evals = protocol.prepare(arrays, pc, seed, args.val_frac, role)
-            result = train_mlp(spec, x, y, evals, seed=seed)
-            write_record(STUDY, unit, {"per_class": pc, "role": role, **result}, script=__file__)
-        used[unit] = json.loads(path.read_text(encoding="utf-8"))
-        bar.update(1)
-        bar.set_postfix_str(f"{pc}/class {role} {spec.key()} seed{seed}")
-        return used[unit]["data"]
 
-    results, figures = {}, {}
-    for pc in args.per_class:
-        results[pc] = protocol.run_protocol(
-            lambda spec, role, seed, pc=pc: run(spec, role, seed, pc),
-            seeds=list(range(args.seeds)),
-            tune_seeds=list(range(args.tune_seeds)),
-            steps=args.steps,
-        )
-        figure = plot_sizes(results[pc], args.out.parent / f"dba_sizes_{pc}.png", pc)
-        if figure is not None:
-            figures[pc] = figure.name
-    bar.close()
+class Runner:
+    """Runs rounds of units in one pool of ``jobs`` single-threaded spawn workers (in-process with one job)."""
 
-    seconds = sum(rec["data"]["seconds"] for rec in used.values())
-    meta = {"seeds": list(range(args.seeds)), "tune_seeds": list(range(args.tune_seeds)), "steps": args.steps,
-            "eval_every": 25, "val_frac": args.val_frac, "figures": figures}
-    head = header(
-        TITLE,
-        command="python " + shlex.join([SCRIPT, *argv]),
-        script=__file__,
-        records=used,
-        data=f"`{os.path.relpath(args.data, ROOT)}` (sha256 `{sha256_file(args.data)[:16]}…`), MNIST train split for the training subsets, "
-        "the full test split for testing.",
-        extra=[
-            f"- Seeds: {meta['seeds']} (each seed draws its own class-balanced subset, validation carve and "
-            f"initialisation); tuning seeds: {meta['tune_seeds']}.",
-            f"- Records: {len(used)} runs in `{os.path.relpath(_common.RESULTS / STUDY, ROOT)}`; training time summed over them: "
-            f"{seconds / 60:.1f} min (one torch thread per run).",
-        ],
-    )
-    write_atomic(args.out, head + "\n" + render(results, meta))
-    print(f"wrote {args.out}")
+    def __init__(self, jobs: int, data: Path):
+        self.jobs, self.data, self.pool = jobs, str(data), None
+
+    def run(self, units: list[protocol.Unit], done) -> list[str]:
+        """Run ``units``; ``done(unit, data)`` is called in this process as each finishes. Returns the failures."""
+        failed = []
+        if self.jobs == 1:
+            for u in units:
+                try:
+                    done(u, protocol.execute(u.kind, u.args, self.data))
+                except Exception as err:  # noqa: BLE001 - one unit's failure must not lose the others' records
+                    failed.append(f"{u.name}: {type(err).__name__}: {err}")
+            return failed
+        if self.pool is None:
+            self.pool = ProcessPoolExecutor(self.jobs, mp_context=mp.get_context("spawn"), initializer=_init_worker,
+                                            initargs=([str(BENCH), str(BENCH.parent / "src")],))
+        pending = {self.pool.submit(protocol.execute, u.kind, u.args, self.data): u for u in units}
+        while pending:
+            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                u = pending.pop(fut)
+                try:
+                    done(u, fut.result())
+                except Exception as err:  # noqa: BLE001
+                    failed.append(f"{u.name}: {type(err).__name__}: {err}")
+        return failed
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown()
+
+
+def time_only(args: argparse.Namespace, settings: list[protocol.Setting], budget: protocol.Budget) -> None:
+    """Seconds per step of every method family (one thread) and a projection of the study's CPU time."""
+    import torch
+
+    from knotwork.train.io import load_mnist
+    from knotwork.train.mlp import Trainer
+
+    torch.set_num_threads(1)
+    data = load_mnist(args.data)
+    n_dba = len(protocol.DBA_CONFIGS)
+    print(f"{'setting':<10} {'method':<14} {'ms/step tune':>13} {'ms/step run':>12} {'ms/test eval':>13}")
+    low = high = 0.0
+    for st in settings:
+        specs = {"sgd": protocol.spec_for(st, "sgd", -2, budget), "adam": protocol.spec_for(st, "adam", -6, budget)}
+        for name, (metric, frac) in protocol.DBA_CONFIGS.items():
+            specs[f"dba_{name}"] = protocol.spec_for(st, "adam", -6, budget, protocol.dba_options(metric), frac)
+        per = {}
+        for name, spec in specs.items():
+            ms = []
+            for role in ("tune", "final"):
+                x, y, ev = protocol.prepare(data, st.per_class, 0, args.val_frac, role)
+                t = Trainer(spec, x, y, seed=0)
+                start = time.perf_counter()
+                for _ in range(args.time_steps):
+                    t.step()
+                ms.append(1000 * (time.perf_counter() - start) / args.time_steps)
+            start = time.perf_counter()
+            t.accuracy(*ev["test"])
+            ms.append(1000 * (time.perf_counter() - start))
+            per[name] = ms
+            print(f"{st.name:<10} {name:<14} {ms[0]:>13.1f} {ms[1]:>12.1f} {ms[2]:>13.1f}")
+        dba_tune = sum(per[f"dba_{n}"][0] for n in protocol.DBA_CONFIGS) / n_dba
+        dba_run = sum(per[f"dba_{n}"][1] for n in protocol.DBA_CONFIGS) / n_dba
+        ev = per["sgd"][2]
+        # Units with the starting grids (no growth): 3 lrs per baseline, 3 lrs x configs for DBA, 1 per ablation.
+        tune_ms = len(budget.tune_seeds) * (3 * (per["sgd"][0] + per["adam"][0]) + 3 * n_dba * dba_tune
+                                            + len(budget.ablations) * dba_tune)
+        run_ms = len(budget.seeds) * (per["sgd"][1] + per["adam"][1] + (1 + len(budget.ablations)) * dba_run)
+        evals = len(budget.seeds) * (3 + len(budget.ablations)) * ev / budget.eval_every
+        for steps, acc in ((budget.min_steps, "low"), (budget.max_steps, "high")):
+            total = steps * (tune_ms + run_ms + evals) / 60000
+            low, high = (low + total, high) if acc == "low" else (low, high + total)
+    print(f"projected CPU time with the starting grids: {low:.0f} min if every run stops at {budget.min_steps} steps, "
+          f"{high:.0f} min if every run reaches {budget.max_steps}; each grid growth adds a tuning unit; divide by "
+          f"--jobs for the wall time on that many free cores.")
+
+
+# ------------------------------------------------------------------------------------------------ main
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parse_args(argv)
+    from knotwork._io import sha256_file
+
+    sha = sha256_file(args.data)
+    settings = protocol.settings_of(args.per_class, args.arch, args.hidden)
+    budget = budget_of(args, sha)
+    if args.time_only:
+        time_only(args, settings, budget)
+        return 0
+    root = args.records
+    records = _common.load_records(STUDY, root=root)
+    fresh: set[str] | None = set() if args.rerun else None
+    log = lambda m: print(time.strftime("%H:%M:%S ") + m, file=sys.stderr, flush=True)  # noqa: E731
+    code_used = _common.scoped_fingerprint(PARTS, BENCH / "dba_protocol.py")
+
+    last_page = [time.monotonic()]
+
+    def write_page(figures: bool) -> None:
+        last_page[0] = time.monotonic()
+        results = [page.collect(st, budget, records, fresh) for st in settings]
+        figs = {}
+        for res in results:
+            path = args.out.parent / f"dba_curves_{res.setting.name}.png"
+            if figures:
+                page.plot_curves(res, path)
+            if path.is_file():
+                figs[res.setting.name] = path.name
+        used = {n: records[n] for res in results for n in res.plan.valid}
+        cpu = sum(rec["data"]["cpu_seconds"] for rec in used.values())
+        head = header(
+            TITLE, command="python " + shlex.join([SCRIPT, *argv]), script=__file__, records=used,
+            data=f"`{os.path.relpath(args.data, ROOT)}` (sha256 `{sha[:16]}…`), MNIST train split for the training "
+                 "subsets, the full test split for testing.",
+            extra=[f"- Status: {'complete' if not any(r.plan.needed for r in results) else 'partial'}; records: "
+                   f"{len(used)} units in `{os.path.relpath((root or _common.RESULTS) / STUDY, ROOT)}`, "
+                   f"CPU time summed over them {cpu / 60:.1f} min (one torch thread per unit)."])
+        write_atomic(args.out, head + "\n" + page.render(results, budget, figures=figs))
+
+    def done(unit: protocol.Unit, data: dict) -> None:
+        path = write_record(STUDY, unit.name, data, script=__file__, root=root, code_used=code_used)
+        records[unit.name] = json.loads(path.read_text(encoding="utf-8"))
+        if fresh is not None:
+            fresh.add(unit.name)
+        log(f"done {unit.name} ({data['cpu_seconds']:.1f} CPU-s)")
+        if time.monotonic() - last_page[0] >= PAGE_EVERY_S:
+            write_page(figures=False)
+
+    failed: list[str] = []
+    runner = Runner(args.jobs, args.data)
+    try:
+        while not args.page_only:
+            units = [u for st in settings for u in protocol.plan(st, budget, records, fresh).needed]
+            if not units:
+                break
+            log(f"{len(units)} units: {', '.join(u.name for u in units[:6])}{', …' if len(units) > 6 else ''}")
+            failed = runner.run(units, done)
+            write_page(figures=False)
+            if failed:
+                break
+    finally:
+        runner.close()
+    write_page(figures=True)
+    log(f"wrote {args.out}")
+    if failed:
+        from knotwork._errors import RunError
+
+        raise RunError("units failed: " + "; ".join(failed))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    from knotwork._errors import KnotworkError
+
+    try:
+        sys.exit(main())
+    except KnotworkError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(err.exit_code)

@@ -21,7 +21,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 # page -> options replaced for a run of seconds
 PAGES = {
-    "dba.md": {"--per-class": ["2"], "--seeds": ["1"], "--tune-seeds": ["1"], "--steps": ["2"]},
+    "dba.md": {"--per-class": ["2"], "--seeds": ["2"], "--tune-seeds": ["1"], "--steps": ["2"], "--max-steps": ["4"],
+               "--patience": ["1"], "--eval-every": ["2"]},
     "dba_step_cost.md": {"--steps": ["1"], "--rounds": ["1"], "--pools": ["10"], "--configs": ["snr"],
                          "--kinds": ["reused"]},
 }

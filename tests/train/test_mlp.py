@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from knotwork._errors import TrainError
-from knotwork.train.mlp import RunSpec, balanced_subset, train_mlp
+from knotwork.train.mlp import RunSpec, Trainer, balanced_subset, train_mlp
 
 
 def test_balanced_subset_draws_per_class_without_replacement():
@@ -70,3 +70,20 @@ def test_train_mlp_refuses_non_finite_images_and_bad_labels():
 def test_run_spec_refuses_bad_options(kwargs, match):
     with pytest.raises(TrainError, match=match):
         RunSpec(**{"optimizer": "adam", "lr": 1e-3, **kwargs})
+
+
+def test_cnn_dba_selecting_the_whole_pool_steps_like_plain_training():
+    """min_size = the pool forces DBA to keep every sample: its mean subset gradient is the full-batch gradient,
+    so on the CNN (Conv2d layers through the unfold route) two steps must match plain training."""
+    gen = torch.Generator().manual_seed(1)
+    x, y = torch.rand(12, 784, generator=gen), torch.arange(12) % 10
+    plain = Trainer(RunSpec("sgd", 0.1, momentum=0.9, arch="cnn"), x, y, seed=3)
+    dba = Trainer(RunSpec("sgd", 0.1, momentum=0.9, arch="cnn", dba={"metric": "snr"}, min_frac=1.0), x, y, seed=3)
+    for _ in range(2):
+        plain.step(), dba.step()
+    assert {k: v.tolist() for k, v in dba.dba.subset_sizes().items()} == {k: [12, 12] for k in ("1", "4", "8")}
+    for (name, a), b in zip(plain.model.named_parameters(), dba.model.parameters(), strict=True):
+        torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-4, msg=name)
+    assert RunSpec("adam", 1e-3, arch="cnn").key() == "adam_lr0.001_cnn_s200"
+    with pytest.raises(TrainError, match="arch must be one of mlp, cnn; got 'vit'"):
+        RunSpec("adam", 1e-3, arch="vit")

@@ -10,7 +10,6 @@ from typer.testing import CliRunner
 
 from knotwork._io import MARKER, is_knotwork_output
 from knotwork.cli import app
-from knotwork.lora.demo import make_demo_tasks
 from tests.lora.conftest import make_tiny_bert
 
 runner = CliRunner()
@@ -43,15 +42,6 @@ def _two_tasks(root):
     ques = [(f"{w} is thing {i} ?", y) for i in range(8) for w, y in (("where", 0), ("who", 1))]
     return (_write_task(root / "s", ["negative", "positive"], sent),
             _write_task(root / "q", ["location", "human"], ques))
-
-
-def test_demo_tasks_are_deterministic_and_distinct():
-    a, b = make_demo_tasks(seed=1), make_demo_tasks(seed=1)
-    assert [t.splits["test"].texts for t in a] == [t.splits["test"].texts for t in b]
-    names = [n for t in a for n in t.label_names]
-    assert len(names) == len(set(names)) == 8
-    with pytest.raises(ValueError, match="n_train >= 8"):
-        make_demo_tasks(n_train=2)
 
 
 def test_lora_train_writes_adapters_and_a_rerun_keeps_finished_ones(tmp_path, tiny_encoder):
@@ -114,22 +104,31 @@ def test_lora_eval_scores_an_adapter_and_writes_json(tmp_path, tiny_encoder):
 
 def test_demo_end_to_end_and_force_replaces_only_its_own_folder(tmp_path, monkeypatch, tiny_encoder):
     merge = pytest.importorskip("knotwork.merge")
-    import knotwork.lora.search as search_mod
+    import knotwork.lora.demo as demo_mod
 
-    monkeypatch.setattr(search_mod, "SCALE_GRID", (0.5, 1.0))  # two λ values keep the test short
+    monkeypatch.setattr(demo_mod, "DEMO_SCALE_GRID", (1.0, 0.5))  # two λ values keep the test short
     out = tmp_path / "demo"
     res = runner.invoke(app, ["demo", "--out", str(out), "--steps", "2"])
     assert res.exit_code == 0, res.output
     table = (out / "results.md").read_text()
     for row in ("zero-shot", "fine-tuned", "TA", "TIES", "DARE-TIES", "KnOTS-TIES", "KnOTS-DARE-TIES"):
         assert f"| {row}" in table
+    assert table.splitlines()[0] == ("| model | sentiment | subjectivity | question | average | avg normalized "
+                                     "| joint Hits@1 |")
+    assert "Fine-tuned adapters beat zero-shot by" in table and "best merge:" in res.stdout
     data = json.loads((out / "results.json").read_text())
     assert set(data["merges"]) == {"ta", "ties", "dare-ties", "knots-ties", "knots-dare-ties"}
-    assert (out / "accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert sorted(p.name for p in (out / "adapters").iterdir()) == ["question", "sentiment", "topic"]
-    assert merge.load_adapter(out / "adapters" / "topic").modules
+    assert data["n_test"] == {"sentiment": 100, "subjectivity": 100, "question": 100}
+    assert {p["scale"] for p in data["params"].values()} <= {1.0, 0.5}
+    for which in ("before", "after"):  # task x task CKA, 1 on the diagonal
+        cka = data["cka"][which]
+        assert len(cka) == 3 and all(abs(cka[i][i] - 1) < 1e-6 for i in range(3))
+    for plot in ("accuracy.png", "cka.png"):
+        assert (out / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(p.name for p in (out / "adapters").iterdir()) == ["question", "sentiment", "subjectivity"]
+    assert merge.load_adapter(out / "adapters" / "question").modules
     marker = json.loads((out / MARKER).read_text())
-    assert "adapters/topic/adapter_model.safetensors" in marker["files"]
+    assert "adapters/question/adapter_model.safetensors" in marker["files"] and "cka.png" in marker["files"]
     again = runner.invoke(app, ["demo", "--out", str(out), "--steps", "2"])
     assert again.exit_code == 2 and "pass --force" in again.stderr
     forced = runner.invoke(app, ["demo", "--out", str(out), "--steps", "2", "--force"])

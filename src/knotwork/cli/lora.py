@@ -275,25 +275,28 @@ def _check_demo_out(out: Path) -> None:
 def demo(
     ctx: typer.Context,
     out: Path = typer.Option(Path("knotwork-demo"), "--out", "-o",
-                             help="New folder for the table, JSON, plot and adapters (a knotwork output)."),
-    steps: int = typer.Option(30, help="Training steps per demo task."),
-    seed: int = typer.Option(0, help="Seed for the generated tasks and training."),
+                             help="New folder for the table, JSON, plots and adapters (a knotwork output)."),
+    steps: int = typer.Option(40, help="Training steps (batch 8) per demo task."),
+    seed: int = typer.Option(0, help="Seed of LoRA initialisation, batch order, dropout and DARE."),
     force: bool = force_option(),
 ) -> None:
-    """Offline demo: train 3 tiny LoRA adapters on MiniLM, merge them with every method, print a table and plot."""
+    """Offline demo: train LoRA adapters of MiniLM on 3 real sentence tasks, merge them with every method, print a
+    table; write it with a JSON, an accuracy plot, a CKA plot and the adapters."""
+    import numpy as np
     import torch
 
     from knotwork._io import atomic_dir, check_output
-    from knotwork.lora.demo import demo_table, run_demo, save_demo_plot
+    from knotwork.lora.demo import demo_summary, demo_table, run_demo, save_demo_plot
     from knotwork.lora.io import write_peft_files
     from knotwork.lora.model import LoraSpec, load_base_encoder
+    from knotwork.merge.plots import render_cka_heatmaps
 
     check_positive_int(steps, "--steps", error=MergeError)
     _check_demo_out(out)
     check_output(out, force=force, folder=True)
     torch.set_num_threads(1)
     res = run_demo(load_base_encoder, steps=steps, seed=seed, progress=lambda m: _say(ctx, m))
-    table = demo_table(res)
+    table = demo_table(res) + "\n\n" + demo_summary(res)
     with atomic_dir(out, force=force, report={"demo": {"steps": steps, "seed": seed}}) as tmp:
         for task, lora in res.lora.items():
             write_peft_files(tmp / "adapters" / task, lora, LoraSpec())
@@ -301,5 +304,7 @@ def demo(
         (tmp / "results.json").write_text(json.dumps(
             {k: v for k, v in res.__dict__.items() if k != "lora"}, indent=1, default=str), encoding="utf-8")
         save_demo_plot(res, tmp / "accuracy.png")
+        (tmp / "cka.png").write_bytes(render_cka_heatmaps(np.array(res.cka["before"]), np.array(res.cka["after"]),
+                                                          res.tasks))
     typer.echo(table)
-    typer.echo(f"wrote {out}/results.md, results.json, accuracy.png, adapters/")
+    typer.echo(f"wrote {out}/results.md, results.json, accuracy.png, cka.png, adapters/")

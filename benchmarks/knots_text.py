@@ -228,7 +228,8 @@ def _main(argv: list[str] | None) -> int:
             cmd = ["--config", config, "--seeds", *map(str, args.seeds)] + (["--r", str(spec.r)] if spec.r != 16
                                                                               else []) + (["--smoke"] if args.smoke else [])
             out = pages.render(spec, kind=KINDS[config], command=shlex.join(["python", "benchmarks/knots_text.py", *cmd]),
-                              data=args.data, out_dir=args.out_dir, smoke=args.smoke, other=other)
+                              data=args.data, out_dir=args.out_dir, smoke=args.smoke, other=other,
+                               planned=args.seeds)
             log(f"wrote {out}")
 
     if not args.page_only:

@@ -51,10 +51,10 @@ def collect(records: Mapping[str, Mapping[str, Any]], tasks: Sequence[str],
                      {t: data[f"probe-{t}"] for t in tasks if f"probe-{t}" in data}, data.get("zero-shot"))
 
 
-def _ms(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (ddof 1; 0 for one value)."""
+def _ms(values: Sequence[float]) -> tuple[float, float | None]:
+    """Mean and sample standard deviation (ddof 1; None for one value: no spread to show)."""
     a = np.asarray(values, dtype=float)
-    return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else 0.0
+    return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else None
 
 
 def _pct(mean: float, std: float | None = None) -> str:
@@ -85,20 +85,23 @@ def per_task_table(c: Collected) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     seeds = c.seeds
 
-    def row(name: str, per_seed: dict[int, dict[str, float]], bold: bool = False) -> str:
-        cells = [_pct(*_ms([per_seed[s][t] for s in seeds])) for t in c.tasks]
-        avg = _ms([np.mean([per_seed[s][t] for t in c.tasks]) for s in seeds])
+    def row(name: str, per_seed: dict[int, dict[str, float]], bold: bool = False, fixed: bool = False) -> str:
+        # fixed: a row that does not depend on the training seed (its accuracies carry no spread over seeds)
+        own = seeds[:1] if fixed else seeds
+        cells = [_pct(*_ms([per_seed[s][t] for s in own])) for t in c.tasks]
+        avg = _ms([np.mean([per_seed[s][t] for t in c.tasks]) for s in own])
         norm = _ms([np.mean(list(normalized(c, s, per_seed[s]).values())) for s in seeds])
         n = _pct(*norm)
         return f"| {name} | " + " | ".join(cells) + f" | {_pct(*avg)} | " + (f"**{n}**" if bold else n) + " |"
 
     if c.zeroshot:
         zs = c.zeroshot["test"]["accuracy"]
-        lines.append(row("zero-shot base", {s: zs for s in seeds}))
+        lines.append(row("zero-shot base", {s: zs for s in seeds}, fixed=True))
     if len(c.probe) == len(c.tasks):
-        lines.append(row("majority class", {s: {t: c.probe[t]["test"]["majority"] for t in c.tasks} for s in seeds}))
+        lines.append(row("majority class", {s: {t: c.probe[t]["test"]["majority"] for t in c.tasks} for s in seeds},
+                         fixed=True))
         lines.append(row("linear probe (frozen base)", {s: {t: c.probe[t]["test"]["probe"] for t in c.tasks}
-                                                        for s in seeds}))
+                                                        for s in seeds}, fixed=True))
     lines.append(row("fine-tuned (one adapter per task)", {s: finetuned_test(c, s) for s in seeds}))
     for m in LABELS:
         lines.append(row(LABELS[m], {s: test_accuracy(c, s, m) for s in seeds}, bold=True))
@@ -186,8 +189,17 @@ def joint_paired(c: Collected, ref: str = "knots-ties") -> str:
     return f"Joint Hits@3, {LABELS[ref]} minus: " + "; ".join(out) + "."
 
 
+def at_grid_top(c: Collected) -> list[str]:
+    """The searches whose λ ended at the top of the paper's grid (1.0), as ``"<method> seed <s> <criterion>"``."""
+    top = max(lib.GRIDS["scale"])
+    return [f"{LABELS[m]} seed {s} {crit}" for m in LABELS for s in c.seeds for crit in ("pertask", "joint")
+            if c.methods[s][m]["criteria"][crit]["params"]["scale"] >= top]
+
+
 def selection_table(c: Collected) -> str:
-    """Chosen hyperparameters per seed, method and criterion, with the val score and the number of points."""
+    """Chosen hyperparameters per seed, method and criterion, with the val score and the number of points; a λ at
+    the top of the paper's grid is marked †."""
+    top = max(lib.GRIDS["scale"])
     lines = ["| method | seed | chosen for avg normalized acc (val) | val score | points | chosen for joint Hits@3 "
              "(val) | val score | points |", "|---|---|---|---|---|---|---|---|"]
     for m in LABELS:
@@ -195,10 +207,16 @@ def selection_table(c: Collected) -> str:
             cells = []
             for crit in ("pertask", "joint"):
                 sel = c.methods[s][m]["criteria"][crit]
-                params = ", ".join(f"{PARAM_NAMES[k]} = {v:g}" for k, v in sel["params"].items()
+                params = ", ".join(f"{PARAM_NAMES[k]} = {v:g}" + ("†" if k == "scale" and v >= top else "")
+                                   for k, v in sel["params"].items()
                                    if k in PARAM_NAMES and not (k == "topk" and "dare" in m))
                 cells += [params, _pct(sel["val_score"]), str(len(sel["trace"]))]
             lines.append(f"| {LABELS[m]} | {s} | " + " | ".join(cells) + " |")
+    edge = at_grid_top(c)
+    if edge:
+        lines += ["", f"† λ at the top of the paper's grid (0.1..1.0) in {len(edge)} of "
+                  f"{2 * len(LABELS) * len(c.seeds)} searches ({', '.join(edge)}): a larger λ might score higher "
+                  "on val; the paper's grid is kept (its commented-out joint grid reaches 2.0)."]
     return "\n".join(lines)
 
 
@@ -236,14 +254,17 @@ def cka_summary(c: Collected) -> tuple[str, float]:
     before = _ms([off(c.cka[s]["before"]) for s in c.seeds])
     after = _ms([off(c.cka[s]["after"]) for s in c.seeds])
     same = max(float(np.abs(np.asarray(c.cka[s]["before"]) - np.asarray(c.cka[s]["after"])).max()) for s in c.seeds)
-    return (f"mean off-diagonal linear CKA before {before[0]:.3f} ± {before[1]:.3f}, after {after[0]:.3f} ± "
-            f"{after[1]:.3f} (over seeds)"), same
+    def fmt(x: tuple[float, float | None]) -> str:
+        return f"{x[0]:.3f}" + ("" if x[1] is None else f" ± {x[1]:.3f}")
+
+    return (f"mean off-diagonal linear CKA before {fmt(before)}, after {fmt(after)} (over {len(c.seeds)} seed"
+            f"{'s' if len(c.seeds) != 1 else ''})"), same
 
 
-def avg_normalized(c: Collected, method: str) -> tuple[float, float]:
-    """Average normalized test accuracy (per-task criterion), mean and sd over seeds, in points."""
+def avg_normalized(c: Collected, method: str) -> tuple[float, float | None]:
+    """Average normalized test accuracy (per-task criterion), mean and sd over seeds (None: one seed), in points."""
     m, s = _ms([float(np.mean(list(normalized(c, sd, test_accuracy(c, sd, method)).values()))) for sd in c.seeds])
-    return 100 * m, 100 * s
+    return 100 * m, None if s is None else 100 * s
 
 
 def time_summary(c: Collected) -> str:
@@ -266,7 +287,7 @@ def time_summary(c: Collected) -> str:
 
 
 def render(spec: lib.PageSpec, *, kind: str, command: str, data: Path, out_dir: Path, smoke: bool,
-           other: lib.PageSpec | None = None) -> Path:
+           other: lib.PageSpec | None = None, planned: Sequence[int] = ()) -> Path:
     """Write ``<out_dir>/<page>.md`` and its CKA heatmap from the page's records; a seed with unfinished units is
     named and left out. `other`: a page of the other task set to compare with (same protocol)."""
     from knotwork._io import write_scratch
@@ -287,6 +308,11 @@ def render(spec: lib.PageSpec, *, kind: str, command: str, data: Path, out_dir: 
     if c.partial:
         parts += [f"**Unfinished seeds, left out below:** {', '.join(map(str, c.partial))} (their finished units "
                   "are kept; rerun the command to complete them).", ""]
+    todo = [s for s in planned if s not in c.seeds and s not in c.partial]
+    if todo:
+        parts += [f"**Seeds not run yet:** {', '.join(map(str, todo))} of the planned {', '.join(map(str, planned))}"
+                  " (the command runs them; finished units are skipped). Until then the tables show "
+                  f"{len(c.seeds)} seed{'s' if len(c.seeds) != 1 else ''} and no spread over seeds.", ""]
     if not c.seeds:
         parts += ["No training seed has finished yet."]
         _common.write_atomic(out, "\n".join(parts) + "\n")
@@ -332,7 +358,7 @@ def render(spec: lib.PageSpec, *, kind: str, command: str, data: Path, out_dir: 
         "Average normalized accuracy (%) per training seed:", "", per_seed_table(c), "",
         "## Paired tests", "",
         f"KnOTS-TIES minus each method, normalized test accuracy in points, over (seed, task) pairs "
-        f"({len(c.seeds)} seeds × {len(spec.tasks)} tasks; pairs within a seed share adapters, so they are not "
+        f"({len(c.seeds)} seed{'s' if len(c.seeds) != 1 else ''} × {len(spec.tasks)} tasks; pairs within a seed share adapters, so they are not "
         "fully independent and the p-values are optimistic).", "",
         ptable, "",
         "## Joint benchmark (test, %), hyperparameters chosen on val joint Hits@3", "",
@@ -377,8 +403,8 @@ def reading(c: Collected, ptests: dict[str, dict]) -> str:
         b, _ = avg_normalized(c, m)
         r = ptests[m]
         sig = not np.isnan(r["p_t"]) and r["p_t"] < 0.05
-        verdict = ("tied with " if r["mean"] == 0 else ("beat" if r["mean"] > 0 else "fell below")
-                   + (" " if sig else " (not significant at 5 %) "))
+        verdict = ("tied with " if r["mean"] == 0 else ("was above " if r["mean"] > 0 else "was below ")
+                   + ("" if sig else "(not significantly at 5 %) "))
         out.append(f"- KnOTS-TIES {verdict}{LABELS[m]}: {k:.1f} vs {b:.1f} average normalized accuracy, "
                    f"{r['mean']:+.2f} points per (seed, task) pair, 95 % CI {_ci(r)}, paired "
                    f"t p = {_p(r['p_t'])}, Wilcoxon p = {_p(r['p_w'])}.")
@@ -401,9 +427,14 @@ def dare_joint_note(c: Collected) -> str:
         rows.append(f"seed {s}: λ = {sel['params']['scale']:g}, p = {sel['params']['drop_rate']:g}, val Hits@3 "
                     f"{100 * sel['val_score']:.1f}, test Hits@1 {100 * sel['test']['joint_hits']['1']:.1f}")
     below = sum(100 * joint_hits(c, s, "knots-dare-ties", 1) < zs for s in c.seeds)
+    why = (" The earlier collapse does not recur with adapters trained to the budget and a search on the full val "
+           "splits, so it is best read as an artefact of that page's protocol (80-step adapters, a joint search on "
+           "40 val examples per task, where one DARE mask could win the search by chance), not a property of "
+           "KnOTS-DARE-TIES." if below == 0 else
+           " It recurs here, so it is not only an artefact of the earlier page's small val subsets.")
     return (f"- KnOTS-DARE-TIES on the joint benchmark (the previous one-seed page had it below zero-shot, Hits@1 "
             f"28.8 ± 10.2 over DARE masks): {'; '.join(rows)}; below the zero-shot {zs:.1f} in {below} of "
-            f"{len(c.seeds)} seeds.")
+            f"{len(c.seeds)} seed{'s' if len(c.seeds) != 1 else ''}." + why)
 
 
 def compare_pages(c: Collected, spec: lib.PageSpec, oc: Collected, other: lib.PageSpec) -> str:
@@ -413,7 +444,7 @@ def compare_pages(c: Collected, spec: lib.PageSpec, oc: Collected, other: lib.Pa
              "mean off-diagonal CKA (before) |", "|---|---|---|---|---|---|---|---|---|"]
     for name, cc in ((spec.page, c), (other.page, oc)):
         vals = {m: avg_normalized(cc, m)[0] for m in LABELS}
-        cka = cka_summary(cc)[0].split("before ")[1].split(",")[0]
+        cka = cka_summary(cc)[0].split("before ")[1].split(", after")[0]
         lines.append(f"| {name} | {len(cc.seeds)} | " + " | ".join(f"{vals[m]:.1f}" for m in LABELS)
                      + f" | {vals['knots-ties'] - vals['ties']:+.1f} | {cka} |")
     lines += ["", "Average normalized test accuracy (%), per-task criterion, mean over each page's seeds. Lower CKA "

@@ -12,7 +12,8 @@ order when a session cannot finish every seed). Units (adapter training, the pro
 one search per merge method, CKA) run in `--jobs` single-threaded worker processes; a unit whose record exists is
 skipped, so an interrupted study resumes (adapters are cached under .knotwork-cache/knots-text/ and retrained
 deterministically on a new machine). The page is rendered from the records alone after every seed; a seed with
-unfinished units is listed as partial and left out of the tables. `--page-only` only renders. `--smoke` runs the
+unfinished units is listed as partial and left out of the tables. `--page-only` only renders. `--verify UNIT...`
+recomputes units from scratch and compares them with their records (e.g. after a change of code or machine). `--smoke` runs the
 whole pipeline at a tiny budget into a temporary folder: a check, not a result.
 """
 
@@ -65,6 +66,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out-dir", type=Path, default=None, help="Folder of the pages (default docs/results).")
     p.add_argument("--page-only", action="store_true", help="Compute nothing: render the pages from the records.")
     p.add_argument("--rerun", action="store_true", help="Recompute units whose record exists (the cache is kept).")
+    p.add_argument("--verify", nargs="+", metavar="UNIT", default=None,
+                   help="Recompute these units of the (first) --config page from scratch (no evaluation cache; "
+                        "adapters from the cache or retrained) and compare with their records: shows whether "
+                        "records made by different code or on another machine agree. Writes nothing.")
     p.add_argument("--smoke", action="store_true", help="Two tasks, two steps, four examples, short grids, into a "
                    "temporary folder (unless --records/--cache/--out-dir are given): a check, not a result.")
     args = p.parse_args(argv)
@@ -196,6 +201,79 @@ def _run_first(units, specs, runner: Runner) -> None:
                                          code_used=body["data"].get("code_used"))
 
 
+#: Fields of a unit's data that measure the run, not its result (left out of --verify's comparison).
+RUN_FIELDS = {"cpu_seconds", "wall_seconds", "threads", "code_used", "cached", "seconds", "resumed_from",
+              "evaluations"}
+
+
+def unit_call(spec: lib.PageSpec, unit: str) -> tuple[str, tuple]:
+    """The unit function and arguments that compute the record ``unit`` of `spec`'s page."""
+    if unit == "zero-shot":
+        return "zeroshot_unit", (spec,)
+    if unit.startswith("probe-"):
+        return "probe_unit", (spec, unit[len("probe-"):])
+    head, _, rest = unit.partition("-")
+    if not (head.startswith("seed") and head[4:].isdigit() and rest):
+        from knotwork._errors import MergeError
+
+        raise MergeError(f"{unit}: not a unit of this study (zero-shot, probe-<task>, seed<k>-adapter-<task>, "
+                         f"seed<k>-<method>, seed<k>-cka)")
+    seed = int(head[4:])
+    if rest.startswith("adapter-"):
+        return "finetuned_unit", (spec, seed, rest[len("adapter-"):])
+    if rest == "cka":
+        return "cka_unit", (spec, seed)
+    recs = _common.load_records(spec.page)
+    ft_val = {t: recs[f"seed{seed}-adapter-{t}"]["data"]["accuracy"]["val"] for t in spec.tasks}
+    return "method_unit", (spec, seed, rest, ft_val)
+
+
+def differences(a: Any, b: Any, path: str = "") -> list[str]:
+    """Where two records' data differ (numbers exactly), ignoring :data:`RUN_FIELDS`."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in sorted(set(a) | set(b)):
+            if k in RUN_FIELDS:
+                continue
+            if k not in a or k not in b:
+                out.append(f"{path}/{k}: only in {'the record' if k in a else 'the recomputation'}")
+            else:
+                out += differences(a[k], b[k], f"{path}/{k}")
+        return out
+    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
+        if len(a) != len(b):
+            return [f"{path}: length {len(a)} vs {len(b)}"]
+        return [d for i, (x, y) in enumerate(zip(a, b, strict=True)) for d in differences(x, y, f"{path}[{i}]")]
+    same = a == b or (isinstance(a, float) and isinstance(b, float) and a != a and b != b)  # NaN equals NaN here
+    return [] if same else [f"{path}: {a!r} vs {b!r}"]
+
+
+def verify(spec: lib.PageSpec, units: Sequence[str], log: Callable[[str], None]) -> int:
+    """Recompute `units` without the evaluation cache and compare with their records; exit 1 on a difference."""
+    import dataclasses
+    import json
+    import shutil
+
+    fresh = dataclasses.replace(spec, page=f"{spec.page}-verify")  # evaluation caches are keyed by page
+    bad = 0
+    try:
+        for unit in units:
+            path = _common.record_path(spec.page, unit)
+            if not path.is_file():
+                log(f"{unit}: no record to compare with ({path})")
+                bad += 1
+                continue
+            fn, fargs = unit_call(spec, unit)
+            data = json.loads(json.dumps(_call(fn, (fresh, *fargs[1:]))))
+            diffs = differences(json.loads(path.read_text())["data"], data)
+            bad += bool(diffs)
+            log(f"{unit}: " + ("identical to its record" if not diffs else
+                               f"{len(diffs)} difference(s): " + "; ".join(diffs[:5])))
+    finally:
+        shutil.rmtree(Path(spec.cache) / "evals" / fresh.page, ignore_errors=True)
+    return 1 if bad else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     saved = _common.RESULTS
     try:
@@ -232,6 +310,8 @@ def _main(argv: list[str] | None) -> int:
                                planned=args.seeds)
             log(f"wrote {out}")
 
+    if args.verify:
+        return verify(specs[0], args.verify, log)
     if not args.page_only:
         import torch
 

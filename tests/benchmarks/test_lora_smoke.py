@@ -120,8 +120,18 @@ def test_study_resumes_from_records_and_caches_on_a_tiny_model(tmp_path, monkeyp
     assert study.main(args) == 0  # every record exists: nothing is computed again
     assert len(calls) == n and sorted(p.read_text() for p in (tmp_path / "records" / "knots-text").glob("*.json")) \
         == records
+    # --verify recomputes units without the evaluation cache and compares them with their records.
+    units = ["--verify", "seed1-ties", "seed0-adapter-mr", "zero-shot", "probe-subj", "seed0-cka"]
+    assert study.main([*args, *units]) == 0
+    path = tmp_path / "records" / "knots-text" / "seed1-ties.json"
+    rec = json.loads(path.read_text())
+    rec["data"]["criteria"]["joint"]["test"]["accuracy"]["mr"] += 0.25
+    path.write_text(json.dumps(rec))
+    assert study.main([*args, "--verify", "seed1-ties"]) == 1
+    path.unlink()
+    assert study.main([*args, "--verify", "seed1-ties"]) == 1  # no record to compare with
     # A lost record is recomputed from the caches: the adapter is not retrained, the evaluations are reused.
-    (tmp_path / "records" / "knots-text" / "seed1-ties.json").unlink()
+    n = len(calls)
     assert study.main(args) == 0
     assert len(calls) == n + 1  # one model load for the TIES unit, no training
     # An unfinished seed is left out of the tables and named.

@@ -427,11 +427,25 @@ def dare_joint_note(c: Collected) -> str:
         rows.append(f"seed {s}: λ = {sel['params']['scale']:g}, p = {sel['params']['drop_rate']:g}, val Hits@3 "
                     f"{100 * sel['val_score']:.1f}, test Hits@1 {100 * sel['test']['joint_hits']['1']:.1f}")
     below = sum(100 * joint_hits(c, s, "knots-dare-ties", 1) < zs for s in c.seeds)
+    stuck = []  # seeds where the p walk ended below the score the λ walk had already reached
+    for s in c.seeds:
+        sel = c.methods[s]["knots-dare-ties"]["criteria"]["joint"]
+        lam = [sc for p, sc in sel["trace"] if p["drop_rate"] == sel["trace"][0][0]["drop_rate"]]
+        if sel["val_score"] < max(lam):
+            stuck.append(f"seed {s}: val Hits@3 {100 * max(lam):.1f} before the p walk, {100 * sel['val_score']:.1f} "
+                         f"chosen")
     why = (" The earlier collapse does not recur with adapters trained to the budget and a search on the full val "
            "splits, so it is best read as an artefact of that page's protocol (80-step adapters, a joint search on "
            "40 val examples per task, where one DARE mask could win the search by chance), not a property of "
            "KnOTS-DARE-TIES." if below == 0 else
            " It recurs here, so it is not only an artefact of the earlier page's small val subsets.")
+    if stuck:
+        why += (" Cause, from the search traces: the coordinate search walks DARE p from 0.99 downward and stops at "
+                "the first value that does not improve on that walk's own best, keeping no incumbent from the λ "
+                "walk (`knotwork.lora.search.coordinate_search`; whether the reference code keeps one is not "
+                "checked here). When p = 0.9 scores below p = 0.99, the walk ends on p = 0.99 — a merge that drops "
+                f"99 % of the update — although the λ walk at the default p had scored far higher ({'; '.join(stuck)})."
+                " So the collapse is the search protocol's, not KnOTS-DARE-TIES's at a sensible p.")
     return (f"- KnOTS-DARE-TIES on the joint benchmark (the previous one-seed page had it below zero-shot, Hits@1 "
             f"28.8 ± 10.2 over DARE masks): {'; '.join(rows)}; below the zero-shot {zs:.1f} in {below} of "
             f"{len(c.seeds)} seed{'s' if len(c.seeds) != 1 else ''}." + why)

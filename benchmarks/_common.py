@@ -7,6 +7,7 @@ import json
 import multiprocessing as mp
 import os
 import resource
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -185,3 +186,15 @@ def measure(fn: Callable[..., Any], setup: Callable[[], Any] | None = None) -> t
 def write_atomic(path: Path, text: str) -> None:
     """Write a results page or record atomically (benchmarks own docs/results and benchmarks/results)."""
     write_scratch(path, text)
+
+
+def run_main(main: Callable[[], int]) -> None:
+    """A study script's entry point: exit with `main()`'s code, or print a KnotworkError as one line and exit with
+    its code (never a traceback for bad input)."""
+    from knotwork._errors import KnotworkError
+
+    try:
+        sys.exit(main())
+    except KnotworkError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(err.exit_code)

@@ -181,10 +181,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from knotwork._errors import KnotworkError
-
-    try:
-        sys.exit(main())
-    except KnotworkError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(err.exit_code)
+    _common.run_main(main)

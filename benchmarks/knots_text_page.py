@@ -443,7 +443,7 @@ def dare_joint_note(c: Collected) -> str:
         why += (" Cause, from the search traces: the coordinate search walks DARE p from 0.99 downward and stops at "
                 "the first value that does not improve on that walk's own best, keeping no incumbent from the λ "
                 "walk (`knotwork.lora.search.coordinate_search`, as the KnOTS reference code does: its "
-                "`run_BIG_function` resets the best score to 0 for every parameter)." When p = 0.9 scores below p = 0.99, the walk ends on p = 0.99 — a merge that drops "
+                "`run_BIG_function` resets the best score to 0 for every parameter). When p = 0.9 scores below p = 0.99, the walk ends on p = 0.99 — a merge that drops "
                 f"99 % of the update — although the λ walk at the default p had scored far higher ({'; '.join(stuck)})."
                 " So the collapse is a property of the paper's search protocol, not of KnOTS-DARE-TIES at a sensible p.")
     return (f"- KnOTS-DARE-TIES on the joint benchmark (the previous one-seed page had it below zero-shot, Hits@1 "

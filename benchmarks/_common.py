@@ -188,6 +188,35 @@ def write_atomic(path: Path, text: str) -> None:
     write_scratch(path, text)
 
 
+def paired_differences(diffs: Any) -> dict[str, float]:
+    """Paired comparison from per-pair differences ``a - b``: n, mean, sample sd, t, the 95 % t interval, the
+    two-sided paired-t p (``p_t``) and Wilcoxon signed-rank p (``p_w``), wins / ties / losses.
+
+    Undefined values are NaN: sd below two pairs; t and ``p_t`` when every difference is equal (the interval is
+    then the single point ``mean``); ``p_w`` below two pairs or when every difference is zero.
+    """
+    import numpy as np
+    from scipy import stats
+
+    d = np.asarray(diffs, dtype=float)
+    n = len(d)
+    nan = float("nan")
+    out = {"n": n, "mean": float(d.mean()) if n else nan, "sd": nan, "t": nan, "lo": nan, "hi": nan,
+           "p_t": nan, "p_w": nan, "wins": int((d > 0).sum()), "ties": int((d == 0).sum()),
+           "losses": int((d < 0).sum())}
+    if n > 1:
+        sd = float(d.std(ddof=1))
+        out.update(sd=sd, lo=out["mean"], hi=out["mean"])
+        if sd > 0:
+            se = sd / float(np.sqrt(n))
+            half = float(stats.t.ppf(0.975, n - 1)) * se
+            t = out["mean"] / se
+            out.update(t=t, lo=out["mean"] - half, hi=out["mean"] + half, p_t=float(2 * stats.t.sf(abs(t), n - 1)))
+        if np.any(d != 0):
+            out["p_w"] = float(stats.wilcoxon(d).pvalue)
+    return out
+
+
 def run_main(main: Callable[[], int]) -> None:
     """A study script's entry point: exit with `main()`'s code, or print a KnotworkError as one line and exit with
     its code (never a traceback for bad input)."""

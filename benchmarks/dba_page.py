@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import _common
 import dba_protocol as protocol
 import numpy as np
 
@@ -49,22 +50,9 @@ READING = [
 
 def paired(a: Sequence[float], b: Sequence[float]) -> dict[str, float]:
     """Paired comparison of ``a`` and ``b`` (same seeds, same order): mean difference a - b, its 95% t interval,
-    the paired t-test and the Wilcoxon signed-rank test (two-sided; NaN where undefined)."""
-    from scipy import stats
-
-    d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
-    n = len(d)
-    out = {"n": n, "mean": float(d.mean()) if n else math.nan, "sd": math.nan, "lo": math.nan, "hi": math.nan,
-           "p_t": math.nan, "p_w": math.nan}
-    if n >= 2:
-        sd = float(d.std(ddof=1))
-        half = float(stats.t.ppf(0.975, n - 1)) * sd / math.sqrt(n)
-        out.update(sd=sd, lo=out["mean"] - half, hi=out["mean"] + half)
-        if sd > 0:
-            out["p_t"] = float(stats.ttest_rel(a, b).pvalue)
-    if np.any(d != 0):
-        out["p_w"] = float(stats.wilcoxon(d).pvalue)
-    return out
+    the paired t-test and the Wilcoxon signed-rank test (two-sided; NaN where undefined:
+    `_common.paired_differences`)."""
+    return _common.paired_differences(np.asarray(a, dtype=float) - np.asarray(b, dtype=float))
 
 
 def judge(r: Mapping[str, float]) -> str:

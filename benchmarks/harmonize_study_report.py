@@ -12,7 +12,7 @@ from typing import Any
 
 import harmonize_study_lib as lib
 import numpy as np
-from _common import header, write_atomic
+from _common import header, paired_differences, write_atomic
 
 from knotwork._io import write_scratch
 
@@ -23,27 +23,9 @@ MATCHING = ("hm-volume", "hm", "nyul")
 # ------------------------------------------------------------------------------------------------ statistics
 
 def paired_test(a: Sequence[float], b: Sequence[float]) -> dict[str, Any]:
-    """``a - b`` paired: mean, 95 % t interval, paired-t and Wilcoxon signed-rank p (two-sided), wins/losses.
-
-    The t statistic is computed here (mean / (sd / sqrt n), n - 1 degrees of freedom); p-values that cannot be
-    computed (one pair, all differences equal or zero) are NaN.
-    """
-    from scipy import stats
-
-    d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
-    n = len(d)
-    out: dict[str, Any] = {"n": n, "mean": float(d.mean()) if n else float("nan"), "wins": int((d > 0).sum()),
-                           "ties": int((d == 0).sum()), "losses": int((d < 0).sum()), "lo": float("nan"),
-                           "hi": float("nan"), "p_t": float("nan"), "p_w": float("nan")}
-    sd = float(d.std(ddof=1)) if n > 1 else 0.0
-    if sd > 0:
-        se = sd / np.sqrt(n)
-        half = float(stats.t.ppf(0.975, n - 1)) * se
-        out.update(lo=out["mean"] - half, hi=out["mean"] + half,
-                   p_t=float(2 * stats.t.sf(abs(out["mean"]) / se, n - 1)))
-    if n > 1 and np.any(d != 0):
-        out["p_w"] = float(stats.wilcoxon(d).pvalue)
-    return out
+    """``a - b`` paired: mean, 95 % t interval, paired-t and Wilcoxon signed-rank p (two-sided), wins/losses
+    (`_common.paired_differences`; NaN where undefined)."""
+    return paired_differences(np.asarray(a, dtype=float) - np.asarray(b, dtype=float))
 
 
 def holm(pvalues: Sequence[float]) -> list[float]:

@@ -118,22 +118,8 @@ def per_seed_table(c: Collected) -> str:
     return "\n".join(lines)
 
 
-def paired(diffs: Sequence[float]) -> dict[str, float]:
-    """Mean difference, 95 % t interval, paired t-test and Wilcoxon signed-rank p-values, wins/ties/losses."""
-    from scipy import stats
-
-    d = np.asarray(diffs, dtype=float)
-    n = len(d)
-    mean = float(d.mean())
-    out = {"n": n, "mean": mean, "wins": int((d > 0).sum()), "ties": int((d == 0).sum()),
-           "losses": int((d < 0).sum()), "lo": float("nan"), "hi": float("nan"), "p_t": float("nan"),
-           "p_w": float("nan")}
-    if n > 1 and d.std(ddof=1) > 0:
-        half = float(stats.t.ppf(0.975, n - 1) * d.std(ddof=1) / np.sqrt(n))
-        out.update(lo=mean - half, hi=mean + half, p_t=float(stats.ttest_1samp(d, 0.0).pvalue))
-    if n > 1 and np.any(d != 0):
-        out["p_w"] = float(stats.wilcoxon(d).pvalue)
-    return out
+#: Mean difference, 95 % t interval, paired t and Wilcoxon p, wins/ties/losses (NaN where undefined).
+paired = _common.paired_differences
 
 
 def _p(x: float) -> str:

@@ -40,25 +40,14 @@ def paper_diff(a: str, b: str) -> float | None:
 # ------------------------------------------------------------------------------------------------- statistics
 
 def paired_t(diffs: Sequence[float]) -> dict[str, float]:
-    """Paired t-test of differences against 0: mean, sample sd, 95 % t interval, two-sided p, wins/losses."""
-    from scipy import stats
-
-    d = np.asarray(diffs, dtype=float)
-    n = len(d)
-    out = {"n": n, "mean": float(d.mean()) if n else float("nan"), "sd": float("nan"), "lo": float("nan"),
-           "hi": float("nan"), "t": float("nan"), "p": float("nan"), "wins": int((d > 0).sum()),
-           "losses": int((d < 0).sum())}
-    if n > 1:
-        sd = float(d.std(ddof=1))
-        out["sd"] = sd
-        if sd > 0:
-            se = sd / np.sqrt(n)
-            half = float(stats.t.ppf(1 - ALPHA / 2, n - 1)) * se
-            t = out["mean"] / se
-            out.update(lo=out["mean"] - half, hi=out["mean"] + half, t=t, p=float(2 * stats.t.sf(abs(t), n - 1)))
-        else:  # every pair differs by the same amount: no spread to test against
-            out.update(lo=out["mean"], hi=out["mean"], p=0.0 if out["mean"] != 0 else 1.0)
-    return out
+    """Paired t-test of differences against 0: mean, sample sd, 95 % t interval, two-sided p, wins/losses
+    (`_common.paired_differences`). Every pair differing by the same amount leaves no spread to test against: p is
+    then 0 for a non-zero difference and 1 for none."""
+    r = _common.paired_differences(diffs)
+    p = r["p_t"]
+    if r["n"] > 1 and r["sd"] == 0:
+        p = 0.0 if r["mean"] != 0 else 1.0
+    return {**{k: r[k] for k in ("n", "mean", "sd", "lo", "hi", "t", "wins", "losses")}, "p": p}
 
 
 def bootstrap(diff: np.ndarray, *, n_boot: int = N_BOOT, seed: int = 0) -> dict[str, float]:

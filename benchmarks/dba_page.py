@@ -176,6 +176,22 @@ def tuning_table(res: Result) -> list[str]:
     return [*lines, "", "</details>", ""]
 
 
+def trials_lines(res: Result, budget: protocol.Budget) -> list[str]:
+    """How many tuning trials each method had (one per learning rate and setting): DBA tunes its metric and
+    minimum subset size with its learning rate, so it gets more than each baseline."""
+    fams = res.plan.families
+    if "dba" not in fams:
+        return []
+    dba, n_cfg = fams["dba"], len(protocol.DBA_CONFIGS)
+    base = ", ".join(f"{fams[m].label} {len(fams[m].units)} ({_n(len(fams[m].ks), 'learning rate')})"
+                     for m in ("sgd", "adam"))
+    return [f"Tuning trials, each over {_n(len(budget.tune_seeds), 'tuning seed')}: {base}; {dba.label} "
+            f"{len(dba.units)} ({n_cfg} settings of metric and minimum subset size × "
+            f"{_n(len(dba.ks), 'learning rate')}). DBA gets more tuning trials than each baseline (it tunes its "
+            "metric and minimum subset size too): a larger search, which the comparisons below do not correct "
+            "for.", ""]
+
+
 def results_table(res: Result, n_seeds: int) -> list[str]:
     lines = ["| method | setting | val-chosen step | seeds | test acc | [min, max] | train acc at that step | "
              "test acc at the last step | mean |S| (per layer) |", "|---|---|---|---|---|---|---|---|---|"]
@@ -362,6 +378,7 @@ def protocol_lines(budget: protocol.Budget, n_test: int | None) -> list[str]:
                       + f" (hard bounds {protocol.lr_of(protocol.BOUNDS[o][0]):g} and "
                         f"{protocol.lr_of(protocol.BOUNDS[o][1]):g})" for o in ("sgd", "adam"))
     configs = ", ".join(f"{m}{f' with min_size {f:g}·P' if f else ''}" for m, f in protocol.DBA_CONFIGS.values())
+    n_cfg, n_start = len(protocol.DBA_CONFIGS), len(protocol.START["sgd"])
     return [
         "## Protocol",
         "",
@@ -378,8 +395,11 @@ def protocol_lines(budget: protocol.Budget, n_test: int | None) -> list[str]:
         "the final grids.",
         "- DBA (greedy backward elimination, per-layer subsets, mean aggregation) runs on top of the baseline "
         "optimizer that validated better, with its own learning rate tuned on that optimizer's final grid "
-        f"(grown by the same rule), jointly with its metric: {configs}. Ablations change one thing in the chosen "
-        f"DBA setting and get their own step count on validation: "
+        f"(grown by the same rule), jointly with its metric: {configs}. So DBA gets more tuning trials than each "
+        f"baseline: {n_cfg} settings × the learning rates of its grid, {n_cfg} × {n_start} = {n_cfg * n_start} when "
+        f"no grid grows, against {n_start} for SGD and {len(protocol.START['adam'])} for Adam (each growth adds "
+        f"{n_cfg} trials to DBA's grid, 1 to a baseline's; the tables give the counts). Ablations "
+        f"change one thing in the chosen DBA setting and get their own step count on validation: "
         + ", ".join(protocol.ABLATIONS[a][0] for a in budget.ablations) + ".",
         "- Scored runs retrain each chosen setting on the whole subset (no validation carve) for as many steps as "
         f"its tuning ran, with test accuracy on the full test split ({n_test or '?'} images) every "
@@ -402,7 +422,7 @@ def render(results: Sequence[Result], budget: protocol.Budget, *, figures: Mappi
             lines += [f"**Unfinished units: {len(pending)}** (next: {', '.join(f'`{p}`' for p in pending[:4])}"
                       f"{', …' if len(pending) > 4 else ''}); units further down the plan are not listed until "
                       "the ones they depend on are done.", ""]
-        lines += ["### Tuning", "", *tuning_table(res)]
+        lines += ["### Tuning", "", *tuning_table(res), *trials_lines(res, budget)]
         lines += ["### Test accuracy", "",
                   f"Test accuracy (%) at the validation-chosen step, mean ± sample sd over the seeds finished (of "
                   f"{len(budget.seeds)}); training accuracy (%) at the same step; mean |S| is DBA's mean chosen "

@@ -6,7 +6,11 @@ Usage (from the repository root)::
     python benchmarks/dba_study.py --per-class 10 --per-class 60 --seeds 8 --tune-seeds 3 --steps 400 \\
         --max-steps 2000 --patience 4 --val-frac 0.2 --jobs 2 --force
 
-(``--arch mlp --arch cnn`` adds the CNN rows; ``--ablations random global sum`` the other ablations.) The
+The page names this command without the options that decide no number (``--jobs``, ``--force``, ``--out``,
+``--records``, ``--rerun``, ``--page-only``): ``python benchmarks/dba_study.py --per-class 10 --per-class 60
+--seeds 8 --tune-seeds 3 --steps 400 --max-steps 2000 --patience 4 --val-frac 0.2`` (add ``--force`` to replace an
+existing page). (``--arch mlp --arch cnn`` adds the CNN rows; ``--ablations random global sum`` the other
+ablations.) The
 protocol is in benchmarks/dba_protocol.py, the page in benchmarks/dba_page.py. Every unit (one tuning grid
 point of one method over the tuning seeds; one scored run of one method and seed) writes its result record
 ``benchmarks/results/dba/<unit>.json`` as it finishes; a rerun skips the units whose record exists and was made
@@ -51,7 +55,8 @@ PAGE_EVERY_S = 30.0
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    # No abbreviated options: the page's command (page_command) drops options by their full names.
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="MNIST-format .npz.")
     p.add_argument("--per-class", type=int, action="append", dest="per_class",
                    help="Training images per class; repeat the option (default: 10 and 60).")
@@ -98,6 +103,27 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.out.exists() and not (args.force or args.time_only):
         p.error(f"{args.out} exists; pass --force to replace it")
     return args
+
+
+#: Options that decide no number (whether and where to write, how many processes): the page's command leaves them
+#: out. Name -> whether it takes a value.
+NOT_SHOWN = {"--page-only": False, "--force": False, "--rerun": False, "--jobs": True, "--out": True, "--records": True}
+
+
+def page_command(argv: list[str]) -> str:
+    """The study's command as the page names it: ``argv`` in its order, less the options in NOT_SHOWN (so a page
+    rendered with ``--page-only --force --jobs 2`` names the command that computes its numbers)."""
+    shown, skip = [], False
+    for token in argv:
+        if skip:
+            skip = False
+            continue
+        name, eq, _ = token.partition("=")
+        if name in NOT_SHOWN:
+            skip = NOT_SHOWN[name] and not eq
+            continue
+        shown.append(token)
+    return "python " + shlex.join([SCRIPT, *shown])
 
 
 def budget_of(args: argparse.Namespace, data_sha: str) -> protocol.Budget:
@@ -235,13 +261,23 @@ def main(argv: list[str] | None = None) -> int:
         used = {n: records[n] for res in results for n in res.plan.valid}
         cpu = sum(rec["data"]["cpu_seconds"] for rec in used.values())
         head = header(
-            TITLE, command="python " + shlex.join([SCRIPT, *argv]), script=__file__, records=used,
+            TITLE, command=page_command(argv), script=__file__, records=used,
             data=f"`{os.path.relpath(args.data, ROOT)}` (sha256 `{sha[:16]}…`), MNIST train split for the training "
                  "subsets, the full test split for testing.",
             extra=[f"- Status: {'complete' if not any(r.plan.needed for r in results) else 'partial'}; records: "
                    f"{len(used)} units in `{os.path.relpath((root or _common.RESULTS) / STUDY, ROOT)}`, "
                    f"CPU time summed over them {cpu / 60:.1f} min (one torch thread per unit)."])
         write_atomic(args.out, head + "\n" + page.render(results, budget, figures=figs))
+
+    def page_logged(figures: bool) -> str | None:
+        """Render the page; a failure is logged as one line and returned, never raised: a finished unit stays
+        finished, its record written, and the study goes on (``--page-only`` renders the page again)."""
+        try:
+            write_page(figures)
+        except Exception as err:  # noqa: BLE001 - the page is made from the records; losing it must not lose them
+            log(f"page not rendered: {type(err).__name__}: {err}")
+            return f"{type(err).__name__}: {err}"
+        return None
 
     def done(unit: protocol.Unit, data: dict) -> None:
         path = write_record(STUDY, unit.name, data, script=__file__, root=root, code_used=code_used)
@@ -250,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
             fresh.add(unit.name)
         log(f"done {unit.name} ({data['cpu_seconds']:.1f} CPU-s)")
         if time.monotonic() - last_page[0] >= PAGE_EVERY_S:
-            write_page(figures=False)
+            page_logged(figures=False)
 
     failed: list[str] = []
     runner = Runner(args.jobs, args.data)
@@ -261,17 +297,21 @@ def main(argv: list[str] | None = None) -> int:
                 break
             log(f"{len(units)} units: {', '.join(u.name for u in units[:6])}{', …' if len(units) > 6 else ''}")
             failed = runner.run(units, done)
-            write_page(figures=False)
+            page_logged(figures=False)
             if failed:
                 break
     finally:
         runner.close()
-    write_page(figures=True)
-    log(f"wrote {args.out}")
-    if failed:
+    page_error = page_logged(figures=True)
+    if page_error is None:
+        log(f"wrote {args.out}")
+    problems = (["units failed: " + "; ".join(failed)] if failed else []) + (
+        [f"the page was not rendered ({page_error}); the records are kept: render it with --page-only --force"]
+        if page_error else [])
+    if problems:
         from knotwork._errors import RunError
 
-        raise RunError("units failed: " + "; ".join(failed))
+        raise RunError("; ".join(problems))
     return 0
 
 

@@ -17,8 +17,12 @@ W. Avg, Git Re-Basin, Permute, ZipIt!, partial zips at three stop points, the en
 per-task accuracy, MACs, merge time and which test images each method got right. Records go to
 benchmarks/results/zipit-cifar/ (``--recipe paper``: zipit-paper/) as each unit finishes; a unit whose record
 exists is skipped (``--rerun`` runs it again), and a merge unit whose base models are not in the cache trains them
-again from their seeds, so the study resumes across sessions on a new machine. The page is rendered from the
-records after every merge unit and at the end, unfinished units listed. ``--jobs N`` runs units in N single-threaded worker
+again from their seeds, so the study resumes across sessions on a new machine. Base records (and cached weights)
+name the sha256 of the class vectors they were trained with; one trained with other vectors than this run's is
+refused in one line, so a new machine never mixes in other heads silently: take the vectors file along
+(``--vectors``; by default it lives in the cache, and MiniLM may embed a little differently elsewhere). The page is
+rendered from the records after every merge unit and at the end, unfinished units listed; a failure to render is
+logged and the study goes on (the run then exits 1 naming it; ``--page-only`` renders again). ``--jobs N`` runs units in N single-threaded worker
 processes (``--threads`` each); ``--jobs 1`` runs them in this process. ``--page-only`` only renders.
 ``--smoke`` runs the whole pipeline at a tiny budget into a temporary folder: a check, not a result.
 """
@@ -159,19 +163,32 @@ class Job:
     deps: list[str] = field(default_factory=list)
 
 
+def _other_vectors(what: str, trained: dict, spec: lib.Spec, fix: str) -> None:
+    """Refuse, in one line, a base model trained with other class vectors than ``spec``'s."""
+    from knotwork._errors import InputError
+
+    have, want = trained.get("vectors_sha256"), lib.spec_vectors_sha256(spec)
+    if have is not None and have != want:
+        raise InputError(f"{what} was trained with other class vectors (sha256 {have[:12]}…) than {spec.vectors_source()} "
+                         f"(sha256 {want[:12]}…); pass the vectors it was trained with (--vectors), or {fix}")
+
+
 def _check_record(path: Path, spec: lib.Spec) -> None:
-    """A record made with other training settings must not be mixed in silently."""
+    """A record made with other training settings (other class vectors included) must not be mixed in silently."""
     from knotwork._errors import InputError
 
     data = json.loads(path.read_text(encoding="utf-8"))["data"]
-    for key, want in (("training", spec.training_record()), ("settings", spec.merge_settings())):
+    fix = "--rerun to replace it, or --records for another folder"
+    _other_vectors(str(path), data.get("training") or {}, spec, fix)
+    for key, want in (("training", spec.training_record(lib.spec_vectors_sha256(spec))),
+                      ("settings", spec.merge_settings())):
         if (key == "training" or data.get("unit") == "merge") and data.get(key) != want:
-            raise InputError(f"{path} was made with other {key} ({data.get(key)}); pass --rerun to replace it, or "
-                             "--records for another folder")
+            raise InputError(f"{path} was made with other {key} ({data.get(key)}); pass {fix}")
 
 
 def jobs_for(spec: lib.Spec, pairs: list[int], study: str, root: Path | None, rerun: bool) -> list[Job]:
-    """The units of one width that have no record yet; a merge waits for the base units of its pair."""
+    """The units of one width that have no record yet; a merge waits for the base units of its pair. Records, and
+    cached base models, made with other class vectors are refused (unless ``rerun``)."""
     def missing(unit: str) -> bool:
         path = _common.record_path(study, unit, root=root)
         if path.is_file() and not rerun:
@@ -181,6 +198,12 @@ def jobs_for(spec: lib.Spec, pairs: list[int], study: str, root: Path | None, re
 
     jobs = []
     for p in pairs:
+        if not rerun:
+            for t in "AB":
+                meta = lib.cached_meta(spec, p, t)
+                if meta is not None:
+                    _other_vectors(f"the cached base model {spec.ckpt(p, t)}", meta.get("training") or {}, spec,
+                                   "--rerun to train it again")
         bases = [Job(lib.base_unit_name(p, t, spec.width), "base_unit", (spec, p, t)) for t in "AB"]
         bases = [j for j in bases if missing(j.unit)]
         jobs += bases
@@ -190,9 +213,21 @@ def jobs_for(spec: lib.Spec, pairs: list[int], study: str, root: Path | None, re
     return jobs
 
 
+def render_logged(render, log) -> str | None:
+    """Run ``render`` (the page); a failure is logged as one line and returned, never raised: the records written so
+    far stay and the study goes on (``--page-only`` renders the page again from them)."""
+    try:
+        render()
+    except Exception as err:  # noqa: BLE001 - the page is made from the records; losing it must not lose them
+        log(f"page not rendered: {type(err).__name__}: {err}")
+        return f"{type(err).__name__}: {err}"
+    return None
+
+
 class Runner:
     """Runs jobs in worker processes (or in-process with one job), merges first once their bases are done, and
-    writes each record as its unit finishes; ``on_record`` (the page) runs after each merge unit."""
+    writes each record as its unit finishes; ``on_record`` (the page) runs after each merge unit, and a failure of
+    it is logged, not raised."""
 
     def __init__(self, jobs: int, threads: int, log, study: str, root: Path | None, on_record):
         import torch
@@ -241,7 +276,7 @@ class Runner:
                 self.log(f"done {job.unit} ({data['cpu_seconds'] / 60:.1f} CPU-min, {data['wall_seconds'] / 60:.1f} "
                          "wall-min)")
                 if job.fn == "merge_unit":  # a finished pair changes the page; a base model alone barely
-                    self.on_record()
+                    render_logged(self.on_record, self.log)
         return failed
 
     def close(self) -> None:
@@ -307,9 +342,12 @@ def main(argv: list[str] | None = None) -> int:
                 failed += runner.run(jobs_for(specs[width], pairs, study, args.records, args.rerun))
         finally:
             runner.close()
-    render()
-    if failed:
-        raise RunError("units failed: " + "; ".join(failed))
+    page_error = render_logged(render, log)
+    problems = (["units failed: " + "; ".join(failed)] if failed else []) + (
+        [f"the page was not rendered ({page_error}); the records are kept: render it with --page-only"]
+        if page_error else [])
+    if problems:
+        raise RunError("; ".join(problems))
     return 0
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import copy
 import functools
+import hashlib
 import io
 import json
 import time
@@ -106,11 +107,19 @@ class Spec:
     def ckpt(self, pair: int, task: str) -> Path:
         return self.base_dir() / f"pair{pair}_{task}.safetensors"
 
-    def training_record(self) -> dict:
-        """What a base model's training depends on (a cached model is reused only when this matches)."""
+    def training_record(self, vectors_sha256: str) -> dict:
+        """What a base model's training depends on (a cached model or a record is reused only when this matches),
+        ``vectors_sha256`` the :func:`vectors_sha256` of the class vectors it trains with."""
         recipe = {k: v for k, v in asdict(self.train).items() if k != "source"}
         return {"width": self.width, "recipe": self.recipe, **recipe, "augment": "crop(pad 4)+flip",
-                "train_per_task": self.train_per_task, "vectors": "random" if self.random_vectors else "minilm"}
+                "train_per_task": self.train_per_task, "vectors": "random" if self.random_vectors else "minilm",
+                "vectors_sha256": vectors_sha256}
+
+    def vectors_source(self) -> str:
+        """Where this spec's class vectors come from, in words."""
+        if self.random_vectors:
+            return "seeded random vectors"
+        return str(Path(self.vectors) if self.vectors else Path(self.cache) / "cifar10_class_vectors.npy")
 
 
 def base_unit_name(pair: int, task: str, width: int) -> str:
@@ -184,6 +193,19 @@ def class_vectors(spec: Spec, names: Sequence[str]) -> torch.Tensor:
         return random_class_vectors(len(names), 384, seed=0)
     path = Path(spec.vectors) if spec.vectors else Path(spec.cache) / "cifar10_class_vectors.npy"
     return cached_minilm_vectors(path, list(names), TEMPLATE)
+
+
+def vectors_sha256(vectors: torch.Tensor) -> str:
+    """sha256 of the class vectors as float32 bytes (row-major): which frozen head a base model was trained with."""
+    return hashlib.sha256(vectors.detach().to("cpu", torch.float32).contiguous().numpy().tobytes()).hexdigest()
+
+
+@functools.lru_cache(maxsize=8)
+def spec_vectors_sha256(spec: Spec) -> str:
+    """:func:`vectors_sha256` of the class vectors ``spec`` trains with (made, and cached, if absent)."""
+    with np.load(spec.data) as z:
+        names = [str(n) for n in z["class_names"]]
+    return vectors_sha256(class_vectors(spec, names))
 
 
 def build_model(spec: Spec, vectors: torch.Tensor, seed: int) -> torch.nn.Module:
@@ -303,13 +325,19 @@ def _meta_path(path: Path) -> Path:
     return path.with_name(path.name + ".knotwork.json")
 
 
-def cached_base(spec: Spec, pair: int, task: str) -> dict | None:
-    """The cached model's training report, when the cache holds it for exactly this training setting."""
+def cached_meta(spec: Spec, pair: int, task: str) -> dict | None:
+    """The training report of the cached model of ``pair``/``task``, whatever it was trained with; None if absent."""
     path = spec.ckpt(pair, task)
     if not (path.is_file() and _meta_path(path).is_file()):
         return None
-    meta = json.loads(_meta_path(path).read_text(encoding="utf-8")).get("meta", {})
-    return meta if meta.get("training") == spec.training_record() else None
+    return json.loads(_meta_path(path).read_text(encoding="utf-8")).get("meta", {})
+
+
+def cached_base(spec: Spec, pair: int, task: str, vectors_sha: str) -> dict | None:
+    """The cached model's training report, when the cache holds it for exactly this training setting (class
+    vectors of sha256 ``vectors_sha`` included)."""
+    meta = cached_meta(spec, pair, task)
+    return meta if meta is not None and meta.get("training") == spec.training_record(vectors_sha) else None
 
 
 def _train_base(spec: Spec, pair: int, task: str) -> dict:
@@ -327,7 +355,8 @@ def _train_base(spec: Spec, pair: int, task: str) -> dict:
                   nesterov=r.nesterov, device=spec.device)
     train_seconds = time.perf_counter() - wall0
     xt, yt = task_images(data, classes, "test")
-    meta = {"pair": pair, "task": task, "classes": classes, "seed": seed, "training": spec.training_record(),
+    meta = {"pair": pair, "task": task, "classes": classes, "seed": seed,
+            "training": spec.training_record(vectors_sha256(vectors)),
             "n_train": len(x), "n_test": len(xt), "train_seconds": round(train_seconds, 1),
             "own_task_acc": own_task_accuracy(model, xt, yt, classes, spec.device),
             "train_acc_first_1000": own_task_accuracy(model, x[:1000], y[:1000], classes, spec.device)}
@@ -342,12 +371,13 @@ def base_unit(spec: Spec, pair: int, task: str) -> dict:
 
 
 def ensure_base(spec: Spec, pair: int, task: str) -> tuple[torch.nn.Module, dict, bool]:
-    """The cached base model, or the same model trained again from its seed when the cache lacks it."""
-    meta = cached_base(spec, pair, task)
+    """The cached base model, or the same model trained again from its seed when the cache lacks it (or holds it
+    trained otherwise, e.g. with other class vectors)."""
+    vectors = class_vectors(spec, load(spec.data, spec.test_images)["names"])
+    meta = cached_base(spec, pair, task, vectors_sha256(vectors))
     retrained = meta is None
     if retrained:
         meta = _train_base(spec, pair, task)
-    vectors = class_vectors(spec, load(spec.data, spec.test_images)["names"])
     model = build_model(spec, vectors, seed=0)
     model.load_state_dict(load_checkpoint(spec.ckpt(pair, task)))
     return model.eval(), meta, retrained
@@ -388,7 +418,7 @@ def merge_unit(spec: Spec, pair: int) -> dict:
         rows[slug] = {**scores(out, y, tasks), "macs": macs, "merge_seconds": round(seconds, 2)}
     return {"unit": "merge", "pair": pair, "width": spec.width, "tasks": [list(t) for t in tasks],
             "merge_images": sum(len(bt[0]) for bt in loader), "alpha": spec.alpha, "beta": spec.beta,
-            "training": spec.training_record(), "settings": spec.merge_settings(),
+            "training": meta_a["training"], "settings": spec.merge_settings(),
             "bases": {"A": {"own_task_acc": meta_a["own_task_acc"], "retrained": re_a},
                       "B": {"own_task_acc": meta_b["own_task_acc"], "retrained": re_b}},
             "rows": rows}

@@ -19,6 +19,7 @@ import dba_page as page  # noqa: E402
 import dba_protocol as protocol  # noqa: E402
 import dba_study  # noqa: E402
 
+from knotwork._errors import RunError  # noqa: E402
 from knotwork.train.mlp import balanced_subset  # noqa: E402
 
 
@@ -253,6 +254,64 @@ def test_tiny_study_writes_units_resumes_and_renders_rows(fake_mnist, tmp_path, 
     assert re.findall(r"done (\S+)", capsys.readouterr().err) == ["run-pc4-adam-seed1"]
 
 
+TINY = ["--per-class", "4", "--seeds", "2", "--tune-seeds", "1", "--steps", "2", "--max-steps", "4", "--patience", "1",
+        "--eval-every", "2"]
+
+
+def _numbers(folder: Path) -> dict[str, dict]:
+    """Each record's data less its timings: what a unit computed."""
+    recs = {p.stem: json.loads(p.read_text())["data"] for p in folder.glob("*.json")}
+    return {u: {k: v for k, v in d.items() if k not in ("cpu_seconds", "wall_seconds", "seconds")} for u, d in recs.items()}
+
+
+@pytest.mark.slow
+def test_a_failing_page_marks_no_unit_failed_and_keeps_every_record(fake_mnist, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(protocol, "DBA_CONFIGS", {"snr": ("snr", 0.0)})
+    monkeypatch.setattr(dba_study, "PAGE_EVERY_S", 0.0)  # render after every unit, as a long study does
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(dba_study.page, "render", boom)
+    records = tmp_path / "records"
+    argv = ["--data", str(fake_mnist), *TINY, "--jobs", "1", "--records", str(records), "--out", str(tmp_path / "dba.md")]
+    with pytest.raises(RunError, match=r"^the page was not rendered \(RuntimeError: boom\); the records are kept"):
+        dba_study.main(argv)
+    err = capsys.readouterr().err
+    assert "units failed" not in err and err.count("page not rendered: RuntimeError: boom") > 3
+    # Every round ran to the end: the same units as a run whose page renders.
+    monkeypatch.undo()
+    monkeypatch.setattr(protocol, "DBA_CONFIGS", {"snr": ("snr", 0.0)})
+    good = tmp_path / "good"
+    assert dba_study.main([*argv[:-4], "--records", str(good), "--out", str(tmp_path / "good.md")]) == 0
+    assert sorted(_numbers(records / "dba")) == sorted(_numbers(good / "dba"))
+    assert not (tmp_path / "dba.md").exists()
+
+
+@pytest.mark.slow
+def test_two_worker_processes_compute_what_one_process_computes(fake_mnist, tmp_path, monkeypatch):
+    """The multi-process path (spawn workers, one thread each) against the in-process one. Seconds of spawning."""
+    monkeypatch.setattr(protocol, "DBA_CONFIGS", {"snr": ("snr", 0.0)})
+    for jobs in ("1", "2"):
+        argv = ["--data", str(fake_mnist), *TINY, "--jobs", jobs, "--records", str(tmp_path / f"r{jobs}"),
+                "--out", str(tmp_path / f"dba{jobs}.md")]
+        assert dba_study.main(argv) == 0
+    one, two = _numbers(tmp_path / "r1" / "dba"), _numbers(tmp_path / "r2" / "dba")
+    assert len(one) > 10 and one == two
+    page_two = (tmp_path / "dba2.md").read_text()
+    assert "- Status: complete" in page_two and "--jobs" not in page_two.split("- Command: ")[1].splitlines()[0]
+
+
+def test_page_command_leaves_out_what_decides_no_number():
+    argv = ["--per-class", "10", "--per-class", "60", "--jobs", "2", "--seeds", "8", "--force", "--out", "x.md",
+            "--records=/tmp/r", "--page-only", "--rerun", "--jobs=3", "--val-frac", "0.2"]
+    assert dba_study.page_command(argv) == ("python benchmarks/dba_study.py --per-class 10 --per-class 60 --seeds 8 "
+                                            "--val-frac 0.2")
+    # Abbreviations are refused, so no option can slip past by a shorter name.
+    with pytest.raises(SystemExit):
+        dba_study.parse_args(["--for"])
+
+
 def test_time_only_prints_step_times_and_a_projection_and_writes_nothing(fake_mnist, tmp_path, capsys):
     out = tmp_path / "dba.md"
     assert dba_study.main(["--data", str(fake_mnist), "--per-class", "4", "--time-only", "--time-steps", "1",
@@ -317,6 +376,11 @@ def test_page_rows_and_verdict_come_from_the_records():
     assert "DBA tests worse than Adam (validated better): -4.65 pp" in text and "Wilcoxon p = 0.008" in text
     assert "The abstract's 88.07% relative error reduction over SGD/Adam is not reproduced" in text
     assert "DBA against ablation: random subset of the same size: no difference detected, -0.30 pp" in text
+    # Trials counted from the plan's grids: 3 learning rates each for SGD and Adam, 4 settings x Adam's 3 for DBA.
+    assert ("Tuning trials, each over 1 tuning seed: SGD 3 (3 learning rates), Adam 3 (3 learning rates); DBA + Adam "
+            "12 (4 settings of metric and minimum subset size × 3 learning rates). DBA gets more tuning trials than "
+            "each baseline") in text
+    assert "4 × 3 = 12 when no grid grows, against 3 for SGD and 3 for Adam" in text
     stalled = page.collect(SETTING, budget, hand_records(acc, budget, dba_stopped="max_steps"))
     sentences = page.verdict(stalled, page.paired_table(stalled)[1], budget)
     assert sentences[0].startswith("Not tested at this budget: the validation accuracy of DBA + Adam, DBA + Adam: "

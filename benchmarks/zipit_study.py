@@ -20,7 +20,9 @@ exists is skipped (``--rerun`` runs it again), and a merge unit whose base model
 again from their seeds, so the study resumes across sessions on a new machine. Base records (and cached weights)
 name the sha256 of the class vectors they were trained with; one trained with other vectors than this run's is
 refused in one line, so a new machine never mixes in other heads silently: take the vectors file along
-(``--vectors``; by default it lives in the cache, and MiniLM may embed a little differently elsewhere). The page is
+(``--vectors``; by default the MiniLM vectors are made once into the records folder,
+benchmarks/results/zipit-cifar/cifar10_class_vectors.npy, and committed with the records, because MiniLM may embed
+a little differently on another machine). The page is
 rendered from the records after every merge unit and at the end, unfinished units listed; a failure to render is
 logged and the study goes on (the run then exits 1 naming it; ``--page-only`` renders again). ``--jobs N`` runs units in N single-threaded worker
 processes (``--threads`` each); ``--jobs 1`` runs them in this process. ``--page-only`` only renders.
@@ -67,7 +69,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="Where training, data passes and evaluation run (cpu, cuda).")
     p.add_argument("--data", type=Path, default=lib.DATA, help="cifar10.npz, or a --pack-carry file.")
     p.add_argument("--vectors", type=Path, default=None,
-                   help="Class vectors .npy (default <cache>/cifar10_class_vectors.npy, made with MiniLM if absent).")
+                   help="Class vectors .npy (default <records>/<study>/cifar10_class_vectors.npy, made with MiniLM if "
+                        "absent; commit it with the records).")
     p.add_argument("--cache", type=Path, default=None,
                    help="Base-model weights (default .knotwork-cache/zipit-study; never committed).")
     p.add_argument("--records", type=Path, default=None, help="Folder of the records (default benchmarks/results).")
@@ -113,9 +116,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def default_vectors(args: argparse.Namespace) -> Path:
+    """The class vectors beside the study's records: committed with them, so every machine trains the same heads."""
+    return _common.record_path(STUDIES[args.recipe][0], "_", root=args.records).parent / "cifar10_class_vectors.npy"
+
+
 def make_spec(args: argparse.Namespace, width: int) -> lib.Spec:
     spec = lib.Spec(width, recipe=args.recipe, epochs=args.epochs, data=str(args.data), cache=str(args.cache),
-                    vectors=str(args.vectors) if args.vectors else None, train_per_task=args.train_per_task,
+                    vectors=str(args.vectors or default_vectors(args)), train_per_task=args.train_per_task,
                     test_images=args.test_images, merge_images=args.merge_images, device=args.device)
     if args.smoke:  # the smoke budget, except where an option was given
         given = {"epochs": args.epochs, "train_per_task": args.train_per_task, "test_images": args.test_images,

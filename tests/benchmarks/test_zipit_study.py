@@ -204,6 +204,16 @@ def test_records_and_cached_models_trained_with_other_class_vectors_are_refused(
     assert lib.cached_base(spec, 0, "A", sha) is None and lib.cached_base(spec, 0, "A", "0" * 64) is not None
 
 
+
+def test_the_default_class_vectors_live_beside_the_records_so_they_are_committed_with_them(tmp_path):
+    args = zipit_study.parse_args(["--widths", "1", "--pairs", "1", "--records", str(tmp_path / "r")])
+    assert Path(zipit_study.make_spec(args, 1).vectors) == tmp_path / "r" / "zipit-cifar" / "cifar10_class_vectors.npy"
+    args = zipit_study.parse_args(["--widths", "1", "--pairs", "1", "--recipe", "paper"])
+    assert Path(zipit_study.make_spec(args, 1).vectors) == _common.RESULTS / "zipit-paper" / "cifar10_class_vectors.npy"
+    given = tmp_path / "v.npy"
+    args = zipit_study.parse_args(["--widths", "1", "--pairs", "1", "--vectors", str(given)])
+    assert Path(zipit_study.make_spec(args, 1).vectors) == given and "--vectors" in zipit_study.page_command(args)
+
 @pytest.mark.slow
 def test_a_failing_page_keeps_every_record_and_the_study_goes_on(tmp_path, capsys, monkeypatch):
     data = _synthetic(tmp_path / "tiny.npz", per_class=12, size=8)

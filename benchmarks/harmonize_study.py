@@ -102,13 +102,19 @@ def _init_worker(path: str) -> None:
 
 
 def run(units: list[tuple[str, int]], budget: lib.Budget, *, jobs: int, records: Path | None, on_record) -> None:
-    """Run ``(condition, seed)`` units, writing each record (and calling ``on_record``) as it finishes."""
+    """Run ``(condition, seed)`` units, writing each record (and calling ``on_record``) as it finishes.
+
+    An error in ``on_record`` (the page) is logged and the units go on: their records are already written.
+    """
     def done(cond: str, seed: int, data: dict) -> None:
         _common.write_record(budget.study, lib.unit_name(cond, seed), data, script=__file__, root=records,
                              code_used=data["code_used"])
         log(f"done {lib.unit_name(cond, seed)}: Dice {data['class_dice'][0]:.3f} / {data['class_dice'][1]:.3f}, "
             f"{data['cpu_seconds']['total']:.0f} CPU-s")
-        on_record()
+        try:
+            on_record()
+        except Exception as err:  # noqa: BLE001 - a page that fails must not stop the units still to run
+            log(f"page not rendered after {lib.unit_name(cond, seed)} ({type(err).__name__}: {err}); the units go on")
 
     if jobs == 1:
         for cond, seed in units:
@@ -175,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         run(todo, budget, jobs=args.jobs, records=args.records, on_record=render)
     if args.pilot:
         print("\n".join(report.pilot_summary(collect())))
-    elif not todo:  # otherwise the page was rendered after the last unit
+    else:  # again after the last unit: unguarded, so a page that cannot be rendered ends with its error
         render()
     return 0
 

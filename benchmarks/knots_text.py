@@ -312,10 +312,10 @@ def _main(argv: list[str] | None) -> int:
 
     if args.verify:
         return verify(specs[0], args.verify, log)
-    if not args.page_only:
-        import torch
+    import torch
 
-        torch.set_num_threads(1)
+    torch.set_num_threads(1)  # the units' setting, which the page header reports (also when only rendering)
+    if not args.page_only:
         runner = Runner(args.jobs, log)
         try:
             for seed in args.seeds:

@@ -227,3 +227,17 @@ def run_main(main: Callable[[], int]) -> None:
     except KnotworkError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(err.exit_code)
+
+
+def save_state(path: Path, obj: dict) -> None:
+    """``torch.save`` a study's cache state (weights, optimizer, random states) atomically: a killed run leaves the
+    previous state, never half of one. Read it back with ``torch.load(path, weights_only=True)``."""
+    import io
+
+    import torch
+
+    from knotwork._io import write_scratch
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    write_scratch(path, buf.getvalue())

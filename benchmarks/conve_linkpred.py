@@ -75,16 +75,6 @@ def _load_checkpoint(path: Path) -> dict | None:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def _save(path: Path, obj: dict) -> None:
-    import torch
-
-    from knotwork._io import write_scratch
-
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    write_scratch(path, buf.getvalue())
-
-
 def run_dataset(name: str, data: Path, cache: Path, args: argparse.Namespace, deadline: float, log) -> None:
     """Train `name` round by round from its last checkpoint; one record per round, then the baseline and test."""
     import torch
@@ -149,8 +139,8 @@ def run_dataset(name: str, data: Path, cache: Path, args: argparse.Namespace, de
         }, script=__file__, code_used=code_used)
         if valid["mrr"] > best[0]:  # strictly: the earliest round keeps a tie (best_round)
             best = (valid["mrr"], rnd)
-            _save(best_file, {"model": model.state_dict(), "round": rnd})
-        _save(checkpoint, {"model": model.state_dict(), "optimizer": opt.state_dict(), "round": rnd})
+            _common.save_state(best_file, {"model": model.state_dict(), "round": rnd})
+        _common.save_state(checkpoint, {"model": model.state_dict(), "optimizer": opt.state_dict(), "round": rnd})
         done = rnd
         log(f"{name} round {rnd}: loss {h['loss']:.5f} valid MRR {valid['mrr']:.4f} ({h['seconds']:.0f}s)")
     test = load_records(STUDY).get(f"{name}__test")

@@ -418,8 +418,6 @@ def run_one(name: str, seed: int, overrides: dict, data: str, limits: tuple, rec
     cpu0, wall0 = time.process_time(), time.perf_counter()
     import torch
 
-    from knotwork._io import write_scratch
-
     torch.set_num_threads(1)
     if records is not None:
         _common.RESULTS = Path(records)
@@ -441,12 +439,10 @@ def run_one(name: str, seed: int, overrides: dict, data: str, limits: tuple, rec
         log(f"{unit}: resuming after epoch {saved['train']['epoch']} ({ckpt})")
 
     def save(state: dict) -> None:
-        buf = io.BytesIO()
-        torch.save({"settings": json.dumps(wanted, sort_keys=True), "train": state,
-                    "prepared_data": json.dumps(data_now, sort_keys=True),
-                    "cpu_seconds": earlier["cpu"] + time.process_time() - cpu0,
-                    "wall_seconds": earlier["wall"] + time.perf_counter() - wall0}, buf)
-        write_scratch(ckpt, buf.getvalue())
+        _common.save_state(ckpt, {"settings": json.dumps(wanted, sort_keys=True), "train": state,
+                                  "prepared_data": json.dumps(data_now, sort_keys=True),
+                                  "cpu_seconds": earlier["cpu"] + time.process_time() - cpu0,
+                                  "wall_seconds": earlier["wall"] + time.perf_counter() - wall0})
         _after_checkpoint(unit, state["epoch"])
 
     train_limit, dev_limit, test_limit = limits

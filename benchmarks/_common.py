@@ -217,6 +217,20 @@ def paired_differences(diffs: Any) -> dict[str, float]:
     return out
 
 
+def holm(pvalues: Any) -> list[float]:
+    """Holm's step-down adjusted p-values, in the order given: the i-th smallest of m times (m - i + 1), kept
+    non-decreasing in that order and capped at 1. A NaN p counts as 1 for the others and stays NaN."""
+    import numpy as np
+
+    raw = [float(x) for x in pvalues]
+    p = [1.0 if np.isnan(x) else x for x in raw]
+    adjusted, running = [1.0] * len(p), 0.0
+    for rank, i in enumerate(np.argsort(p, kind="stable")):
+        running = max(running, min(1.0, (len(p) - rank) * p[i]))
+        adjusted[i] = running
+    return [float("nan") if np.isnan(x) else a for x, a in zip(raw, adjusted, strict=True)]
+
+
 def run_main(main: Callable[[], int]) -> None:
     """A study script's entry point: exit with `main()`'s code, or print a KnotworkError as one line and exit with
     its code (never a traceback for bad input)."""

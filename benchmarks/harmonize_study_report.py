@@ -12,7 +12,7 @@ from typing import Any
 
 import harmonize_study_lib as lib
 import numpy as np
-from _common import header, paired_differences, write_atomic
+from _common import header, holm, paired_differences, write_atomic
 
 from knotwork._io import write_scratch
 
@@ -26,18 +26,6 @@ def paired_test(a: Sequence[float], b: Sequence[float]) -> dict[str, Any]:
     """``a - b`` paired: mean, 95 % t interval, paired-t and Wilcoxon signed-rank p (two-sided), wins/losses
     (`_common.paired_differences`; NaN where undefined)."""
     return paired_differences(np.asarray(a, dtype=float) - np.asarray(b, dtype=float))
-
-
-def holm(pvalues: Sequence[float]) -> list[float]:
-    """Holm's step-down adjusted p-values (same order as given); a NaN p counts as 1 and stays NaN."""
-    p = np.array([1.0 if np.isnan(x) else x for x in pvalues], dtype=float)
-    m = len(p)
-    adjusted = np.empty(m)
-    running = 0.0
-    for rank, i in enumerate(np.argsort(p, kind="stable")):
-        running = max(running, min(1.0, (m - rank) * p[i]))
-        adjusted[i] = running
-    return [float("nan") if np.isnan(x) else float(v) for x, v in zip(pvalues, adjusted, strict=True)]
 
 
 def bootstrap_diff(diffs: np.ndarray, draws: int = lib.BOOTSTRAP_DRAWS,

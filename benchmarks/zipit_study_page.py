@@ -77,17 +77,6 @@ def _resamples(n: int, m: int, n_boot: int, seed: int) -> tuple[np.ndarray, np.n
     return pairs, images
 
 
-def holm(ps: Sequence[float]) -> list[float]:
-    """Holm's step-down adjusted p-values: the i-th smallest of m times (m - i + 1), kept non-decreasing in that
-    order and capped at 1 (NaN counts as 1)."""
-    ps = [1.0 if np.isnan(p) else float(p) for p in ps]
-    out, running = [1.0] * len(ps), 0.0
-    for i, j in enumerate(np.argsort(ps, kind="stable")):
-        running = max(running, min(1.0, (len(ps) - i) * ps[j]))
-        out[j] = running
-    return out
-
-
 def supported(t: Mapping[str, float], bs: Mapping[str, float]) -> int:
     """+1 / -1 when both tests put the difference above / below 0 at the 5 % level, else 0."""
     if np.isnan(t["p"]) or t["p"] >= ALPHA or bs["p"] >= ALPHA:
@@ -218,7 +207,7 @@ def tests_table(w: Width) -> tuple[list[str], dict[tuple[str, str], tuple[dict, 
     lines = ["| difference (joint, points) | pairs | mean | sd | 95 % t CI | paired t p | bootstrap 95 % CI "
              "| bootstrap p | wins / losses | test | supported | paper x4 |", "|" + "---|" * 12]
     res = {key: w.test(*key) for key in COMPARISONS}
-    adjusted = holm([max(1.0 if np.isnan(res[k][0]["p"]) else res[k][0]["p"], res[k][1]["p"]) for k in PRIMARY])
+    adjusted = _common.holm([max(1.0 if np.isnan(res[k][0]["p"]) else res[k][0]["p"], res[k][1]["p"]) for k in PRIMARY])
     for key, p_holm in zip(PRIMARY, adjusted, strict=True):
         t, bs, sign = res[key]
         res[key] = ({**t, "p_holm": p_holm}, bs, sign if p_holm < ALPHA else 0)

@@ -62,3 +62,14 @@ def test_fingerprint_line_explains_a_difference_outside_the_code_used(tmp_path, 
     del records["b"]["code_used"]  # an old record without the field: no claim either way
     line = common.fingerprint_line(records, script=script)
     assert "records differ" in line and "code_used" not in line
+
+
+def test_holm_matches_hand_worked_cases(common):
+    # sorted 0.01, 0.03, 0.04 -> 3 * 0.01 = 0.03, 2 * 0.03 = 0.06, max(0.06, 1 * 0.04) = 0.06
+    assert common.holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert common.holm([0.04, 0.01, 0.02]) == pytest.approx([0.04, 0.03, 0.04])  # 0.01*3, max(0.03, 0.02*2), 0.04
+    assert common.holm([0.03, 0.02]) == pytest.approx([0.04, 0.04])  # monotone: max(2 * 0.02, 0.03)
+    assert common.holm([0.5, 0.6]) == pytest.approx([1.0, 1.0])  # capped at 1, then monotone
+    assert common.holm([0.02]) == pytest.approx([0.02])  # one test: unchanged
+    adj = common.holm([float("nan"), 0.02])  # a NaN counts as p = 1 for the others and stays NaN
+    assert adj[0] != adj[0] and adj[1] == pytest.approx(0.04)

@@ -14,15 +14,6 @@ import harmonize_study_lib as lib  # noqa: E402
 import harmonize_study_report as report  # noqa: E402
 
 
-def test_holm_matches_hand_worked_cases():
-    # sorted 0.01, 0.03, 0.04 -> 3 * 0.01 = 0.03, 2 * 0.03 = 0.06, max(0.06, 1 * 0.04) = 0.06
-    assert report.holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
-    assert report.holm([0.5, 0.6]) == pytest.approx([1.0, 1.0])  # capped at 1, then monotone
-    assert report.holm([0.02]) == pytest.approx([0.02])  # one test: unchanged
-    adj = report.holm([float("nan"), 0.02])  # a NaN counts as p = 1 for the others and stays NaN
-    assert np.isnan(adj[0]) and adj[1] == pytest.approx(0.04)
-
-
 def test_paired_test_matches_scipy_and_a_hand_interval():
     from scipy import stats
 

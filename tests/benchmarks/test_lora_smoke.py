@@ -80,6 +80,7 @@ def test_smoke_run_on_the_real_model_and_data_in_worker_processes(tmp_path):
     for row in ("| zero-shot base", "| linear probe (frozen base)", "| fine-tuned", "| TA |", "| TIES |",
                 "| KnOTS-TIES |", "| DARE-TIES |", "| KnOTS-DARE-TIES |"):
         assert row in page, row
+    assert "| paired t p | Holm p | Wilcoxon p |" in page and "Per seed (one difference of average normalized" in page
     assert (tmp_path / "pages" / "knots-text-cka.png").is_file()
     mixed = (tmp_path / "pages" / "knots-text-mixed.md").read_text()
     assert "## Compared with `knots-text`" in mixed

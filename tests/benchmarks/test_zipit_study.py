@@ -306,21 +306,11 @@ def test_verdicts_state_what_the_tests_support():
     assert "the shortfall is generalisation from 8,000 images per task" in text
 
 
-def test_holm_by_hand():
-    # m = 2: the smaller p doubled, the larger kept but never below the first; capped at 1; NaN counts as 1.
-    assert page.holm([0.04, 0.01]) == pytest.approx([0.04, 0.02])
-    assert page.holm([0.03, 0.02]) == pytest.approx([0.04, 0.04])  # monotone: max(2 * 0.02, 0.03)
-    assert page.holm([0.6, 0.7]) == pytest.approx([1.0, 1.0])
-    assert page.holm([float("nan"), 0.001]) == pytest.approx([1.0, 0.002])
-    # m = 3, Holm's worked order: 0.01 * 3, max(0.03, 0.02 * 2), max(0.04, 0.04 * 1)
-    assert page.holm([0.04, 0.01, 0.02]) == pytest.approx([0.04, 0.03, 0.04])
-
-
 def test_primary_tests_are_holm_corrected_and_the_rest_exploratory():
     (w,) = page.collect(_records(pairs=3), [(1, range(3))])
     table, res = page.tests_table(w)
     raw = {k: max(w.test(*k)[0]["p"], w.test(*k)[1]["p"]) for k in page.PRIMARY}
-    expected = page.holm([raw[k] for k in page.PRIMARY])
+    expected = page._common.holm([raw[k] for k in page.PRIMARY])
     for key, want in zip(page.PRIMARY, expected, strict=True):
         assert res[key][0]["p_holm"] == pytest.approx(want)
         assert res[key][2] == (w.test(*key)[2] if want < page.ALPHA else 0)

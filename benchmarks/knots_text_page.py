@@ -108,12 +108,17 @@ def per_task_table(c: Collected) -> str:
     return "\n".join(lines)
 
 
+def seed_avg_normalized(c: Collected, seed: int, method: str) -> float:
+    """One seed's average normalized test accuracy of `method` (a fraction, per-task criterion)."""
+    return float(np.mean(list(normalized(c, seed, test_accuracy(c, seed, method)).values())))
+
+
 def per_seed_table(c: Collected) -> str:
     """Average normalized test accuracy (%) of every merge, one row per training seed."""
     lines = ["| seed | fine-tuned avg acc | " + " | ".join(LABELS.values()) + " |", "|" + "---|" * (len(LABELS) + 2)]
     for s in c.seeds:
         ft = finetuned_test(c, s)
-        cells = [_pct(float(np.mean(list(normalized(c, s, test_accuracy(c, s, m)).values())))) for m in LABELS]
+        cells = [_pct(seed_avg_normalized(c, s, m)) for m in LABELS]
         lines.append(f"| {s} | {_pct(float(np.mean(list(ft.values()))))} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -157,8 +162,7 @@ def seed_level(c: Collected, ref: str = "knots-ties") -> str:
     for m in LABELS:
         if m == ref:
             continue
-        d = [100 * (float(np.mean(list(normalized(c, s, test_accuracy(c, s, ref)).values())))
-                    - float(np.mean(list(normalized(c, s, test_accuracy(c, s, m)).values())))) for s in c.seeds]
+        d = [100 * (seed_avg_normalized(c, s, ref) - seed_avg_normalized(c, s, m)) for s in c.seeds]
         r = paired(d)
         out.append(f"{LABELS[m]} {r['mean']:+.2f} (per seed " + ", ".join(f"{x:+.2f}" for x in d)
                    + f"; paired t p {_p(r['p_t'])})")
@@ -266,7 +270,7 @@ def cka_summary(c: Collected) -> tuple[str, float]:
 
 def avg_normalized(c: Collected, method: str) -> tuple[float, float | None]:
     """Average normalized test accuracy (per-task criterion), mean and sd over seeds (None: one seed), in points."""
-    m, s = _ms([float(np.mean(list(normalized(c, sd, test_accuracy(c, sd, method)).values()))) for sd in c.seeds])
+    m, s = _ms([seed_avg_normalized(c, sd, method) for sd in c.seeds])
     return 100 * m, None if s is None else 100 * s
 
 

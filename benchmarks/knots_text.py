@@ -303,6 +303,9 @@ def _main(argv: list[str] | None) -> int:
                 tasks = CONFIGS["text"][:SMOKE["tasks"]] if args.smoke else CONFIGS["text"]
                 text = lib.PageSpec(page_name("text", spec.r), tasks, spec.r, args.data, args.cache)
                 other = text if _common.record_path(text.page, "zero-shot").is_file() else None
+            elif spec.r != 16:  # a rank ablation compares itself with the same tasks at the paper's r = 16
+                base = lib.PageSpec(page_name(config, 16), spec.tasks, 16, args.data, args.cache)
+                other = base if _common.record_path(base.page, "zero-shot").is_file() else None
             cmd = ["--config", config, "--seeds", *map(str, args.seeds)] + (["--r", str(spec.r)] if spec.r != 16
                                                                               else []) + (["--smoke"] if args.smoke else [])
             out = pages.render(spec, kind=KINDS[config], command=shlex.join(["python", "benchmarks/knots_text.py", *cmd]),

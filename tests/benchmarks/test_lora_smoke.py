@@ -140,6 +140,12 @@ def test_study_resumes_from_records_and_caches_on_a_tiny_model(tmp_path, monkeyp
     assert study.main([*args, "--page-only"]) == 0
     doc = (tmp_path / "pages" / "knots-text.md").read_text()
     assert "**Unfinished seeds, left out below:** 1" in doc and "1 training seed" in doc
+    # The rank ablation (r = 4) compares itself with the r = 16 page and quotes the paper's r = 4 gap.
+    assert study.main([*args, "--seeds", "0", "--r", "4"]) == 0
+    doc4 = (tmp_path / "pages" / "knots-text-r4.md").read_text()
+    assert "LoRA r = 4, 1 training seed" in doc4 and "## Compared with `knots-text` (r = 16)" in doc4
+    assert "at r = 4 KnOTS-TIES 64.6 vs TIES 58.6 (+6.0)" in doc4
+    assert "Paper's rank ablation" not in doc  # the r = 16 page does not
     from knotwork._errors import MergeError
 
     with pytest.raises(MergeError, match=r"adapter: holds an adapter trained with another config"):

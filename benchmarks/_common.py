@@ -109,8 +109,14 @@ def load_records(study: str, *, root: Path | None = None) -> dict[str, dict[str,
     return out
 
 
-def fingerprint_line(records: dict[str, dict[str, Any]], *, script: str | Path) -> str:
-    """One line for a results page: do all records share one fingerprint, and is it today's code?"""
+def fingerprint_line(records: dict[str, dict[str, Any]], *, script: str | Path,
+                     code_used_now: str | None = None) -> str:
+    """One line for a results page: do all records share one fingerprint, and is it today's code?
+
+    `code_used_now`: the study's current `scoped_fingerprint` (the code that computes its numbers). When the records'
+    fingerprint is not today's, the line says whether their ``code_used`` still equals it, i.e. whether only code
+    the numbers do not depend on (a page's wording, another capability) changed since.
+    """
     prints: dict[str, list[str]] = {}
     for unit, rec in records.items():
         prints.setdefault(rec["fingerprint"], []).append(unit)
@@ -120,7 +126,15 @@ def fingerprint_line(records: dict[str, dict[str, Any]], *, script: str | Path) 
     if len(prints) == 1:
         (fp,) = prints
         same = "the current code" if fp == now else f"not the current code ({now})"
-        return f"- Code fingerprint: all {len(records)} records share `{fp}` ({same})."
+        line = f"- Code fingerprint: all {len(records)} records share `{fp}` ({same})."
+        used = {rec.get("code_used") for rec in records.values()}
+        if fp != now and code_used_now is not None and used == {code_used_now}:
+            line += (f" The code that computes the numbers (the records' `code_used`, `{code_used_now}`) is "
+                     "unchanged, so the difference lies in code these numbers do not depend on.")
+        elif fp != now and code_used_now is not None and None not in used:
+            line += (f" The code that computes the numbers changed since (records' `code_used` "
+                     f"{', '.join(f'`{u}`' for u in sorted(used))}, now `{code_used_now}`).")
+        return line
     parts = "; ".join(f"`{fp}`: {len(units)} ({', '.join(sorted(units)[:4])}{', ...' if len(units) > 4 else ''})"
                       for fp, units in sorted(prints.items(), key=lambda kv: -len(kv[1])))
     line = f"- Code fingerprint: records differ ({parts}); current code `{now}`."
@@ -128,8 +142,9 @@ def fingerprint_line(records: dict[str, dict[str, Any]], *, script: str | Path) 
     if all(rec.get("code_used") for rec in records.values()):
         if len(used) == 1:
             line += (" The code that computed each unit (the record's `code_used`) has one "
-                     f"hash in all records, `{used[0]}`, so the difference lies in code these numbers do not "
-                     "depend on.")
+                     f"hash in all records, `{used[0]}`"
+                     + (" (also the current code's)" if code_used_now == used[0] else "")
+                     + ", so the difference lies in code these numbers do not depend on.")
         else:
             line += (f" The code that computed the units (the records' `code_used`) has "
                      f"{len(used)} different hashes: compare the records before comparing their numbers.")
@@ -137,7 +152,7 @@ def fingerprint_line(records: dict[str, dict[str, Any]], *, script: str | Path) 
 
 
 def header(title: str, *, command: str, script: str | Path, records: dict[str, dict[str, Any]] | None = None,
-           data: str = "", extra: list[str] | None = None) -> str:
+           data: str = "", extra: list[str] | None = None, code_used_now: str | None = None) -> str:
     """The provenance header every results page opens with: command, data, machine, version, commit, fingerprint."""
     from knotwork import __version__
 
@@ -150,7 +165,7 @@ def header(title: str, *, command: str, script: str | Path, records: dict[str, d
         f"- Package: knotwork {__version__}, commit `{git_commit()}`",
     ]
     if records is not None:
-        lines.append(fingerprint_line(records, script=script))
+        lines.append(fingerprint_line(records, script=script, code_used_now=code_used_now))
     lines += list(extra or [])
     return "\n".join(lines) + "\n"
 

@@ -309,6 +309,7 @@ def render(spec: lib.PageSpec, *, kind: str, command: str, data: Path, out_dir: 
         f"KnOTS on MiniLM-L6: {len(spec.tasks)} text tasks, LoRA r = {spec.r}, {len(c.seeds)} training seed"
         f"{'s' if len(c.seeds) != 1 else ''}",
         command=command, script=Path(__file__).with_name("knots_text.py"), records=records,
+        code_used_now=_common.scoped_fingerprint(lib.CODE_PARTS, lib.__file__),
         data=f"`{data}/text/{{{','.join(spec.tasks)}}}` (train/val/test JSONL, labels.json; see "
              "shared/data/README.md)")
     parts = [header, "Every number below comes from the result records of the command above (one record per unit, "

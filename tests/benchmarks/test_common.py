@@ -64,6 +64,23 @@ def test_fingerprint_line_explains_a_difference_outside_the_code_used(tmp_path, 
     assert "records differ" in line and "code_used" not in line
 
 
+def test_fingerprint_line_says_whether_the_numbers_code_is_unchanged(tmp_path, common):
+    script = ROOT / "benchmarks" / "knots_text.py"
+    for unit in ("a", "b"):
+        common.write_record("study", unit, {"x": 1}, script=script, root=tmp_path, code_used="c0de")
+    records = {u: common.load_records("study", root=tmp_path)[u] for u in ("a", "b")}
+    for rec in records.values():
+        rec["fingerprint"] = "0" * 16  # both made before a change of the page's wording
+    line = common.fingerprint_line(records, script=script, code_used_now="c0de")
+    assert "not the current code" in line and "`c0de`) is unchanged" in line
+    line = common.fingerprint_line(records, script=script, code_used_now="beef")
+    assert "changed since (records' `code_used` `c0de`, now `beef`)" in line
+    assert "code_used" not in common.fingerprint_line(records, script=script)  # no claim without today's hash
+    records["b"]["fingerprint"] = "1" * 16
+    assert "(also the current code's)" in common.fingerprint_line(records, script=script, code_used_now="c0de")
+    assert "current code's" not in common.fingerprint_line(records, script=script, code_used_now="beef")
+
+
 def test_holm_matches_hand_worked_cases(common):
     # sorted 0.01, 0.03, 0.04 -> 3 * 0.01 = 0.03, 2 * 0.03 = 0.06, max(0.06, 1 * 0.04) = 0.06
     assert common.holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])

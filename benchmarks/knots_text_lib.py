@@ -18,6 +18,7 @@ import torch
 
 from knotwork._errors import MergeError
 from knotwork._io import write_scratch
+from knotwork.lora.cka import adapter_cka
 from knotwork.lora.evaluate import EvalResult, TaskEvaluator
 from knotwork.lora.io import WEIGHTS_NAME, load_checkpoint, save_checkpoint, save_peft_adapter
 from knotwork.lora.model import load_base_encoder
@@ -118,7 +119,7 @@ def adapter_cache_dir(cache: Path, r: int, seed: int, task: str) -> Path:
 
 #: The code that computes the study's numbers: its units (this file) and these parts of src/knotwork. A unit's
 #: record carries their hash (``code_used``), so a page can tell whether records made apart are comparable.
-CODE_PARTS = ("merge", "_*.py", *(f"lora/{m}.py" for m in ("__init__", "baselines", "evaluate", "io", "model",
+CODE_PARTS = ("merge", "_*.py", *(f"lora/{m}.py" for m in ("__init__", "baselines", "cka", "evaluate", "io", "model",
                                                             "search", "search_merge", "tasks", "train")))
 
 MERGE_METHODS: tuple[str, ...] = ("ta", "ties", "dare-ties", "knots-ties", "knots-dare-ties")
@@ -335,45 +336,6 @@ def cka_unit(spec: PageSpec, seed: int) -> dict:
                           max_length=spec.max_length)
         return {"tasks": list(spec.tasks), "seed": seed, **cka}
     return _timed(run)
-
-
-
-def module_inputs(model, tokenizer, texts: Sequence[str], modules: Sequence[str], *, max_length: int = 64):
-    """Inputs X (non-padding tokens x d_in) that the base model feeds each named module on `texts`."""
-    captured: dict[str, torch.Tensor] = {}
-    batch = tokenizer(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt")
-    keep = batch["attention_mask"].bool()
-    hooks = []
-    for name in modules:
-        def hook(_mod, args, _out, name=name):
-            captured[name] = args[0][keep].detach().double()  # (tokens, d_in), padding dropped
-        hooks.append(model.get_submodule(name).register_forward_hook(hook))
-    try:
-        with torch.inference_mode():
-            model(**{k: batch[k] for k in ("input_ids", "attention_mask")})
-    finally:
-        for h in hooks:
-            h.remove()
-    return captured
-
-
-def adapter_cka(model, tokenizer, tasks: Sequence[TextTask], factors, *, n_per_task: int = 16,
-                max_length: int = 64) -> dict[str, list[list[float]]]:
-    """Task x task linear CKA of the adapters' updates before and after KnOTS, averaged over modules (paper Fig. 2).
-
-    The inputs are the base model's activations on the first `n_per_task` validation texts of every task.
-    """
-    from knotwork.merge.cka import update_cka
-
-    texts = [x for t in tasks for x in t.splits["val"].texts[:n_per_task]]
-    inputs = module_inputs(model, tokenizer, texts, sorted(factors), max_length=max_length)
-    before = after = None
-    for name in sorted(factors):
-        b, a = update_cka(inputs[name], factors[name])
-        before = b if before is None else before + b
-        after = a if after is None else after + a
-    n = len(factors)
-    return {"before": (before / n).tolist(), "after": (after / n).tolist()}
 
 
 

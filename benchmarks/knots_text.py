@@ -313,11 +313,13 @@ def _main(argv: list[str] | None) -> int:
                                planned=args.seeds)
             log(f"wrote {out}")
 
-    if args.verify:
-        return verify(specs[0], args.verify, log)
     import torch
 
-    torch.set_num_threads(1)  # the units' setting, which the page header reports (also when only rendering)
+    # The units' setting, which the page header reports (also when only rendering), and which --verify must share:
+    # with more threads the BLAS reductions sum in another order and results differ in the last bits.
+    torch.set_num_threads(1)
+    if args.verify:
+        return verify(specs[0], args.verify, log)
     if not args.page_only:
         runner = Runner(args.jobs, log)
         try:

@@ -123,23 +123,24 @@ def fingerprint_line(records: dict[str, dict[str, Any]], *, script: str | Path,
     now = fingerprint(script)
     if not prints:
         return "- Code fingerprint: no records yet."
+    # Every record's code_used, or None when some record predates the field (then no claim is made about it).
+    used = sorted({rec.get("code_used") for rec in records.values()}) \
+        if all(rec.get("code_used") for rec in records.values()) else None
     if len(prints) == 1:
         (fp,) = prints
         same = "the current code" if fp == now else f"not the current code ({now})"
         line = f"- Code fingerprint: all {len(records)} records share `{fp}` ({same})."
-        used = {rec.get("code_used") for rec in records.values()}
-        if fp != now and code_used_now is not None and used == {code_used_now}:
+        if fp != now and code_used_now is not None and used == [code_used_now]:
             line += (f" The code that computes the numbers (the records' `code_used`, `{code_used_now}`) is "
                      "unchanged, so the difference lies in code these numbers do not depend on.")
-        elif fp != now and code_used_now is not None and None not in used:
+        elif fp != now and code_used_now is not None and used is not None:
             line += (f" The code that computes the numbers changed since (records' `code_used` "
-                     f"{', '.join(f'`{u}`' for u in sorted(used))}, now `{code_used_now}`).")
+                     f"{', '.join(f'`{u}`' for u in used)}, now `{code_used_now}`).")
         return line
     parts = "; ".join(f"`{fp}`: {len(units)} ({', '.join(sorted(units)[:4])}{', ...' if len(units) > 4 else ''})"
                       for fp, units in sorted(prints.items(), key=lambda kv: -len(kv[1])))
     line = f"- Code fingerprint: records differ ({parts}); current code `{now}`."
-    used = sorted({str(rec.get("code_used")) for rec in records.values()})
-    if all(rec.get("code_used") for rec in records.values()):
+    if used is not None:
         if len(used) == 1:
             line += (" The code that computed each unit (the record's `code_used`) has one "
                      f"hash in all records, `{used[0]}`"

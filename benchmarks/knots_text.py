@@ -301,11 +301,11 @@ def _main(argv: list[str] | None) -> int:
             other = None
             if config == "mixed":  # the mixed page compares itself with the text page at the same rank
                 tasks = CONFIGS["text"][:SMOKE["tasks"]] if args.smoke else CONFIGS["text"]
-                text = lib.PageSpec(page_name("text", spec.r), tasks, spec.r, args.data, args.cache)
-                other = text if _common.record_path(text.page, "zero-shot").is_file() else None
+                other = lib.PageSpec(page_name("text", spec.r), tasks, spec.r, args.data, args.cache)
             elif spec.r != 16:  # a rank ablation compares itself with the same tasks at the paper's r = 16
-                base = lib.PageSpec(page_name(config, 16), spec.tasks, 16, args.data, args.cache)
-                other = base if _common.record_path(base.page, "zero-shot").is_file() else None
+                other = lib.PageSpec(page_name(config, 16), spec.tasks, 16, args.data, args.cache)
+            if other is not None and not _common.record_path(other.page, "zero-shot").is_file():
+                other = None  # that page has not been run here
             cmd = ["--config", config, "--seeds", *map(str, args.seeds)] + (["--r", str(spec.r)] if spec.r != 16
                                                                               else []) + (["--smoke"] if args.smoke else [])
             out = pages.render(spec, kind=KINDS[config], command=shlex.join(["python", "benchmarks/knots_text.py", *cmd]),

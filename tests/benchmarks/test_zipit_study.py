@@ -306,6 +306,28 @@ def test_verdicts_state_what_the_tests_support():
     assert "the shortfall is generalisation from 8,000 images per task" in text
 
 
+def test_models_below_the_target_are_named_with_their_training_accuracy_and_the_test_rerun_without_them():
+    records = _records()
+    records["base-0-A-w1"]["data"].update(own_task_acc=0.8, train_acc_first_1000=0.9)
+    (w,) = page.collect(records, [(1, range(6))])
+    text = "\n".join(page.verdicts(w, page.tests_table(w)[1]))
+    assert "Below 85 %: pair 0 A (80.0 % test, 90.0 % train): below 95 % on their own training images" in text
+    assert "still underfit" in text and "not tested at this budget" not in text
+    # By hand from the records: ZipIt! − Permute over pairs 1-5 only.
+    gaps = [100 * (records[f"merge-{p}-w1"]["data"]["rows"]["zipit"]["joint"]
+                   - records[f"merge-{p}-w1"]["data"]["rows"]["permute"]["joint"]) for p in range(1, 6)]
+    assert f"Over the 5 pairs whose two models both reach 85 %, ZipIt!_{{20/20}} − Permute = {np.mean(gaps):+.1f}" in text
+
+
+def test_cost_of_a_pair_from_the_measured_rates():
+    timing = {w: {"train_seconds_per_image": s, "forward_seconds_per_image": f, "threads": 1, "macs": 1e6}
+              for w, s, f in ((1, 0.006, 0.002), (4, 0.078, 0.023))}
+    text = "\n".join(page.cost_lines([], timing, 20))
+    x4 = (2 * 20 * 8000 * 0.078 + page.MERGE_FORWARDS * 0.023) / 3600    # two base models and a merge, CPU-hours
+    assert f"x4 ≈ {x4:.1f} CPU-hours at 20 epochs" in text and "issue 16's rates" not in text
+    assert "issue 16's rates" in "\n".join(page.cost_lines([], {}, 20))
+
+
 def test_primary_tests_are_holm_corrected_and_the_rest_exploratory():
     (w,) = page.collect(_records(pairs=3), [(1, range(3))])
     table, res = page.tests_table(w)

@@ -6,7 +6,9 @@ Usage (from the repository root)::
 
 Base models missing from the cache are trained first (``zipit_train.py``). Every (pair, width, method) result
 is one record under ``benchmarks/results/zipit/``; a unit whose record exists is not run again (``--rerun``
-runs it again), so an interrupted study resumes. The page, docs/results/zipit.md, is rendered from the records.
+runs it again), so an interrupted study resumes. The page, docs/results/zipit-small.md, is rendered from the records.
+It is the earlier, small-budget study (MNIST, CIFAR-10 at 3 epochs, the alpha/beta ablation); the CIFAR-10 study
+with converged base models, 6 pairs and paired tests is benchmarks/zipit_study.py (docs/results/zipit.md).
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ from knotwork.zipit.stats import collect_statistics  # noqa: E402
 log = logging.getLogger("zipit_experiment")
 
 STUDY = "zipit"
-PAGE = ROOT / "docs" / "results" / "zipit.md"
+PAGE = ROOT / "docs" / "results" / "zipit-small.md"
 MERGE_IMAGES = 500  # unlabeled training images for feature statistics and the BatchNorm reset
 BATCH = 100
 PARTIAL = {  # stop points for the two partial zips: (label, stop_at)
@@ -228,6 +230,9 @@ def render(results: dict[str, list[dict]], records: dict[str, dict], *, command:
         "ensemble): softmax within each head's task classes, then the most probable class across heads. MMACs = "
         "multiply-accumulates of all Conv/Linear layers per image (trunk + every head).",
         "- Each cell: mean ± standard deviation over the pairs (population std).",
+        "- The earlier, small-budget study (short training, 2-3 pairs, no tests). The CIFAR-10 (5+5) study with "
+        "base models trained 20 epochs on all 8,000 images of a task, 6 pairs, per-pair rows and paired tests is "
+        "[zipit.md](zipit.md) (`python benchmarks/zipit_study.py`).",
     ]
     lines = [header("ZipIt! results: merging models trained on disjoint tasks", command=command, script=__file__,
                     records=records, data=data, extra=extra)]
@@ -311,7 +316,7 @@ def parser() -> argparse.ArgumentParser:
                    metavar="SETTING", help=f"any of {list(SETTINGS)} (default: mnist mnist-w128 cifar10)")
     p.add_argument("--ablation", nargs="*", default=["mnist"], choices=list(SETTINGS), metavar="SETTING",
                    help="settings that also run the α/β grid (default: mnist)")
-    p.add_argument("--out", type=Path, default=PAGE, help="the results page (default: docs/results/zipit.md)")
+    p.add_argument("--out", type=Path, default=PAGE, help="the results page (default: docs/results/zipit-small.md)")
     p.add_argument("--records", type=Path, default=None,
                    help="folder of the result records (default: benchmarks/results)")
     p.add_argument("--cache", type=Path, default=CACHE, help="folder of the cached base models")

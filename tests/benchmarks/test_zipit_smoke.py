@@ -44,7 +44,7 @@ def run(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
     return res
 
 
-@pytest.mark.parametrize("page", ["zipit.md", "zipit_timing.md"])
+@pytest.mark.parametrize("page", ["zipit-small.md", "zipit_timing.md"])
 def test_page_commands_name_an_existing_script_and_parse(page):
     argv = page_command(page)
     assert argv[:1] == ["python"] and (ROOT / argv[1]).is_file(), argv

@@ -8,7 +8,8 @@ Base models missing from the cache are trained first (``zipit_train.py``). Every
 is one record under ``benchmarks/results/zipit/``; a unit whose record exists is not run again (``--rerun``
 runs it again), so an interrupted study resumes. The page, docs/results/zipit-small.md, is rendered from the records.
 It is the earlier, small-budget study (MNIST, CIFAR-10 at 3 epochs, the alpha/beta ablation); the CIFAR-10 study
-with converged base models, 6 pairs and paired tests is benchmarks/zipit_study.py (docs/results/zipit.md).
+with base models trained 20 epochs on all 8,000 images of a task, 6 pairs and paired tests is
+benchmarks/zipit_study.py (docs/results/zipit.md).
 """
 
 from __future__ import annotations

@@ -316,7 +316,7 @@ def verdicts(w: Width, res: Mapping[tuple[str, str], tuple[dict, dict, int]]) ->
         lines[-1] += f" That is below the {100 * CONVERGED:.0f} % target: {shortfall(w)}"
         return lines
     if own.min() < CONVERGED:
-        lines[-1] += " " + below_target(w)
+        lines[-1] += " " + below_target(w, res[("zipit", "permute")][0]["mean"])
     t, bs, sign = res[("zipit", "permute")]
     head = f"- **ZipIt! vs Permute at x{w.width}** (primary test 1 of 2, Holm p = {_p(t['p_holm'])})."
     gap = f"ZipIt!_{{20/20}} − Permute = {_result(t, bs)}"
@@ -349,9 +349,10 @@ def verdicts(w: Width, res: Mapping[tuple[str, str], tuple[dict, dict, int]]) ->
     return lines
 
 
-def below_target(w: Width) -> str:
+def below_target(w: Width, gap_all: float) -> str:
     """The base models under the own-task target when the width's mean meets it: each with its training accuracy
-    (underfit or not), and the first primary test again over the pairs whose two models both meet the target."""
+    (underfit or not), and the first primary test's paired t again over the pairs whose two models both meet the
+    target, beside `gap_all`, its mean difference over all pairs."""
     below = [(p, k, w.bases[(p, k)]) for p in w.done for k in "AB" if w.bases[(p, k)]["own_task_acc"] < CONVERGED]
     named = ", ".join(f"pair {p} {k} ({100 * b['own_task_acc']:.1f} % test, {100 * b['train_acc_first_1000']:.1f} % "
                       "train)" for p, k, b in below)
@@ -362,10 +363,10 @@ def below_target(w: Width) -> str:
     text = f"Below {100 * CONVERGED:.0f} %: {named}: {why}."
     good = [p for p in w.done if all(w.bases[(p, k)]["own_task_acc"] >= CONVERGED for k in "AB")]
     if len(good) >= 2:
-        t = replace(w, done=good).test("zipit", "permute")[0]
+        t = paired_t(replace(w, done=good).diff("zipit", "permute")[0])
         text += (f" Over the {len(good)} pairs whose two models both reach {100 * CONVERGED:.0f} %, ZipIt!_{{20/20}} "
                  f"− Permute = {t['mean']:+.1f} points (paired t p = {_p(t['p'])}), against "
-                 f"{w.test('zipit', 'permute')[0]['mean']:+.1f} over all {len(w.done)}.")
+                 f"{gap_all:+.1f} over all {len(w.done)}.")
     return text
 
 

@@ -153,6 +153,12 @@ def _p(x: float) -> str:
     return "–" if np.isnan(x) else (f"{x:.3f}" if x >= 0.001 else "< 0.001")
 
 
+def _p_eq(x: float) -> str:
+    """A p-value inside a sentence: 'p = 0.060' or 'p < 0.001'."""
+    text = _p(x)
+    return f"p {text}" if text.startswith("<") else f"p = {text}"
+
+
 def _ci(lo: float, hi: float) -> str:
     return "–" if np.isnan(lo) else f"[{lo:+.1f}, {hi:+.1f}]"
 
@@ -214,7 +220,7 @@ def tests_table(w: Width) -> tuple[list[str], dict[tuple[str, str], tuple[dict, 
     for a, b in COMPARISONS:
         t, bs, sign = res[(a, b)]
         paper = paper_diff(a, b)
-        role = (f"primary {PRIMARY.index((a, b)) + 1} of {len(PRIMARY)}, Holm p = {_p(t['p_holm'])}"
+        role = (f"primary {PRIMARY.index((a, b)) + 1} of {len(PRIMARY)}, Holm {_p_eq(t['p_holm'])}"
                 if (a, b) in PRIMARY else "exploratory")
         lines.append(f"| {_diff_name(a, b)} | {t['n']} | {t['mean']:+.1f} | {t['sd']:.1f} | {_ci(t['lo'], t['hi'])} "
                      f"| {_p(t['p'])} | {_ci(bs['lo'], bs['hi'])} | {_p(bs['p'])} | {t['wins']} / {t['losses']} | "
@@ -303,8 +309,8 @@ def curve_table(widths: Sequence[Width]) -> list[str]:
 # ---------------------------------------------------------------------------------------------------- verdicts
 
 def _result(t: Mapping[str, float], bs: Mapping[str, float]) -> str:
-    return (f"{t['mean']:+.1f} points (95 % CI {_ci(t['lo'], t['hi'])}, paired t p = {_p(t['p'])}; bootstrap "
-            f"CI {_ci(bs['lo'], bs['hi'])}, p = {_p(bs['p'])}; {t['n']} pairs)")
+    return (f"{t['mean']:+.1f} points (95 % CI {_ci(t['lo'], t['hi'])}, paired t {_p_eq(t['p'])}; bootstrap "
+            f"CI {_ci(bs['lo'], bs['hi'])}, {_p_eq(bs['p'])}; {t['n']} pairs)")
 
 
 def verdicts(w: Width, res: Mapping[tuple[str, str], tuple[dict, dict, int]]) -> list[str]:
@@ -318,7 +324,7 @@ def verdicts(w: Width, res: Mapping[tuple[str, str], tuple[dict, dict, int]]) ->
     if own.min() < CONVERGED:
         lines[-1] += " " + below_target(w, res[("zipit", "permute")][0]["mean"])
     t, bs, sign = res[("zipit", "permute")]
-    head = f"- **ZipIt! vs Permute at x{w.width}** (primary test 1 of 2, Holm p = {_p(t['p_holm'])})."
+    head = f"- **ZipIt! vs Permute at x{w.width}** (primary test 1 of 2, Holm {_p_eq(t['p_holm'])})."
     gap = f"ZipIt!_{{20/20}} − Permute = {_result(t, bs)}"
     if w.width >= 4:
         lines.append(f"{head} {gap}. The paper: +20.7 at x4 (Table 1a); "
@@ -335,13 +341,13 @@ def verdicts(w: Width, res: Mapping[tuple[str, str], tuple[dict, dict, int]]) ->
         lines.append(f"{head} {gap}: Permute leads; the paper shows no such reversal at any width (Fig. 7b: about "
                      "equal below x4).")
     t, bs, sign = res[("zipit-13", "ensemble")]
-    word = {-1: "below", 0: "not distinguishable from", 1: "above"}[sign]
+    word = {-1: "below", 0: "not shown to differ from", 1: "above"}[sign]
     few = ("a few points below, as the paper's 3.6 at x4" if sign < 0 and t["mean"] > -5 else
            "further below than the paper's 3.6 at x4" if sign < 0 else "the paper: 3.6 below at x4")
-    lines.append(f"- **Partial zip vs ensemble** (primary test 2 of 2, Holm p = {_p(t['p_holm'])}). "
+    lines.append(f"- **Partial zip vs ensemble** (primary test 2 of 2, Holm {_p_eq(t['p_holm'])}). "
                  f"ZipIt!_{{13/20}} is {word} the ensemble: {_result(t, bs)}; {few}.")
     t, bs, sign = res[("zipit-13", "rebasin")]
-    word = {-1: "below", 0: "not distinguishable from", 1: "above"}[sign]
+    word = {-1: "below", 0: "not shown to differ from", 1: "above"}[sign]
     lines.append(f"- **Partial zip vs Git Re-Basin** (exploratory, uncorrected). ZipIt!_{{13/20}} is {word} Git "
                  f"Re-Basin: {_result(t, bs)}. The paper: +37.6 at x4 ('far above').")
     lines.append(f"- **Ordering by joint accuracy (x{w.width})** (exploratory, uncorrected), '>' only where both "
@@ -365,7 +371,7 @@ def below_target(w: Width, gap_all: float) -> str:
     if len(good) >= 2:
         t = paired_t(replace(w, done=good).diff("zipit", "permute")[0])
         text += (f" Over the {len(good)} pairs whose two models both reach {100 * CONVERGED:.0f} %, ZipIt!_{{20/20}} "
-                 f"− Permute = {t['mean']:+.1f} points (paired t p = {_p(t['p'])}), against "
+                 f"− Permute = {t['mean']:+.1f} points (paired t {_p_eq(t['p'])}), against "
                  f"{gap_all:+.1f} over all {len(w.done)}.")
     return text
 
@@ -402,7 +408,7 @@ def width_trend(widths: Sequence[Width]) -> list[str]:
                          for p in common} for w in (lo, hi)}
         t = paired_t([gap[hi.width][p] - gap[lo.width][p] for p in common])
         claim = ("too few pairs for a test" if len(common) < 3 else
-                 f"paired t p = {_p(t['p'])}; {'supported' if t['p'] < ALPHA else 'not supported'} at 5 %")
+                 f"paired t {_p_eq(t['p'])}; {'supported' if t['p'] < ALPHA else 'not supported'} at 5 %")
         out.append(f"- **Width.** Over the {len(common)} pair(s) run at both widths, the ZipIt! − Permute gap is "
                    f"{np.mean(list(gap[lo.width].values())):+.1f} points at x{lo.width} and "
                    f"{np.mean(list(gap[hi.width].values())):+.1f} at x{hi.width} (change {t['mean']:+.1f}; {claim}). "

@@ -296,6 +296,7 @@ def test_verdicts_state_what_the_tests_support():
     assert "no difference detected (95 % CI [" in text
     assert "consistent with, but not evidence for, Fig. 7b's ZipIt! ≈ Permute below x4" in text
     assert "no difference is supported" not in text and "(primary test 1 of 2, Holm p = " in text
+    assert "p = <" not in text and page._p_eq(0.0004) == "p < 0.001" and page._p_eq(0.06) == "p = 0.060"
 
     (weak,) = page.collect(_records(own=0.7), [(1, range(6))])
     text = "\n".join(page.verdicts(weak, page.tests_table(weak)[1]))

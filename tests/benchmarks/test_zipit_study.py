@@ -351,3 +351,12 @@ def test_page_from_records_names_unfinished_units(tmp_path):
     text = out.read_text(encoding="utf-8")
     assert "x1: 2 of 3 pairs finished (missing units: merge-2-w1)" in text
     assert "| ZipIt!_{20/20} − Permute | 2 |" in text and (tmp_path / "zipit-curve.png").is_file()
+
+
+def test_curve_table_gives_a_spread_only_where_two_or_more_pairs_finished():
+    (one,) = page.collect(_records(), [(1, range(1))])
+    (six,) = page.collect(_records(), [(1, range(6))])
+    rows_one = [r for r in page.curve_table([one]) if r.startswith("| ZipIt!")]
+    rows_six = [r for r in page.curve_table([six]) if r.startswith("| ZipIt!")]
+    assert rows_one and all("±" not in r for r in rows_one)
+    assert rows_six and all(r.count("±") == 1 for r in rows_six)

@@ -299,8 +299,7 @@ def curve_table(widths: Sequence[Width]) -> list[str]:
         " | paper x4: × one model | paper x4: joint |"
     lines = [head, "|" + "---|" * (2 * len(done) + 3)]
     for s in ("model-a", *ZIP_FAMILY):
-        cells = [f"{pts[w.width][s][0]:.2f} | {pts[w.width][s][1]:.1f}"  # a spread only over two or more pairs
-                 + (f" ± {pts[w.width][s][2]:.1f}" if len(w.done) > 1 else "") for w in done]
+        cells = [f"{pts[w.width][s][0]:.2f} | {_ms(w.rows(s))}" for w in done]
         paper = (f"{PAPER_X4[s][0] / PAPER_X4['model-a'][0]:.2f} | {PAPER_X4[s][1]:.1f}" if s in PAPER_X4
                  else "– | –")
         lines.append(f"| {LABELS[s]} | " + " | ".join(cells) + f" | {paper} |")

@@ -203,6 +203,9 @@ def report(results: dict, command: str, args: argparse.Namespace, plot_name: str
     records = {u: r for st in results.values() for u, r in st["records"].items()}
     test_sizes = {st["test"]["n_triples"] for st in results.values()}
     full_epochs = args.steps is None
+    # Threads and device as the round records state them (not this rendering process's settings).
+    ran = sorted({(c.get("threads"), c.get("device")) for st in results.values() for c in st["curve"]}, key=str)
+    ran_on = "; ".join(f"{t} torch thread(s), device `{d}`" for t, d in ran)
     lines = [
         header(
             "ConvE alone on WN18RR and FB15k-237 (the JRRELP link predictor, checked in isolation)",
@@ -211,7 +214,7 @@ def report(results: dict, command: str, args: argparse.Namespace, plot_name: str
             "splits, valid/test entities unseen in train kept with random embeddings, as in the ConvE code).",
             extra=[
                 "- Seed: round k shuffles and draws dropout with seed k; initial weights from seed 0; "
-                f"{args.threads} torch thread(s); device `{args.device}`.",
+                f"rounds run with {ran_on}.",
                 "- Model: ConvE as in the paper (200-d embeddings as 10x20 images, 32 3x3 filters, dropouts "
                 "0.2/0.2/0.3, Adam lr 0.003, batch 128, label smoothing 0.1, 1-N scoring, inverse triples).",
                 ("- Training: one epoch per round, Adam's state carried across rounds through the checkpoint, "
@@ -227,6 +230,8 @@ def report(results: dict, command: str, args: argparse.Namespace, plot_name: str
                 "training; the head is ignored), ranked the same way.",
             ],
         ),
+        *status_lines(results, args.rounds),
+        "",
         "| data | epochs trained | best epoch (valid) | test MRR | Hits@1 | Hits@10 | MR | relation-frequency test "
         "MRR / Hits@1 / Hits@10 | paper MRR / Hits@1 / Hits@10 |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -262,6 +267,21 @@ def report(results: dict, command: str, args: argparse.Namespace, plot_name: str
                      f" It never exceeded the relation-frequency baseline's valid MRR ({f['valid']['mrr']:.3f}).")
         lines.append(line)
     return "\n".join(lines) + "\n"
+
+
+def status_lines(results: dict, planned: int) -> list[str]:
+    """One bold status line per data set: complete, or PARTIAL with the rounds run of those planned and the trend."""
+    out = []
+    for name, st in results.items():
+        done = len(st["curve"])
+        if done >= planned:
+            out.append(f"**{name}: complete, {done} of {planned} planned rounds.**")
+        else:
+            out.append(f"**{name}: PARTIAL, {done} of {planned} planned rounds** (the run stopped at its deadline; "
+                       f"the valid MRR is {trend(st['curve']).split(' (')[0]}). Checkpoints (weights and Adam state) "
+                       "stay on the machine that made them, so a session on a new machine starts over from round 1 "
+                       "and rewrites the round records.")
+    return out
 
 
 WINDOW, PLATEAU = 5, 0.01  # rounds per window; relative change of the mean valid MRR within which it is a plateau

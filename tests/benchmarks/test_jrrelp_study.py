@@ -238,3 +238,10 @@ def test_conve_resume_after_tied_rounds_scores_the_round_training_kept(records, 
     assert (test["rounds"], test["best_round"], test["threads"]) == (3, 1, 1)
     text = (records / "conve.md").read_text()
     assert "not judged: 3 round(s)" in text and "never exceeded the relation-frequency baseline" in text
+    # the page states the rounds run of those planned, and the threads the records were made with
+    assert "**wn18rr: complete, 3 of 3 planned rounds.**" in text and "rounds run with 1 torch thread(s)" in text
+    conve.main([*base, "--rounds", "5", "--report-only", "--threads", "2"])  # a rendering with other settings
+    text = (records / "conve.md").read_text()
+    assert "**wn18rr: PARTIAL, 3 of 5 planned rounds** (the run stopped at its deadline; the valid MRR is not " \
+           "judged: 3 round(s)" in text
+    assert "rounds run with 1 torch thread(s)" in text and "2 torch thread(s)" not in text
